@@ -1,0 +1,121 @@
+#pragma once
+
+// Keys, signatures and digests. This library is the only code in upkeep that includes OpenSSL.
+// Key formats follow the TUF specification ("Key objects"): ed25519 public keys are 64 hex
+// characters; ecdsa (P-256) and rsa (RSASSA-PSS, >= 2048 bits) public keys are PEM SubjectPublicKeyInfo.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "upkeep/common/result.hpp"
+
+namespace upkeep::crypto {
+
+enum class Errc {
+  UnsupportedKeyType = 1,  // keytype/scheme pair upkeep does not implement
+  InvalidKey = 2,          // public or private key material does not parse
+  WeakKey = 3,             // e.g. RSA below 2048 bits
+  BadSignature = 4,        // signature does not verify (including malformed signature bytes)
+  SigningFailed = 5,       // the private key could not sign
+  BadPassphrase = 6,       // an encrypted private key could not be decrypted
+  Internal = 7,            // OpenSSL failed in a way input cannot explain
+};
+
+}  // namespace upkeep::crypto
+
+UPKEEP_DECLARE_ERRC(upkeep::crypto);
+
+namespace upkeep::crypto {
+
+enum class KeyAlgorithm { Ed25519, EcdsaP256, RsaPss };
+
+struct PkeyHandle;  // wraps EVP_PKEY
+
+// A verification key as described by a TUF key object.
+class PublicKey {
+ public:
+  // keytype: "ed25519" | "ecdsa" (also legacy "ecdsa-sha2-nistp256") | "rsa";
+  // scheme: "ed25519" | "ecdsa-sha2-nistp256" | "rsassa-pss-sha256"; the pair must match.
+  [[nodiscard]] static Result<PublicKey> FromTuf(std::string_view keytype, std::string_view scheme,
+                                                 std::string_view public_value);
+
+  // Ok, or Errc::BadSignature. ECDSA signatures are DER; RSASSA-PSS uses MGF1-SHA256 and accepts
+  // any salt length (interoperable with signers using digest-length or maximum salt).
+  [[nodiscard]] Result<void> Verify(std::span<const std::uint8_t> message,
+                                    std::span<const std::uint8_t> signature) const;
+
+  [[nodiscard]] KeyAlgorithm algorithm() const { return algorithm_; }
+  [[nodiscard]] const std::string& keytype() const { return keytype_; }
+  [[nodiscard]] const std::string& scheme() const { return scheme_; }
+  [[nodiscard]] const std::string& public_value() const { return public_value_; }
+  // DER SubjectPublicKeyInfo: equal for the same key material however it was written.
+  [[nodiscard]] const std::vector<std::uint8_t>& spki_der() const { return spki_der_; }
+
+ private:
+  PublicKey() = default;
+  KeyAlgorithm algorithm_ = KeyAlgorithm::Ed25519;
+  std::string keytype_, scheme_, public_value_;
+  std::vector<std::uint8_t> spki_der_;
+  std::shared_ptr<PkeyHandle> pkey_;
+  friend class PrivateKey;
+};
+
+class PrivateKey {
+ public:
+  // Fresh key (RSA: 3072 bits).
+  [[nodiscard]] static Result<PrivateKey> Generate(KeyAlgorithm algorithm);
+  // PKCS#8 PEM, encrypted ("ENCRYPTED PRIVATE KEY") when a passphrase is given.
+  [[nodiscard]] static Result<PrivateKey> FromPem(std::string_view pem,
+                                                  std::string_view passphrase = {});
+  [[nodiscard]] Result<std::string> ToPem(std::string_view passphrase = {}) const;
+
+  // Ed25519: pure; ECDSA P-256: SHA-256, DER signature; RSA: PSS, SHA-256, salt = digest length.
+  [[nodiscard]] Result<std::vector<std::uint8_t>> Sign(std::span<const std::uint8_t> message) const;
+
+  [[nodiscard]] KeyAlgorithm algorithm() const { return algorithm_; }
+  // The TUF form of the public half (ed25519 hex; "ecdsa"/"rsa" with PEM SPKI).
+  [[nodiscard]] const PublicKey& public_key() const { return public_key_; }
+
+ private:
+  PrivateKey() = default;
+  KeyAlgorithm algorithm_ = KeyAlgorithm::Ed25519;
+  std::shared_ptr<PkeyHandle> pkey_;
+  PublicKey public_key_;
+};
+
+enum class HashAlgorithm { Sha256, Sha512 };
+
+// "sha256" / "sha512"; nullopt for anything else.
+[[nodiscard]] std::optional<HashAlgorithm> HashAlgorithmFromName(std::string_view name);
+[[nodiscard]] std::size_t DigestSize(HashAlgorithm algorithm);
+
+// Streaming digest.
+class Hasher {
+ public:
+  explicit Hasher(HashAlgorithm algorithm);
+  Hasher(Hasher&&) noexcept;
+  Hasher& operator=(Hasher&&) noexcept;
+  ~Hasher();
+  void Update(std::span<const std::uint8_t> data);
+  void Update(std::string_view data);
+  // Ends the digest; the Hasher must not be used afterwards.
+  [[nodiscard]] std::vector<std::uint8_t> Final();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+[[nodiscard]] std::vector<std::uint8_t> Digest(HashAlgorithm algorithm, std::string_view data);
+[[nodiscard]] std::vector<std::uint8_t> Sha256(std::string_view data);
+
+// Compares two byte strings in time that depends only on their lengths.
+[[nodiscard]] bool ConstantTimeEqual(std::span<const std::uint8_t> a,
+                                     std::span<const std::uint8_t> b);
+
+}  // namespace upkeep::crypto

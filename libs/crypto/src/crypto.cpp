@@ -1,0 +1,1 @@
+#include "upkeep/crypto/crypto.hpp"

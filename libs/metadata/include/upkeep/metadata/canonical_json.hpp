@@ -1,0 +1,31 @@
+#pragma once
+
+// JSON parsing for metadata and the OLPC canonical form used for signatures and key IDs.
+//
+// Canonical form (byte-identical to the npm package @tufjs/canonical-json):
+// - no insignificant white space; object keys sorted by UTF-16 code units (JavaScript's order);
+// - strings: only '\' and '"' are escaped (as \\ and \"); every other character, including
+//   control characters, is written as its raw UTF-8 bytes;
+// - integers in decimal; floating-point numbers are rejected.
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "upkeep/common/result.hpp"
+#include "upkeep/metadata/errc.hpp"
+
+namespace upkeep::metadata {
+
+using Json = nlohmann::json;
+
+// Strict parse of untrusted bytes: RFC 8259 JSON, valid UTF-8, no duplicate object keys
+// (Errc::MalformedJson), nesting at most kMaxJsonDepth levels.
+inline constexpr int kMaxJsonDepth = 64;
+[[nodiscard]] Result<Json> ParseJson(std::string_view text);
+
+// Errc::NotCanonicalizable for floating-point numbers.
+[[nodiscard]] Result<std::string> Canonicalize(const Json& value);
+
+}  // namespace upkeep::metadata

@@ -1,0 +1,1 @@
+namespace upkeep::metadata {}

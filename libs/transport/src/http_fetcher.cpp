@@ -1,0 +1,1 @@
+#include "upkeep/transport/http_fetcher.hpp"
