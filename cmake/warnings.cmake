@@ -2,7 +2,7 @@
 add_library(upkeep_warnings INTERFACE)
 target_compile_options(upkeep_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow -Wnon-virtual-dtor
-  -Wold-style-cast -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+  -Wold-style-cast -Woverloaded-virtual -Wimplicit-fallthrough)
 if(UPKEEP_WERROR)
   target_compile_options(upkeep_warnings INTERFACE -Werror)
 endif()

@@ -16,6 +16,7 @@ class MemoryFetcher final : public Fetcher {
  public:
   void Set(const std::string& url, std::string body) { files_[url] = std::move(body); }
   void Erase(const std::string& url) { files_.erase(url); }
+  void Clear() { files_.clear(); }
   [[nodiscard]] const std::vector<std::string>& requests() const { return requests_; }
   void ClearRequests() { requests_.clear(); }
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "upkeep/common/errc.hpp"
 
@@ -68,40 +69,77 @@ Result<std::string> LocalFilesystem::ReadFile(const fs::path& path,
   return out;
 }
 
-Result<void> LocalFilesystem::WriteFileAtomic(const fs::path& path, std::string_view content) {
-  const fs::path dir = path.parent_path();
+namespace {
+
+class LocalAtomicFile final : public AtomicFile {
+ public:
+  LocalAtomicFile(fs::path path, fs::path tmp, int fd)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  LocalAtomicFile(const LocalAtomicFile&) = delete;
+  LocalAtomicFile& operator=(const LocalAtomicFile&) = delete;
+  ~LocalAtomicFile() override {
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+
+  Result<void> Append(std::span<const char> data) override {
+    if (fd_.get() < 0) return Error(common::Errc::InvalidArgument, "file already committed");
+    std::size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::write(fd_.get(), data.data() + done, data.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return IoError("write", tmp_, errno);
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    return Ok();
+  }
+
+  Result<void> Commit() override {
+    if (fd_.get() < 0) return Error(common::Errc::InvalidArgument, "file already committed");
+    if (::fsync(fd_.get()) != 0) return IoError("fsync", tmp_, errno);
+    if (::close(fd_.release()) != 0) return IoError("close", tmp_, errno);
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) return IoError("rename onto", path_, errno);
+    committed_ = true;
+    return FsyncDirectory(path_.parent_path());
+  }
+
+ private:
+  fs::path path_;
+  fs::path tmp_;
+  FdGuard fd_;
+  bool committed_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<AtomicFile>> LocalFilesystem::CreateAtomic(const fs::path& path) {
   std::random_device rd;
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                       std::to_string(rd());
-  FdGuard fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return IoError("create", tmp, errno);
-  std::size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+  fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError("create", tmp, errno);
+  return std::unique_ptr<AtomicFile>(std::make_unique<LocalAtomicFile>(path, std::move(tmp), fd));
+}
+
+Result<void> LocalFilesystem::WriteFileAtomic(const fs::path& path, std::string_view content) {
+  UPKEEP_ASSIGN_OR_RETURN(auto file, CreateAtomic(path));
+  UPKEEP_TRY(file->Append(std::span<const char>(content.data(), content.size())));
+  return file->Commit();
+}
+
+Result<void> LocalFilesystem::ReadChunks(const fs::path& path, const ChunkSink& sink) const {
+  FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return IoError("open", path, errno);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int err = errno;
-      ::unlink(tmp.c_str());
-      return IoError("write", tmp, err);
+      return IoError("read", path, errno);
     }
-    done += static_cast<std::size_t>(n);
+    if (n == 0) return Ok();
+    UPKEEP_TRY(sink(std::span<const char>(buf.data(), static_cast<std::size_t>(n))));
   }
-  if (::fsync(fd.get()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("fsync", tmp, err);
-  }
-  if (::close(fd.release()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("close", tmp, err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("rename onto", path, err);
-  }
-  return FsyncDirectory(dir);
 }
 
 Result<bool> LocalFilesystem::Exists(const fs::path& path) const {

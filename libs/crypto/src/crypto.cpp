@@ -1,1 +1,351 @@
 #include "upkeep/crypto/crypto.hpp"
+
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include <cstring>
+
+#include "upkeep/common/encoding.hpp"
+
+namespace upkeep::crypto {
+
+struct PkeyHandle {
+  explicit PkeyHandle(EVP_PKEY* p) : pkey(p) {}
+  PkeyHandle(const PkeyHandle&) = delete;
+  PkeyHandle& operator=(const PkeyHandle&) = delete;
+  ~PkeyHandle() { EVP_PKEY_free(pkey); }
+  EVP_PKEY* pkey;
+};
+
+namespace {
+
+using BioPtr = std::unique_ptr<BIO, decltype(&BIO_free)>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)>;
+
+const char* ErrcName(int value) {
+  switch (static_cast<Errc>(value)) {
+    case Errc::UnsupportedKeyType: return "UnsupportedKeyType";
+    case Errc::InvalidKey: return "InvalidKey";
+    case Errc::WeakKey: return "WeakKey";
+    case Errc::BadSignature: return "BadSignature";
+    case Errc::SigningFailed: return "SigningFailed";
+    case Errc::BadPassphrase: return "BadPassphrase";
+    case Errc::Internal: return "Internal";
+  }
+  return "Unknown";
+}
+
+constexpr const char* kEd25519 = "ed25519";
+constexpr const char* kEcdsa = "ecdsa";
+constexpr const char* kEcdsaLegacy = "ecdsa-sha2-nistp256";
+constexpr const char* kEcdsaScheme = "ecdsa-sha2-nistp256";
+constexpr const char* kRsa = "rsa";
+constexpr const char* kRsaScheme = "rsassa-pss-sha256";
+constexpr int kMinRsaBits = 2048;
+constexpr int kGeneratedRsaBits = 3072;
+
+std::shared_ptr<PkeyHandle> Wrap(EVP_PKEY* p) { return std::make_shared<PkeyHandle>(p); }
+
+BioPtr MemBio(std::string_view data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), &BIO_free);
+}
+
+std::string BioString(BIO* bio) {
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<std::size_t>(len));
+}
+
+std::vector<std::uint8_t> SpkiDer(EVP_PKEY* pkey) {
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(pkey, &der);
+  if (len <= 0) return {};
+  std::vector<std::uint8_t> out(der, der + len);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<std::string> PublicPem(EVP_PKEY* pkey) {
+  BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), pkey) != 1) {
+    return Error(Errc::Internal, "cannot write public key PEM");
+  }
+  return BioString(bio.get());
+}
+
+bool IsP256(EVP_PKEY* pkey) {
+  char group[64] = {0};
+  std::size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                     &len) != 1) {
+    return false;
+  }
+  return std::strcmp(group, "prime256v1") == 0 || std::strcmp(group, "P-256") == 0;
+}
+
+// The TUF form (keytype, scheme, public value) of an OpenSSL key.
+Result<std::tuple<KeyAlgorithm, std::string, std::string, std::string>> TufForm(EVP_PKEY* pkey) {
+  switch (EVP_PKEY_get_base_id(pkey)) {
+    case EVP_PKEY_ED25519: {
+      std::uint8_t raw[32];
+      std::size_t len = sizeof raw;
+      if (EVP_PKEY_get_raw_public_key(pkey, raw, &len) != 1 || len != sizeof raw) {
+        return Error(Errc::InvalidKey, "cannot read ed25519 public key");
+      }
+      return std::tuple{KeyAlgorithm::Ed25519, std::string(kEd25519), std::string(kEd25519),
+                        HexEncode(std::span<const std::uint8_t>(raw, len))};
+    }
+    case EVP_PKEY_EC: {
+      if (!IsP256(pkey)) return Error(Errc::UnsupportedKeyType, "only P-256 ECDSA keys");
+      UPKEEP_ASSIGN_OR_RETURN(std::string pem, PublicPem(pkey));
+      return std::tuple{KeyAlgorithm::EcdsaP256, std::string(kEcdsa), std::string(kEcdsaScheme),
+                        pem};
+    }
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS: {
+      if (EVP_PKEY_get_bits(pkey) < kMinRsaBits) {
+        return Error(Errc::WeakKey, "RSA keys must have at least 2048 bits");
+      }
+      UPKEEP_ASSIGN_OR_RETURN(std::string pem, PublicPem(pkey));
+      return std::tuple{KeyAlgorithm::RsaPss, std::string(kRsa), std::string(kRsaScheme), pem};
+    }
+    default:
+      return Error(Errc::UnsupportedKeyType, "unsupported key algorithm");
+  }
+}
+
+// Sets up an EVP_DigestSign/Verify context with the algorithm's parameters.
+bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, EVP_PKEY* pkey, bool sign) {
+  const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr : EVP_sha256();
+  EVP_PKEY_CTX* pctx = nullptr;
+  const int ok = sign ? EVP_DigestSignInit(ctx, &pctx, md, nullptr, pkey)
+                      : EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, pkey);
+  if (ok != 1) return false;
+  if (alg == KeyAlgorithm::RsaPss) {
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1) return false;
+    if (EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1) return false;
+    if (EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, sign ? RSA_PSS_SALTLEN_DIGEST
+                                                    : RSA_PSS_SALTLEN_AUTO) != 1) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+const std::error_category& ErrcCategory() noexcept {
+  static const NamedErrorCategory category("crypto", &ErrcName);
+  return category;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PublicKey
+
+Result<PublicKey> PublicKey::FromTuf(std::string_view keytype, std::string_view scheme,
+                                     std::string_view public_value) {
+  PublicKey key;
+  EVP_PKEY* raw = nullptr;
+  if (keytype == kEd25519 && scheme == kEd25519) {
+    auto bytes = HexDecode(public_value);
+    if (!bytes || bytes->size() != 32) {
+      return Error(Errc::InvalidKey, "ed25519 public key must be 64 hex characters");
+    }
+    raw = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, bytes->data(), bytes->size());
+    if (raw == nullptr) return Error(Errc::InvalidKey, "bad ed25519 public key");
+    key.algorithm_ = KeyAlgorithm::Ed25519;
+  } else if ((keytype == kEcdsa || keytype == kEcdsaLegacy) && scheme == kEcdsaScheme) {
+    auto bio = MemBio(public_value);
+    raw = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
+    if (raw == nullptr) return Error(Errc::InvalidKey, "ecdsa public key is not PEM SPKI");
+    if (EVP_PKEY_get_base_id(raw) != EVP_PKEY_EC || !IsP256(raw)) {
+      EVP_PKEY_free(raw);
+      return Error(Errc::InvalidKey, "ecdsa-sha2-nistp256 needs a P-256 key");
+    }
+    key.algorithm_ = KeyAlgorithm::EcdsaP256;
+  } else if (keytype == kRsa && scheme == kRsaScheme) {
+    auto bio = MemBio(public_value);
+    raw = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
+    if (raw == nullptr) return Error(Errc::InvalidKey, "rsa public key is not PEM SPKI");
+    const int id = EVP_PKEY_get_base_id(raw);
+    if (id != EVP_PKEY_RSA && id != EVP_PKEY_RSA_PSS) {
+      EVP_PKEY_free(raw);
+      return Error(Errc::InvalidKey, "rsassa-pss-sha256 needs an RSA key");
+    }
+    if (EVP_PKEY_get_bits(raw) < kMinRsaBits) {
+      EVP_PKEY_free(raw);
+      return Error(Errc::WeakKey, "RSA keys must have at least 2048 bits");
+    }
+    key.algorithm_ = KeyAlgorithm::RsaPss;
+  } else {
+    ERR_clear_error();
+    return Error(Errc::UnsupportedKeyType,
+                 "unsupported keytype/scheme " + std::string(keytype) + "/" + std::string(scheme));
+  }
+  ERR_clear_error();
+  key.pkey_ = Wrap(raw);
+  key.keytype_ = keytype;
+  key.scheme_ = scheme;
+  key.public_value_ = public_value;
+  key.spki_der_ = SpkiDer(raw);
+  return key;
+}
+
+Result<void> PublicKey::Verify(std::span<const std::uint8_t> message,
+                               std::span<const std::uint8_t> signature) const {
+  MdCtxPtr ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  bool ok = ctx && InitDigest(ctx.get(), algorithm_, pkey_->pkey, /*sign=*/false) &&
+            EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), message.data(),
+                             message.size()) == 1;
+  ERR_clear_error();
+  if (!ok) return Error(Errc::BadSignature, "signature does not verify");
+  return Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PrivateKey
+
+Result<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
+  EVP_PKEY* raw = nullptr;
+  switch (algorithm) {
+    case KeyAlgorithm::Ed25519:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+      break;
+    case KeyAlgorithm::EcdsaP256:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+      break;
+    case KeyAlgorithm::RsaPss:
+      raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(kGeneratedRsaBits));
+      break;
+  }
+  if (raw == nullptr) return Error(Errc::Internal, "key generation failed");
+  PrivateKey key;
+  key.pkey_ = Wrap(raw);
+  UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw));
+  key.algorithm_ = std::get<0>(form);
+  UPKEEP_ASSIGN_OR_RETURN(key.public_key_,
+                          PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
+  return key;
+}
+
+Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view passphrase) {
+  auto bio = MemBio(pem);
+  std::string pass(passphrase);
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr,
+                                          pass.empty() ? nullptr : pass.data());
+  OPENSSL_cleanse(pass.data(), pass.size());
+  if (raw == nullptr) {
+    const bool encrypted = pem.find("ENCRYPTED") != std::string_view::npos;
+    ERR_clear_error();
+    if (encrypted) return Error(Errc::BadPassphrase, "cannot decrypt private key");
+    return Error(Errc::InvalidKey, "not a PEM private key");
+  }
+  PrivateKey key;
+  key.pkey_ = Wrap(raw);
+  UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw));
+  key.algorithm_ = std::get<0>(form);
+  UPKEEP_ASSIGN_OR_RETURN(key.public_key_,
+                          PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
+  return key;
+}
+
+Result<std::string> PrivateKey::ToPem(std::string_view passphrase) const {
+  BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
+  if (!bio) return Error(Errc::Internal, "out of memory");
+  int ok = 0;
+  if (passphrase.empty()) {
+    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), pkey_->pkey, nullptr, nullptr, 0, nullptr,
+                                       nullptr);
+  } else {
+    std::string pass(passphrase);
+    ok = PEM_write_bio_PKCS8PrivateKey(bio.get(), pkey_->pkey, EVP_aes_256_cbc(), pass.data(),
+                                       static_cast<int>(pass.size()), nullptr, nullptr);
+    OPENSSL_cleanse(pass.data(), pass.size());
+  }
+  if (ok != 1) {
+    ERR_clear_error();
+    return Error(Errc::Internal, "cannot write private key");
+  }
+  return BioString(bio.get());
+}
+
+Result<std::vector<std::uint8_t>> PrivateKey::Sign(std::span<const std::uint8_t> message) const {
+  MdCtxPtr ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  std::size_t len = 0;
+  if (!ctx || !InitDigest(ctx.get(), algorithm_, pkey_->pkey, /*sign=*/true) ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, message.data(), message.size()) != 1) {
+    ERR_clear_error();
+    return Error(Errc::SigningFailed, "cannot sign");
+  }
+  std::vector<std::uint8_t> sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, message.data(), message.size()) != 1) {
+    ERR_clear_error();
+    return Error(Errc::SigningFailed, "cannot sign");
+  }
+  sig.resize(len);
+  return sig;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digests
+
+std::optional<HashAlgorithm> HashAlgorithmFromName(std::string_view name) {
+  if (name == "sha256") return HashAlgorithm::Sha256;
+  if (name == "sha512") return HashAlgorithm::Sha512;
+  return std::nullopt;
+}
+
+std::size_t DigestSize(HashAlgorithm algorithm) {
+  return algorithm == HashAlgorithm::Sha256 ? 32 : 64;
+}
+
+struct Hasher::State {
+  MdCtxPtr ctx{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+};
+
+Hasher::Hasher(HashAlgorithm algorithm) : state_(std::make_unique<State>()) {
+  const EVP_MD* md = algorithm == HashAlgorithm::Sha256 ? EVP_sha256() : EVP_sha512();
+  if (!state_->ctx || EVP_DigestInit_ex(state_->ctx.get(), md, nullptr) != 1) std::abort();
+}
+Hasher::Hasher(Hasher&&) noexcept = default;
+Hasher& Hasher::operator=(Hasher&&) noexcept = default;
+Hasher::~Hasher() = default;
+
+void Hasher::Update(std::span<const std::uint8_t> data) {
+  EVP_DigestUpdate(state_->ctx.get(), data.data(), data.size());
+}
+void Hasher::Update(std::string_view data) {
+  EVP_DigestUpdate(state_->ctx.get(), data.data(), data.size());
+}
+std::vector<std::uint8_t> Hasher::Final() {
+  std::vector<std::uint8_t> out(EVP_MAX_MD_SIZE);
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(state_->ctx.get(), out.data(), &len);
+  out.resize(len);
+  return out;
+}
+
+std::vector<std::uint8_t> Digest(HashAlgorithm algorithm, std::string_view data) {
+  Hasher h(algorithm);
+  h.Update(data);
+  return h.Final();
+}
+
+std::vector<std::uint8_t> Sha256(std::string_view data) {
+  return Digest(HashAlgorithm::Sha256, data);
+}
+
+bool ConstantTimeEqual(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  if (a.size() != b.size()) return false;
+  if (a.empty()) return true;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace upkeep::crypto

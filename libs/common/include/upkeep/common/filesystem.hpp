@@ -5,6 +5,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,8 +16,19 @@
 
 namespace upkeep {
 
+// A file being written that appears at its final path only on Commit(): written to a temporary
+// file in the same directory, fsynced, renamed, and the directory fsynced. Destroying it
+// without Commit() removes the temporary file.
+class AtomicFile {
+ public:
+  virtual ~AtomicFile() = default;
+  [[nodiscard]] virtual Result<void> Append(std::span<const char> data) = 0;
+  [[nodiscard]] virtual Result<void> Commit() = 0;
+};
+
 class Filesystem {
  public:
+  using ChunkSink = std::function<Result<void>(std::span<const char>)>;
   virtual ~Filesystem() = default;
 
   // Reads a whole file; fails with common::Errc::FileTooLarge above max_bytes.
@@ -24,6 +38,11 @@ class Filesystem {
   // rename it over `path`, fsync the directory. Readers see the old or the new content only.
   [[nodiscard]] virtual Result<void> WriteFileAtomic(const std::filesystem::path& path,
                                                      std::string_view content) = 0;
+  [[nodiscard]] virtual Result<std::unique_ptr<AtomicFile>> CreateAtomic(
+      const std::filesystem::path& path) = 0;
+  // Streams a file's content in pieces (for files too large to hold in memory).
+  [[nodiscard]] virtual Result<void> ReadChunks(const std::filesystem::path& path,
+                                                const ChunkSink& sink) const = 0;
   [[nodiscard]] virtual Result<bool> Exists(const std::filesystem::path& path) const = 0;
   // Removes a file; removing a file that is not there succeeds.
   [[nodiscard]] virtual Result<void> Remove(const std::filesystem::path& path) = 0;
@@ -37,6 +56,10 @@ class LocalFilesystem final : public Filesystem {
                                              std::uint64_t max_bytes) const override;
   [[nodiscard]] Result<void> WriteFileAtomic(const std::filesystem::path& path,
                                              std::string_view content) override;
+  [[nodiscard]] Result<std::unique_ptr<AtomicFile>> CreateAtomic(
+      const std::filesystem::path& path) override;
+  [[nodiscard]] Result<void> ReadChunks(const std::filesystem::path& path,
+                                        const ChunkSink& sink) const override;
   [[nodiscard]] Result<bool> Exists(const std::filesystem::path& path) const override;
   [[nodiscard]] Result<void> Remove(const std::filesystem::path& path) override;
   [[nodiscard]] Result<void> CreateDirectories(const std::filesystem::path& path) override;

@@ -1,0 +1,574 @@
+#include "upkeep/metadata/model.hpp"
+
+#include <cstdio>
+#include <set>
+
+#include "upkeep/common/encoding.hpp"
+
+namespace upkeep::metadata {
+
+namespace {
+
+Error Invalid(const std::string& where, const std::string& what) {
+  return Error(Errc::InvalidMetadata, where + ": " + what);
+}
+
+Result<const Json*> Member(const Json& object, const char* key, const std::string& where) {
+  auto it = object.find(key);
+  if (it == object.end()) return Invalid(where, std::string("missing \"") + key + "\"");
+  return &*it;
+}
+
+Result<std::string> GetString(const Json& object, const char* key, const std::string& where) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
+  if (!v->is_string()) return Invalid(where, std::string("\"") + key + "\" must be a string");
+  return v->get<std::string>();
+}
+
+Result<std::uint64_t> AsUint(const Json& v, const std::string& what) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
+    return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  }
+  return Error(Errc::InvalidMetadata, what + " must be a non-negative integer");
+}
+
+Result<std::uint64_t> GetUint(const Json& object, const char* key, const std::string& where) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
+  return AsUint(*v, where + ": \"" + key + "\"");
+}
+
+Result<std::uint64_t> GetPositive(const Json& object, const char* key, const std::string& where) {
+  UPKEEP_ASSIGN_OR_RETURN(std::uint64_t v, GetUint(object, key, where));
+  if (v == 0) return Invalid(where, std::string("\"") + key + "\" must be at least 1");
+  return v;
+}
+
+Result<const Json*> GetObject(const Json& object, const char* key, const std::string& where) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
+  if (!v->is_object()) return Invalid(where, std::string("\"") + key + "\" must be an object");
+  return v;
+}
+
+Result<const Json*> GetArray(const Json& object, const char* key, const std::string& where) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
+  if (!v->is_array()) return Invalid(where, std::string("\"") + key + "\" must be an array");
+  return v;
+}
+
+Result<std::vector<std::string>> StringList(const Json& array, const std::string& where,
+                                            bool unique) {
+  std::vector<std::string> out;
+  std::set<std::string, std::less<>> seen;
+  for (const auto& v : array) {
+    if (!v.is_string()) return Invalid(where, "list entries must be strings");
+    if (unique && !seen.insert(v.get<std::string>()).second) {
+      return Invalid(where, "duplicate entry \"" + v.get<std::string>() + "\"");
+    }
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+Result<Hashes> ParseHashes(const Json& v, const std::string& where) {
+  if (!v.is_object() || v.empty()) return Invalid(where, "\"hashes\" must be a non-empty object");
+  Hashes out;
+  for (const auto& [alg, digest] : v.items()) {
+    if (!digest.is_string()) return Invalid(where, "hash values must be strings");
+    out.emplace(alg, digest.get<std::string>());
+  }
+  return out;
+}
+
+Result<KeyMap> ParseKeys(const Json& keys, const std::string& where) {
+  KeyMap out;
+  for (const auto& [keyid, k] : keys.items()) {
+    const std::string kw = where + ": key " + keyid;
+    if (!k.is_object()) return Invalid(kw, "must be an object");
+    Key key;
+    key.keyid = keyid;
+    UPKEEP_ASSIGN_OR_RETURN(key.keytype, GetString(k, "keytype", kw));
+    UPKEEP_ASSIGN_OR_RETURN(key.scheme, GetString(k, "scheme", kw));
+    UPKEEP_ASSIGN_OR_RETURN(const Json* keyval, GetObject(k, "keyval", kw));
+    key.json = k;
+    auto pub = keyval->find("public");
+    if (pub != keyval->end() && pub->is_string()) {
+      auto parsed = crypto::PublicKey::FromTuf(key.keytype, key.scheme, pub->get<std::string>());
+      if (parsed) key.public_key = std::move(parsed).value();
+    }
+    out.emplace(keyid, std::move(key));
+  }
+  return out;
+}
+
+Result<RoleKeys> ParseRoleKeys(const Json& role, const std::string& where) {
+  RoleKeys out;
+  UPKEEP_ASSIGN_OR_RETURN(const Json* keyids, GetArray(role, "keyids", where));
+  UPKEEP_ASSIGN_OR_RETURN(out.keyids, StringList(*keyids, where + ": keyids", true));
+  UPKEEP_ASSIGN_OR_RETURN(out.threshold, GetPositive(role, "threshold", where));
+  return out;
+}
+
+Result<MetaFile> ParseMetaFile(const Json& v, const std::string& where) {
+  if (!v.is_object()) return Invalid(where, "must be an object");
+  MetaFile out;
+  UPKEEP_ASSIGN_OR_RETURN(out.version, GetPositive(v, "version", where));
+  if (auto it = v.find("length"); it != v.end()) {
+    UPKEEP_ASSIGN_OR_RETURN(out.length, AsUint(*it, where + ": \"length\""));
+  }
+  if (auto it = v.find("hashes"); it != v.end()) {
+    UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*it, where));
+  }
+  return out;
+}
+
+Result<RootBody> ParseRootBody(const Json& s) {
+  RootBody out;
+  if (auto it = s.find("consistent_snapshot"); it != s.end()) {
+    if (!it->is_boolean()) return Invalid("root", "\"consistent_snapshot\" must be a boolean");
+    out.consistent_snapshot = it->get<bool>();
+  }
+  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(s, "keys", "root"));
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, "root"));
+  UPKEEP_ASSIGN_OR_RETURN(const Json* roles, GetObject(s, "roles", "root"));
+  for (const auto& [name, role] : roles->items()) {
+    if (name != kRootRole && name != kTimestampRole && name != kSnapshotRole &&
+        name != kTargetsRole) {
+      return Invalid("root", "unknown role \"" + name + "\" in \"roles\"");
+    }
+    if (!role.is_object()) return Invalid("root", "role \"" + name + "\" must be an object");
+    UPKEEP_ASSIGN_OR_RETURN(auto rk, ParseRoleKeys(role, "root: role " + name));
+    out.roles.emplace(name, std::move(rk));
+  }
+  if (out.roles.size() != 4) {
+    return Invalid("root", "\"roles\" must define root, timestamp, snapshot and targets");
+  }
+  return out;
+}
+
+Result<TimestampBody> ParseTimestampBody(const Json& s) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "timestamp"));
+  auto it = meta->find("snapshot.json");
+  if (it == meta->end()) return Invalid("timestamp", "\"meta\" must list \"snapshot.json\"");
+  TimestampBody out;
+  UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(*it, "timestamp: snapshot.json"));
+  return out;
+}
+
+Result<SnapshotBody> ParseSnapshotBody(const Json& s) {
+  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "snapshot"));
+  SnapshotBody out;
+  for (const auto& [name, v] : meta->items()) {
+    UPKEEP_ASSIGN_OR_RETURN(auto mf, ParseMetaFile(v, "snapshot: " + name));
+    out.meta.emplace(name, mf);
+  }
+  return out;
+}
+
+bool IsTopLevelRole(std::string_view name) {
+  return name == kRootRole || name == kTimestampRole || name == kSnapshotRole ||
+         name == kTargetsRole;
+}
+
+Result<Delegations> ParseDelegations(const Json& d) {
+  const std::string where = "targets: delegations";
+  if (!d.is_object()) return Invalid(where, "must be an object");
+  Delegations out;
+  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(d, "keys", where));
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, where));
+  const auto roles = d.find("roles");
+  const auto succinct = d.find("succinct_roles");
+  if ((roles == d.end()) == (succinct == d.end())) {
+    return Invalid(where, "exactly one of \"roles\" and \"succinct_roles\" must be present");
+  }
+  if (roles != d.end()) {
+    if (!roles->is_array()) return Invalid(where, "\"roles\" must be an array");
+    std::set<std::string, std::less<>> names;
+    for (const auto& r : *roles) {
+      if (!r.is_object()) return Invalid(where, "each role must be an object");
+      DelegatedRole role;
+      UPKEEP_ASSIGN_OR_RETURN(role.name, GetString(r, "name", where));
+      const std::string rw = where + ": role " + role.name;
+      if (IsTopLevelRole(role.name)) return Invalid(rw, "a top-level role cannot be delegated");
+      if (!names.insert(role.name).second) return Invalid(rw, "role listed twice");
+      UPKEEP_ASSIGN_OR_RETURN(role.keys, ParseRoleKeys(r, rw));
+      UPKEEP_ASSIGN_OR_RETURN(const Json* term, Member(r, "terminating", rw));
+      if (!term->is_boolean()) return Invalid(rw, "\"terminating\" must be a boolean");
+      role.terminating = term->get<bool>();
+      const auto paths = r.find("paths");
+      const auto prefixes = r.find("path_hash_prefixes");
+      if ((paths == r.end()) == (prefixes == r.end())) {
+        return Invalid(rw, "exactly one of \"paths\" and \"path_hash_prefixes\" must be set");
+      }
+      if (paths != r.end()) {
+        if (!paths->is_array()) return Invalid(rw, "\"paths\" must be an array");
+        UPKEEP_ASSIGN_OR_RETURN(role.paths, StringList(*paths, rw + ": paths", false));
+      } else {
+        if (!prefixes->is_array()) return Invalid(rw, "\"path_hash_prefixes\" must be an array");
+        UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
+                                StringList(*prefixes, rw + ": path_hash_prefixes", false));
+      }
+      out.roles.push_back(std::move(role));
+    }
+  } else {
+    const std::string sw = where + ": succinct_roles";
+    if (!succinct->is_object()) return Invalid(sw, "must be an object");
+    SuccinctRoles s;
+    UPKEEP_ASSIGN_OR_RETURN(s.keys, ParseRoleKeys(*succinct, sw));
+    UPKEEP_ASSIGN_OR_RETURN(std::uint64_t bits, GetUint(*succinct, "bit_length", sw));
+    if (bits < 1 || bits > 32) return Invalid(sw, "\"bit_length\" must be between 1 and 32");
+    s.bit_length = static_cast<std::uint32_t>(bits);
+    UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, GetString(*succinct, "name_prefix", sw));
+    out.succinct = std::move(s);
+  }
+  return out;
+}
+
+Result<TargetsBody> ParseTargetsBody(const Json& s) {
+  TargetsBody out;
+  UPKEEP_ASSIGN_OR_RETURN(const Json* targets, GetObject(s, "targets", "targets"));
+  for (const auto& [path, t] : targets->items()) {
+    const std::string tw = "targets: target " + path;
+    if (!t.is_object()) return Invalid(tw, "must be an object");
+    TargetFile file;
+    file.path = path;
+    UPKEEP_ASSIGN_OR_RETURN(file.length, GetUint(t, "length", tw));
+    UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, Member(t, "hashes", tw));
+    UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, tw));
+    if (auto it = t.find("custom"); it != t.end()) file.custom = *it;
+    out.targets.emplace(path, std::move(file));
+  }
+  if (auto it = s.find("delegations"); it != s.end()) {
+    UPKEEP_ASSIGN_OR_RETURN(out.delegations, ParseDelegations(*it));
+  }
+  return out;
+}
+
+bool SpecVersionSupported(const std::string& v) {
+  // "MAJOR.MINOR" or "MAJOR.MINOR.PATCH", digits only, MAJOR == 1.
+  std::vector<std::string> parts(1);
+  for (char c : v) {
+    if (c == '.') {
+      parts.emplace_back();
+    } else if (c >= '0' && c <= '9') {
+      parts.back().push_back(c);
+    } else {
+      return false;
+    }
+  }
+  if (parts.size() < 2 || parts.size() > 3) return false;
+  for (const auto& p : parts) {
+    if (p.empty()) return false;
+  }
+  return parts[0] == "1";
+}
+
+template <typename Body, typename BodyParser>
+Result<Metadata<Body>> ParseEnvelope(std::string_view bytes, std::string_view expected_type,
+                                     BodyParser parse_body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseJson(bytes));
+  const std::string where(expected_type);
+  if (!doc.is_object()) return Invalid(where, "metadata must be a JSON object");
+  UPKEEP_ASSIGN_OR_RETURN(const Json* sigs, GetArray(doc, "signatures", where));
+  UPKEEP_ASSIGN_OR_RETURN(const Json* s, GetObject(doc, "signed", where));
+
+  Metadata<Body> md;
+  UPKEEP_ASSIGN_OR_RETURN(md.type, GetString(*s, "_type", where));
+  if (md.type != expected_type) {
+    return Error(Errc::WrongType, "expected \"" + where + "\" metadata, got \"" + md.type + "\"");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(md.spec_version, GetString(*s, "spec_version", where));
+  if (!SpecVersionSupported(md.spec_version)) {
+    return Error(Errc::UnsupportedSpecVersion,
+                 where + ": spec_version \"" + md.spec_version + "\" is not 1.x");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(md.version, GetPositive(*s, "version", where));
+  UPKEEP_ASSIGN_OR_RETURN(std::string expires, GetString(*s, "expires", where));
+  auto when = ParseDateTime(expires);
+  if (!when) return Invalid(where, "\"expires\" is not YYYY-MM-DDTHH:MM:SSZ: " + expires);
+  md.expires = *when;
+
+  std::set<std::string, std::less<>> seen;
+  for (const auto& sig : *sigs) {
+    if (!sig.is_object()) return Invalid(where, "each signature must be an object");
+    Signature out;
+    UPKEEP_ASSIGN_OR_RETURN(out.keyid, GetString(sig, "keyid", where + ": signature"));
+    UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, GetString(sig, "sig", where + ": signature"));
+    if (!seen.insert(out.keyid).second) {
+      return Error(Errc::DuplicateSignature, where + ": two signatures by key " + out.keyid);
+    }
+    md.signatures.push_back(std::move(out));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(*s));
+  UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(*s));
+  return md;
+}
+
+// Python fnmatch semantics for one path segment: '*', '?', "[seq]", "[!seq]".
+bool MatchSegment(std::string_view text, std::string_view pattern) {
+  std::size_t t = 0, p = 0;
+  std::size_t star_p = std::string_view::npos, star_t = 0;
+  auto match_class = [&](std::size_t& pi, char c, bool& ok) -> bool {
+    // Returns false when pattern[pi] does not start a complete class (treat '[' literally).
+    std::size_t i = pi + 1;
+    bool negate = false;
+    if (i < pattern.size() && pattern[i] == '!') {
+      negate = true;
+      ++i;
+    }
+    std::size_t start = i;
+    if (i < pattern.size() && pattern[i] == ']') ++i;  // a leading ']' is literal
+    while (i < pattern.size() && pattern[i] != ']') ++i;
+    if (i >= pattern.size()) return false;
+    bool found = false;
+    for (std::size_t k = start; k < i; ++k) {
+      if (k + 2 < i && pattern[k + 1] == '-') {
+        if (pattern[k] <= c && c <= pattern[k + 2]) found = true;
+        k += 2;
+      } else if (pattern[k] == c) {
+        found = true;
+      }
+    }
+    ok = found != negate;
+    pi = i + 1;
+    return true;
+  };
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star_p = p++;
+      star_t = t;
+      continue;
+    }
+    if (p < pattern.size()) {
+      if (pattern[p] == '?') {
+        ++p;
+        ++t;
+        continue;
+      }
+      if (pattern[p] == '[') {
+        std::size_t pi = p;
+        bool ok = false;
+        if (match_class(pi, text[t], ok)) {
+          if (ok) {
+            p = pi;
+            ++t;
+            continue;
+          }
+        } else if (text[t] == '[') {
+          ++p;
+          ++t;
+          continue;
+        }
+      } else if (pattern[p] == text[t]) {
+        ++p;
+        ++t;
+        continue;
+      }
+    }
+    if (star_p == std::string_view::npos) return false;
+    p = star_p + 1;
+    t = ++star_t;
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+std::vector<std::string_view> SplitPath(std::string_view s) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = s.find('/', start);
+    if (slash == std::string_view::npos) {
+      parts.push_back(s.substr(start));
+      return parts;
+    }
+    parts.push_back(s.substr(start, slash - start));
+    start = slash + 1;
+  }
+}
+
+}  // namespace
+
+std::optional<TimePoint> ParseDateTime(std::string_view text) {
+  // Exactly "YYYY-MM-DDTHH:MM:SSZ".
+  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
+      text[13] != ':' || text[16] != ':' || text[19] != 'Z') {
+    return std::nullopt;
+  }
+  auto num = [&](std::size_t pos, std::size_t len) -> int {
+    int v = 0;
+    for (std::size_t i = pos; i < pos + len; ++i) {
+      if (text[i] < '0' || text[i] > '9') return -1;
+      v = v * 10 + (text[i] - '0');
+    }
+    return v;
+  };
+  const int y = num(0, 4), mo = num(5, 2), d = num(8, 2), h = num(11, 2), mi = num(14, 2),
+            s = num(17, 2);
+  if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 ||
+      s > 59) {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day ymd{std::chrono::year{y},
+                                        std::chrono::month{static_cast<unsigned>(mo)},
+                                        std::chrono::day{static_cast<unsigned>(d)}};
+  if (!ymd.ok()) return std::nullopt;
+  return TimePoint(std::chrono::sys_days(ymd)) + std::chrono::hours(h) +
+         std::chrono::minutes(mi) + std::chrono::seconds(s);
+}
+
+std::string FormatDateTime(TimePoint t) {
+  const auto days = std::chrono::floor<std::chrono::days>(t);
+  const std::chrono::year_month_day ymd{days};
+  const std::chrono::hh_mm_ss hms{t - days};
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                static_cast<int>(hms.seconds().count()));
+  return buf;
+}
+
+bool DelegatedRole::IsDelegatedPath(std::string_view target_path) const {
+  if (path_hash_prefixes) {
+    const auto digest = crypto::Sha256(target_path);
+    const std::string hex = HexEncode(digest);
+    for (const auto& prefix : *path_hash_prefixes) {
+      if (hex.starts_with(prefix)) return true;
+    }
+    return false;
+  }
+  if (paths) {
+    const auto target_parts = SplitPath(target_path);
+    for (const auto& pattern : *paths) {
+      const auto pattern_parts = SplitPath(pattern);
+      if (pattern_parts.size() != target_parts.size()) continue;
+      bool all = true;
+      for (std::size_t i = 0; i < target_parts.size() && all; ++i) {
+        all = MatchSegment(target_parts[i], pattern_parts[i]);
+      }
+      if (all) return true;
+    }
+  }
+  return false;
+}
+
+std::string SuccinctRoles::RoleForTarget(std::string_view target_path) const {
+  const auto digest = crypto::Sha256(target_path);
+  const std::uint32_t first = (std::uint32_t{digest[0]} << 24) | (std::uint32_t{digest[1]} << 16) |
+                              (std::uint32_t{digest[2]} << 8) | std::uint32_t{digest[3]};
+  const std::uint64_t bin = std::uint64_t{first} >> (32 - bit_length);
+  const std::size_t width = (bit_length + 3) / 4;
+  std::string suffix(width, '0');
+  std::uint64_t rest = bin;
+  for (std::size_t i = width; i-- > 0; rest >>= 4) suffix[i] = "0123456789abcdef"[rest & 0xf];
+  return name_prefix + "-" + suffix;
+}
+
+bool SuccinctRoles::IsDelegatedRole(std::string_view role_name) const {
+  const std::string prefix = name_prefix + "-";
+  if (!role_name.starts_with(prefix)) return false;
+  const std::string_view suffix = role_name.substr(prefix.size());
+  if (suffix.size() != (bit_length + 3) / 4) return false;
+  std::uint64_t value = 0;
+  for (char c : suffix) {
+    int v = -1;
+    if (c >= '0' && c <= '9') v = c - '0';
+    if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
+    if (v < 0) return false;
+    value = value * 16 + static_cast<std::uint64_t>(v);
+  }
+  return value < NumberOfBins();
+}
+
+std::vector<std::pair<std::string, bool>> Delegations::RolesForTarget(
+    std::string_view target_path) const {
+  std::vector<std::pair<std::string, bool>> out;
+  if (succinct) {
+    out.emplace_back(succinct->RoleForTarget(target_path), true);
+    return out;
+  }
+  for (const auto& role : roles) {
+    if (role.IsDelegatedPath(target_path)) out.emplace_back(role.name, role.terminating);
+  }
+  return out;
+}
+
+std::optional<RoleKeys> Delegations::KeysFor(std::string_view role_name) const {
+  if (succinct) {
+    if (succinct->IsDelegatedRole(role_name)) return succinct->keys;
+    return std::nullopt;
+  }
+  for (const auto& role : roles) {
+    if (role.name == role_name) return role.keys;
+  }
+  return std::nullopt;
+}
+
+Result<Root> ParseRoot(std::string_view bytes) {
+  return ParseEnvelope<RootBody>(bytes, kRootRole, ParseRootBody);
+}
+Result<Timestamp> ParseTimestamp(std::string_view bytes) {
+  return ParseEnvelope<TimestampBody>(bytes, kTimestampRole, ParseTimestampBody);
+}
+Result<Snapshot> ParseSnapshot(std::string_view bytes) {
+  return ParseEnvelope<SnapshotBody>(bytes, kSnapshotRole, ParseSnapshotBody);
+}
+Result<Targets> ParseTargets(std::string_view bytes) {
+  return ParseEnvelope<TargetsBody>(bytes, kTargetsRole, ParseTargetsBody);
+}
+
+Result<std::string> ComputeKeyId(const Json& key_object) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string canonical, Canonicalize(key_object));
+  return HexEncode(crypto::Sha256(canonical));
+}
+
+Result<void> VerifyThreshold(const KeyMap& keys, const RoleKeys& role,
+                             std::string_view signed_bytes,
+                             const std::vector<Signature>& signatures, Errc failure_code,
+                             std::string_view role_name) {
+  const std::span<const std::uint8_t> message(
+      reinterpret_cast<const std::uint8_t*>(signed_bytes.data()), signed_bytes.size());
+  std::set<std::vector<std::uint8_t>> counted;  // distinct key material
+  for (const auto& keyid : role.keyids) {
+    auto key = keys.find(keyid);
+    if (key == keys.end() || !key->second.public_key) continue;
+    if (counted.contains(key->second.public_key->spki_der())) continue;
+    for (const auto& sig : signatures) {
+      if (sig.keyid != keyid) continue;
+      auto raw = HexDecode(sig.sig_hex);
+      if (raw && key->second.public_key->Verify(message, *raw)) {
+        counted.insert(key->second.public_key->spki_der());
+      }
+      break;
+    }
+    if (counted.size() >= role.threshold) return Ok();
+  }
+  return Error(failure_code, std::string(role_name) + ": " + std::to_string(counted.size()) +
+                                 " valid signature(s) from distinct keys, threshold is " +
+                                 std::to_string(role.threshold));
+}
+
+Result<void> VerifyMetaFile(const MetaFile& meta, std::string_view bytes,
+                            std::string_view role_name) {
+  if (meta.length && *meta.length != bytes.size()) {
+    return Error(Errc::MetaLengthMismatch, std::string(role_name) + ": length " +
+                                               std::to_string(bytes.size()) + ", expected " +
+                                               std::to_string(*meta.length));
+  }
+  if (meta.hashes) {
+    for (const auto& [alg, expected_hex] : *meta.hashes) {
+      auto algorithm = crypto::HashAlgorithmFromName(alg);
+      auto expected = HexDecode(expected_hex);
+      if (!algorithm || !expected ||
+          !crypto::ConstantTimeEqual(crypto::Digest(*algorithm, bytes), *expected)) {
+        return Error(Errc::MetaHashMismatch,
+                     std::string(role_name) + ": " + alg + " hash does not match");
+      }
+    }
+  }
+  return Ok();
+}
+
+}  // namespace upkeep::metadata

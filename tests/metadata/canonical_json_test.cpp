@@ -1,0 +1,107 @@
+// Canonical JSON (OLPC), byte-identical to @tufjs/canonical-json on a committed corpus, plus the
+// strict parsing rules for untrusted metadata.
+
+#include "upkeep/metadata/canonical_json.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace upkeep::metadata {
+namespace {
+
+std::string Slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Canon(std::string_view text) {
+  auto parsed = ParseJson(text);
+  if (!parsed) return "parse error: " + parsed.error().ToString();
+  auto c = Canonicalize(*parsed);
+  return c ? *c : "canonicalize error: " + c.error().ToString();
+}
+
+// Every corpus input canonicalizes to exactly the bytes @tufjs/canonical-json produced.
+TEST(CanonicalJsonTest, MatchesTufJsOnCorpus) {
+  const std::filesystem::path dir = std::filesystem::path(UPKEEP_TESTDATA_DIR) / "canonical-json";
+  ASSERT_TRUE(std::filesystem::exists(dir / "inputs")) << dir;
+  int cases = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "inputs")) {
+    const auto expected_path = dir / "expected" / (entry.path().stem().string() + ".canon");
+    ASSERT_TRUE(std::filesystem::exists(expected_path)) << expected_path;
+    EXPECT_EQ(Canon(Slurp(entry.path())), Slurp(expected_path)) << entry.path().filename();
+    ++cases;
+  }
+  EXPECT_GE(cases, 40);
+}
+
+TEST(CanonicalJsonTest, SortsKeysAndDropsWhitespace) {
+  EXPECT_EQ(Canon(R"( { "b" : 1 , "a" : [ true , false , null ] } )"),
+            R"({"a":[true,false,null],"b":1})");
+}
+
+// Only '"' and '\' are escaped; control characters are written raw.
+TEST(CanonicalJsonTest, EscapesOnlyQuoteAndBackslash) {
+  EXPECT_EQ(Canon(R"(["a\"b\\c\n\u0001/\/"])"), std::string("[\"a\\\"b\\\\c\n\x01//\"]"));
+}
+
+// Keys order by UTF-16 code units (JavaScript), not by code points: U+1F600 (surrogates
+// D83D DE00) sorts before U+FF21.
+TEST(CanonicalJsonTest, OrdersAstralKeysByUtf16CodeUnits) {
+  EXPECT_EQ(Canon("{\"\xEF\xBC\xA1\":1,\"\xF0\x9F\x98\x80\":2}"),
+            "{\"\xF0\x9F\x98\x80\":2,\"\xEF\xBC\xA1\":1}");
+}
+
+TEST(CanonicalJsonTest, WritesLargeIntegersExactly) {
+  EXPECT_EQ(Canon("[9007199254740991,-9007199254740991,18446744073709551615]"),
+            "[9007199254740991,-9007199254740991,18446744073709551615]");
+}
+
+TEST(CanonicalJsonTest, RejectsFloats) {
+  auto parsed = ParseJson("{\"a\":1.5}");
+  ASSERT_TRUE(parsed);
+  auto c = Canonicalize(*parsed);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code(), Errc::NotCanonicalizable);
+}
+
+TEST(CanonicalJsonTest, RejectsDuplicateKeys) {
+  auto r = ParseJson(R"({"a":1,"b":{"c":1,"c":2}})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::MalformedJson);
+  EXPECT_TRUE(ParseJson(R"({"a":{"c":1},"b":{"c":2}})"));  // same key in different objects
+}
+
+TEST(CanonicalJsonTest, RejectsInvalidUtf8AndLoneSurrogates) {
+  for (const std::string& bad : {std::string("[\"\xC3\x28\"]"), std::string("[\"\xFF\"]"),
+                                std::string(R"(["\ud800"])"), std::string(R"(["\udc00x"])")}) {
+    auto r = ParseJson(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), Errc::MalformedJson);
+  }
+}
+
+TEST(CanonicalJsonTest, RejectsExcessiveNesting) {
+  std::string deep(kMaxJsonDepth + 1, '[');
+  deep += std::string(kMaxJsonDepth + 1, ']');
+  auto r = ParseJson(deep);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::MalformedJson);
+  std::string ok(kMaxJsonDepth, '[');
+  ok += std::string(kMaxJsonDepth, ']');
+  EXPECT_TRUE(ParseJson(ok));
+}
+
+TEST(CanonicalJsonTest, RejectsTrailingGarbageAndComments) {
+  EXPECT_FALSE(ParseJson("{} x"));
+  EXPECT_FALSE(ParseJson("{/* c */}"));
+  EXPECT_FALSE(ParseJson(""));
+}
+
+}  // namespace
+}  // namespace upkeep::metadata

@@ -1,0 +1,282 @@
+// Parsing of metadata from untrusted bytes: structure, types and value ranges
+// (tuf-spec "Document formats"), delegation path matching and succinct hash bins.
+
+#include "upkeep/metadata/model.hpp"
+
+#include <gtest/gtest.h>
+
+#include "repository_simulator.hpp"
+#include "upkeep/common/encoding.hpp"
+
+namespace upkeep::metadata {
+namespace {
+
+using testing::RepositorySimulator;
+
+class ModelTest : public ::testing::Test {
+ protected:
+  // A good signed root envelope to mutate.
+  Json RootDoc() { return Json::parse(RepositorySimulator::Sign(sim_.root, sim_.signers["root"])); }
+  Json TargetsDoc() {
+    return Json::parse(RepositorySimulator::Sign(sim_.targets, sim_.signers["targets"]));
+  }
+  RepositorySimulator sim_{*ParseDateTime("2026-01-01T00:00:00Z")};
+};
+
+#define EXPECT_ERRC(result, errc)                                          \
+  do {                                                                     \
+    auto&& r_ = (result);                                                  \
+    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
+    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
+  } while (false)
+
+TEST_F(ModelTest, ParsesGoodRoot) {
+  auto root = ParseRoot(RootDoc().dump());
+  ASSERT_TRUE(root) << root.error().ToString();
+  EXPECT_EQ(root->version, 1u);
+  EXPECT_EQ(root->body.roles.size(), 4u);
+  EXPECT_EQ(root->body.keys.size(), 4u);
+  EXPECT_TRUE(root->body.consistent_snapshot);
+}
+
+// "Object format": both "signed" and "signatures" are required.
+TEST_F(ModelTest, RejectsEnvelopeWithoutSignatures) {
+  auto doc = RootDoc();
+  doc.erase("signatures");
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+TEST_F(ModelTest, RejectsNonObjectDocument) {
+  EXPECT_ERRC(ParseRoot("[]"), Errc::InvalidMetadata);
+  EXPECT_ERRC(ParseRoot("\"root\""), Errc::InvalidMetadata);
+}
+
+// "_type" must name the role being parsed.
+TEST_F(ModelTest, RejectsWrongType) {
+  auto doc = RootDoc();
+  doc["signed"]["_type"] = "targets";
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::WrongType);
+}
+
+// spec_version: major version 1 only; "1.0" and "1.0.31" both accepted.
+TEST_F(ModelTest, ChecksSpecVersionMajor) {
+  auto doc = RootDoc();
+  for (const char* ok : {"1.0", "1.0.31", "1.20.0"}) {
+    doc["signed"]["spec_version"] = ok;
+    EXPECT_TRUE(ParseRoot(doc.dump())) << ok;
+  }
+  for (const char* bad : {"2.0.0", "0.9", "1", "1.0.0.0", "1.x", "", "v1.0"}) {
+    doc["signed"]["spec_version"] = bad;
+    EXPECT_ERRC(ParseRoot(doc.dump()), Errc::UnsupportedSpecVersion);
+  }
+}
+
+// "version" is an integer >= 1; strings, floats, zero and negatives are rejected.
+TEST_F(ModelTest, RejectsInvalidVersion) {
+  auto doc = RootDoc();
+  for (const Json& bad : {Json(0), Json(-1), Json("1"), Json(true)}) {
+    doc["signed"]["version"] = bad;
+    EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+  }
+  doc["signed"]["version"] = 1.5;
+  EXPECT_FALSE(ParseRoot(doc.dump()));
+}
+
+// "Date-time": exactly YYYY-MM-DDTHH:MM:SSZ in UTC.
+TEST_F(ModelTest, ParsesOnlyStrictUtcDateTimes) {
+  EXPECT_EQ(FormatDateTime(*ParseDateTime("1985-10-21T01:21:00Z")), "1985-10-21T01:21:00Z");
+  for (const char* bad : {"1985-10-21T01:21:00", "1985-10-21 01:21:00Z", "1985-10-21T01:21:00+00:00",
+                          "1985-13-21T01:21:00Z", "1985-02-30T01:21:00Z", "85-10-21T01:21:00Z",
+                          "1985-10-21T24:00:00Z", "1985-10-21T01:21:00.5Z"}) {
+    EXPECT_FALSE(ParseDateTime(bad)) << bad;
+  }
+  auto doc = RootDoc();
+  doc["signed"]["expires"] = "tomorrow";
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+// Root "roles" must define exactly the four top-level roles.
+TEST_F(ModelTest, RejectsRootMissingATopLevelRole) {
+  auto doc = RootDoc();
+  doc["signed"]["roles"].erase("snapshot");
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+  doc = RootDoc();
+  doc["signed"]["roles"]["mirror-x"] = doc["signed"]["roles"]["root"];
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+// THRESHOLD must be a positive integer.
+TEST_F(ModelTest, RejectsZeroThreshold) {
+  auto doc = RootDoc();
+  doc["signed"]["roles"]["timestamp"]["threshold"] = 0;
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+// A role may not list the same key ID twice.
+TEST_F(ModelTest, RejectsDuplicateKeyIdsInRole) {
+  auto doc = RootDoc();
+  auto& ids = doc["signed"]["roles"]["timestamp"]["keyids"];
+  ids.push_back(ids[0]);
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+// "Object format": a key ID may appear only once among the signatures.
+TEST_F(ModelTest, RejectsDuplicateSignatureKeyIds) {
+  auto doc = RootDoc();
+  doc["signatures"].push_back(doc["signatures"][0]);
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::DuplicateSignature);
+}
+
+// Canonical JSON has no floats: metadata containing one cannot be verified.
+TEST_F(ModelTest, RejectsFloatInSignedPart) {
+  auto doc = RootDoc();
+  doc["signed"]["x-ratio"] = 0.5;
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::NotCanonicalizable);
+}
+
+// Key IDs are the SHA-256 of the canonical key object.
+TEST_F(ModelTest, ComputesKeyIdFromCanonicalKey) {
+  Json key = {{"keytype", "ed25519"}, {"scheme", "ed25519"}, {"keyval", {{"public", "ab"}}}};
+  const std::string canonical = R"({"keytype":"ed25519","keyval":{"public":"ab"},"scheme":"ed25519"})";
+  EXPECT_EQ(ComputeKeyId(key).value(), HexEncode(crypto::Sha256(canonical)));
+}
+
+// Unknown key types parse but cannot verify anything.
+TEST_F(ModelTest, KeepsUnusableKeysWithoutPublicKey) {
+  auto doc = RootDoc();
+  doc["signed"]["keys"]["beef"] = {{"keytype", "x"}, {"scheme", "x"}, {"keyval", {{"public", "1"}}}};
+  auto root = ParseRoot(doc.dump());
+  ASSERT_TRUE(root);
+  EXPECT_FALSE(root->body.keys.at("beef").public_key.has_value());
+}
+
+TEST_F(ModelTest, RejectsKeyWithoutKeyval) {
+  auto doc = RootDoc();
+  doc["signed"]["keys"]["beef"] = {{"keytype", "ed25519"}, {"scheme", "ed25519"}};
+  EXPECT_ERRC(ParseRoot(doc.dump()), Errc::InvalidMetadata);
+}
+
+// TARGETS: each target needs an integer length and a non-empty hashes object.
+TEST_F(ModelTest, RejectsTargetWithoutHashes) {
+  auto doc = TargetsDoc();
+  doc["signed"]["targets"]["a"] = {{"length", 1}, {"hashes", Json::object()}};
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  doc["signed"]["targets"]["a"] = {{"length", -1}, {"hashes", {{"sha256", "00"}}}};
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+}
+
+TEST_F(ModelTest, KeepsTargetCustomMetadata) {
+  auto doc = TargetsDoc();
+  doc["signed"]["targets"]["a"] = {
+      {"length", 1}, {"hashes", {{"sha256", "00"}}}, {"custom", {{"kind", "security"}}}};
+  auto t = ParseTargets(doc.dump());
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->body.targets.at("a").custom["kind"], "security");
+}
+
+// DELEGATIONS: exactly one of "paths" and "path_hash_prefixes"; "terminating" required.
+TEST_F(ModelTest, RejectsDelegationWithBothPathsAndPrefixes) {
+  auto doc = TargetsDoc();
+  doc["signed"]["delegations"] = {
+      {"keys", Json::object()},
+      {"roles", {{{"name", "a"}, {"keyids", Json::array()}, {"threshold", 1},
+                  {"terminating", false}, {"paths", {"*"}}, {"path_hash_prefixes", {"ab"}}}}}};
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  doc["signed"]["delegations"]["roles"][0].erase("paths");
+  EXPECT_TRUE(ParseTargets(doc.dump()));
+  doc["signed"]["delegations"]["roles"][0].erase("path_hash_prefixes");
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  doc["signed"]["delegations"]["roles"][0]["paths"] = {"*"};
+  doc["signed"]["delegations"]["roles"][0].erase("terminating");
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+}
+
+// A top-level role name cannot be delegated, and a name may appear only once.
+TEST_F(ModelTest, RejectsDelegationToTopLevelOrRepeatedName) {
+  auto doc = TargetsDoc();
+  Json role = {{"name", "snapshot"}, {"keyids", Json::array()}, {"threshold", 1},
+               {"terminating", false}, {"paths", {"*"}}};
+  doc["signed"]["delegations"] = {{"keys", Json::object()}, {"roles", {role}}};
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  role["name"] = "a";
+  doc["signed"]["delegations"]["roles"] = {role, role};
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+}
+
+// TAP 15: "roles" and "succinct_roles" are exclusive; bit_length is 1..32.
+TEST_F(ModelTest, ValidatesSuccinctRoles) {
+  auto doc = TargetsDoc();
+  Json succinct = {{"keyids", Json::array()}, {"threshold", 1}, {"bit_length", 8},
+                   {"name_prefix", "bin"}};
+  doc["signed"]["delegations"] = {{"keys", Json::object()}, {"succinct_roles", succinct}};
+  EXPECT_TRUE(ParseTargets(doc.dump()));
+  doc["signed"]["delegations"]["roles"] = Json::array();
+  EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  doc["signed"]["delegations"].erase("roles");
+  for (int bits : {0, 33}) {
+    doc["signed"]["delegations"]["succinct_roles"]["bit_length"] = bits;
+    EXPECT_ERRC(ParseTargets(doc.dump()), Errc::InvalidMetadata);
+  }
+}
+
+// "paths": shell-style patterns per path segment.
+TEST(DelegatedRolePathTest, MatchesShellPatternsSegmentBySegment) {
+  DelegatedRole role;
+  role.paths = std::vector<std::string>{"apps/*.bin", "fw/v?/image", "cfg/[ab]*", "x/[!0-9]"};
+  EXPECT_TRUE(role.IsDelegatedPath("apps/a.bin"));
+  EXPECT_TRUE(role.IsDelegatedPath("apps/.bin"));
+  EXPECT_FALSE(role.IsDelegatedPath("apps/sub/a.bin"));
+  EXPECT_FALSE(role.IsDelegatedPath("apps/a.bin.sig"));
+  EXPECT_TRUE(role.IsDelegatedPath("fw/v1/image"));
+  EXPECT_FALSE(role.IsDelegatedPath("fw/v10/image"));
+  EXPECT_TRUE(role.IsDelegatedPath("cfg/alpha"));
+  EXPECT_FALSE(role.IsDelegatedPath("cfg/gamma"));
+  EXPECT_TRUE(role.IsDelegatedPath("x/y"));
+  EXPECT_FALSE(role.IsDelegatedPath("x/5"));
+  EXPECT_FALSE(role.IsDelegatedPath("APPS/a.bin"));
+}
+
+TEST(DelegatedRolePathTest, StarMatchesOneWholeSegmentOnly) {
+  DelegatedRole role;
+  role.paths = std::vector<std::string>{"*"};
+  EXPECT_TRUE(role.IsDelegatedPath("file"));
+  EXPECT_FALSE(role.IsDelegatedPath("dir/file"));
+  role.paths = std::vector<std::string>{"*/*"};
+  EXPECT_TRUE(role.IsDelegatedPath("dir/file"));
+  role.paths = std::vector<std::string>{"a[b"};
+  EXPECT_TRUE(role.IsDelegatedPath("a[b"));  // an unclosed '[' is literal
+}
+
+// "path_hash_prefixes": prefixes of the hex SHA-256 of the target path.
+TEST(DelegatedRolePathTest, MatchesPathHashPrefixes) {
+  const std::string path = "some/target";
+  const std::string hex = HexEncode(crypto::Sha256(path));
+  DelegatedRole role;
+  role.path_hash_prefixes = std::vector<std::string>{hex.substr(0, 3)};
+  EXPECT_TRUE(role.IsDelegatedPath(path));
+  role.path_hash_prefixes = std::vector<std::string>{hex[0] == '0' ? "f" : "0"};
+  EXPECT_FALSE(role.IsDelegatedPath(path));
+}
+
+// TAP 15: bin = first 4 bytes of SHA-256(path) >> (32 - bit_length), zero-padded hex suffix.
+TEST(SuccinctRolesTest, ComputesBinFromPathHash) {
+  SuccinctRoles bins;
+  bins.bit_length = 8;
+  bins.name_prefix = "bin";
+  const std::string path = "some/target";
+  const std::string hex = HexEncode(crypto::Sha256(path));
+  EXPECT_EQ(bins.RoleForTarget(path), "bin-" + hex.substr(0, 2));
+  bins.bit_length = 1;
+  const int top = std::stoi(hex.substr(0, 1), nullptr, 16) >> 3;
+  EXPECT_EQ(bins.RoleForTarget(path), "bin-" + std::to_string(top));
+  bins.bit_length = 5;
+  EXPECT_TRUE(bins.IsDelegatedRole("bin-1f"));
+  EXPECT_TRUE(bins.IsDelegatedRole("bin-00"));
+  EXPECT_FALSE(bins.IsDelegatedRole("bin-20"));
+  EXPECT_FALSE(bins.IsDelegatedRole("bin-0"));
+  EXPECT_FALSE(bins.IsDelegatedRole("bin-zz"));
+  EXPECT_FALSE(bins.IsDelegatedRole("other-00"));
+}
+
+}  // namespace
+}  // namespace upkeep::metadata
