@@ -169,12 +169,12 @@ void RepositorySimulator::Publish() {
   files[MetadataUrl("timestamp", 0)] = Sign(timestamp, signers["timestamp"]);
 
   for (const auto& [path, content] : target_contents_) {
-    files[std::string(kTargetsUrl) + path] = content;
+    files[std::string(kTargetsUrl) + PercentEncodePath(path)] = content;
     const auto slash = path.rfind('/');
     const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
     const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    files[std::string(kTargetsUrl) + dir + HexEncode(crypto::Sha256(content)) + "." + base] =
-        content;
+    files[std::string(kTargetsUrl) +
+          PercentEncodePath(dir + HexEncode(crypto::Sha256(content)) + "." + base)] = content;
   }
 }
 

@@ -632,7 +632,7 @@ TEST_F(TargetDownloadTest, DownloadsHashPrefixedTargetAndStoresItByPath) {
   EXPECT_EQ(path->filename(), "fw%2Fimage%20v1.bin");
   EXPECT_EQ(ReadFileOrEmpty(*path), std::string(3000, 'x') + "end");
   ASSERT_EQ(Requests().size(), 1u);
-  EXPECT_EQ(Requests()[0], "targets/fw/" + info->hashes.at("sha256") + ".image v1.bin");
+  EXPECT_EQ(Requests()[0], "targets/fw/" + info->hashes.at("sha256") + ".image%20v1.bin");
 }
 
 // T-1 (arbitrary software): a substituted target is rejected and nothing is stored.

@@ -55,4 +55,16 @@ std::string PercentEncode(std::string_view text) {
   return out;
 }
 
+std::string PercentEncodePath(std::string_view path) {
+  std::string out;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = path.find('/', start);
+    out += PercentEncode(path.substr(start, slash == std::string_view::npos ? slash : slash - start));
+    if (slash == std::string_view::npos) return out;
+    out.push_back('/');
+    start = slash + 1;
+  }
+}
+
 }  // namespace upkeep

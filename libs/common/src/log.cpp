@@ -5,7 +5,8 @@
 namespace upkeep::log {
 
 void Init(const char* level) {
-  auto logger = spdlog::stderr_logger_mt("upkeep");
+  auto logger = spdlog::get("upkeep");
+  if (!logger) logger = spdlog::stderr_logger_mt("upkeep");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S%z %^%l%$ %v");
   logger->set_level(spdlog::level::from_str(level));
   spdlog::set_default_logger(logger);

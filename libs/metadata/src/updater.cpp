@@ -311,7 +311,7 @@ Result<fs::path> Updater::DownloadTarget(const TargetFile& target,
     const std::string base = slash == std::string::npos ? remote : remote.substr(slash + 1);
     remote = dir + target.hashes.begin()->second + "." + base;
   }
-  const std::string url = WithSlash(target_base_url) + remote;
+  const std::string url = WithSlash(target_base_url) + PercentEncodePath(remote);
   const fs::path path = target_dir / TargetFileName(target.path);
 
   auto file = fs_.CreateAtomic(path);

@@ -19,4 +19,7 @@ namespace upkeep {
 // in local file names and URLs.
 [[nodiscard]] std::string PercentEncode(std::string_view text);
 
+// Percent-encodes each '/'-separated segment of a path, keeping the slashes: "a b/c" -> "a%20b/c".
+[[nodiscard]] std::string PercentEncodePath(std::string_view path);
+
 }  // namespace upkeep
