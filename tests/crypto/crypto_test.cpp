@@ -1,0 +1,191 @@
+// libs/crypto: TUF key formats, signatures for each scheme, digests.
+
+#include "upkeep/crypto/crypto.hpp"
+
+#include <gtest/gtest.h>
+
+#include "upkeep/common/encoding.hpp"
+
+namespace upkeep::crypto {
+namespace {
+
+std::span<const std::uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+#define EXPECT_ERRC(result, errc)                                          \
+  do {                                                                     \
+    auto&& r_ = (result);                                                  \
+    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
+    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
+  } while (false)
+
+class SignatureTest : public ::testing::TestWithParam<KeyAlgorithm> {};
+
+// Each scheme signs and verifies through the TUF form of its public key.
+TEST_P(SignatureTest, SignsAndVerifiesThroughTufPublicKey) {
+  auto key = PrivateKey::Generate(GetParam());
+  ASSERT_TRUE(key);
+  auto sig = key->Sign(Bytes("message"));
+  ASSERT_TRUE(sig);
+  const auto& pub = key->public_key();
+  auto parsed = PublicKey::FromTuf(pub.keytype(), pub.scheme(), pub.public_value());
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_TRUE(parsed->Verify(Bytes("message"), *sig));
+}
+
+TEST_P(SignatureTest, RejectsChangedMessage) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto sig = key.Sign(Bytes("message")).value();
+  EXPECT_ERRC(key.public_key().Verify(Bytes("messagE"), sig), Errc::BadSignature);
+}
+
+TEST_P(SignatureTest, RejectsFlippedSignatureBit) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto sig = key.Sign(Bytes("message")).value();
+  sig[sig.size() / 2] ^= 0x01;
+  EXPECT_ERRC(key.public_key().Verify(Bytes("message"), sig), Errc::BadSignature);
+}
+
+TEST_P(SignatureTest, RejectsSignatureFromAnotherKey) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto other = PrivateKey::Generate(GetParam()).value();
+  auto sig = other.Sign(Bytes("message")).value();
+  EXPECT_ERRC(key.public_key().Verify(Bytes("message"), sig), Errc::BadSignature);
+}
+
+TEST_P(SignatureTest, RejectsTruncatedEmptyAndGarbageSignatures) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto sig = key.Sign(Bytes("message")).value();
+  sig.resize(sig.size() - 1);
+  EXPECT_ERRC(key.public_key().Verify(Bytes("message"), sig), Errc::BadSignature);
+  EXPECT_ERRC(key.public_key().Verify(Bytes("message"), {}), Errc::BadSignature);
+  std::vector<std::uint8_t> garbage(600, 0x30);
+  EXPECT_ERRC(key.public_key().Verify(Bytes("message"), garbage), Errc::BadSignature);
+}
+
+TEST_P(SignatureTest, RoundTripsPrivateKeyPem) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto pem = key.ToPem();
+  ASSERT_TRUE(pem);
+  auto back = PrivateKey::FromPem(*pem);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->public_key().spki_der(), key.public_key().spki_der());
+  EXPECT_TRUE(key.public_key().Verify(Bytes("m"), back->Sign(Bytes("m")).value()));
+}
+
+TEST_P(SignatureTest, EncryptsPrivateKeyPemWithPassphrase) {
+  auto key = PrivateKey::Generate(GetParam()).value();
+  auto pem = key.ToPem("correct horse").value();
+  EXPECT_NE(pem.find("ENCRYPTED PRIVATE KEY"), std::string::npos);
+  EXPECT_TRUE(PrivateKey::FromPem(pem, "correct horse"));
+  EXPECT_ERRC(PrivateKey::FromPem(pem, "wrong"), Errc::BadPassphrase);
+  EXPECT_ERRC(PrivateKey::FromPem(pem), Errc::BadPassphrase);
+}
+
+INSTANTIATE_TEST_SUITE_P(Schemes, SignatureTest,
+                         ::testing::Values(KeyAlgorithm::Ed25519, KeyAlgorithm::EcdsaP256,
+                                           KeyAlgorithm::RsaPss));
+
+// RFC 8032 section 7.1, TEST 1: empty message.
+TEST(PublicKeyTest, VerifiesRfc8032Ed25519Vector) {
+  auto key = PublicKey::FromTuf(
+      "ed25519", "ed25519", "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+  ASSERT_TRUE(key);
+  auto sig = HexDecode(
+      "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b4"
+      "6bd25bf5f0595bbe24655141438e7a100b");
+  ASSERT_TRUE(sig);
+  EXPECT_TRUE(key->Verify({}, *sig));
+  EXPECT_ERRC(key->Verify(Bytes("x"), *sig), Errc::BadSignature);
+}
+
+TEST(PublicKeyTest, RejectsEd25519KeyWithWrongLength) {
+  EXPECT_ERRC(PublicKey::FromTuf("ed25519", "ed25519", "d75a98"), Errc::InvalidKey);
+  EXPECT_ERRC(PublicKey::FromTuf("ed25519", "ed25519", std::string(64, 'z')), Errc::InvalidKey);
+}
+
+TEST(PublicKeyTest, RejectsMismatchedKeytypeAndScheme) {
+  auto key = PrivateKey::Generate(KeyAlgorithm::EcdsaP256).value();
+  EXPECT_ERRC(PublicKey::FromTuf("ecdsa", "ed25519", key.public_key().public_value()),
+              Errc::UnsupportedKeyType);
+  EXPECT_ERRC(PublicKey::FromTuf("rsa", "ecdsa-sha2-nistp256", key.public_key().public_value()),
+              Errc::UnsupportedKeyType);
+  EXPECT_ERRC(PublicKey::FromTuf("dsa", "dsa", "x"), Errc::UnsupportedKeyType);
+}
+
+// A PEM of the wrong algorithm for the declared scheme is not accepted.
+TEST(PublicKeyTest, RejectsPemOfWrongAlgorithm) {
+  auto rsa = PrivateKey::Generate(KeyAlgorithm::RsaPss).value();
+  EXPECT_ERRC(PublicKey::FromTuf("ecdsa", "ecdsa-sha2-nistp256", rsa.public_key().public_value()),
+              Errc::InvalidKey);
+  auto ec = PrivateKey::Generate(KeyAlgorithm::EcdsaP256).value();
+  EXPECT_ERRC(PublicKey::FromTuf("rsa", "rsassa-pss-sha256", ec.public_key().public_value()),
+              Errc::InvalidKey);
+  EXPECT_ERRC(PublicKey::FromTuf("rsa", "rsassa-pss-sha256", "not a pem"), Errc::InvalidKey);
+}
+
+// "All RSA keys MUST be at least 2048 bits" (TUF key formats).
+TEST(PublicKeyTest, RejectsRsaKeyShorterThan2048Bits) {
+  const char* pem1024 =
+      "-----BEGIN PUBLIC KEY-----\n"
+      "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC3+xJqKXzVNGcibBb5USeC6lAe\n"
+      "gNJ4lkyVvtZ/gIgT0MW4TOSC/hyfz927TdI77iYLd1EsTFMyUyFrG7GMv+AGjQCS\n"
+      "IMWGgWpgSQulzFMVRS4pUX3da+UBK18iCDs+8UaF1i+MOo6SfQLxt3saKCLmlPo6\n"
+      "7coMGSGd+mAexXRqDQIDAQAB\n"
+      "-----END PUBLIC KEY-----\n";
+  EXPECT_ERRC(PublicKey::FromTuf("rsa", "rsassa-pss-sha256", pem1024), Errc::WeakKey);
+}
+
+// The legacy keytype "ecdsa-sha2-nistp256" names the same key as "ecdsa".
+TEST(PublicKeyTest, AcceptsLegacyEcdsaKeytypeForSameKey) {
+  auto key = PrivateKey::Generate(KeyAlgorithm::EcdsaP256).value();
+  auto legacy = PublicKey::FromTuf("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256",
+                                   key.public_key().public_value());
+  ASSERT_TRUE(legacy);
+  EXPECT_EQ(legacy->spki_der(), key.public_key().spki_der());
+  EXPECT_TRUE(legacy->Verify(Bytes("m"), key.Sign(Bytes("m")).value()));
+}
+
+TEST(PrivateKeyTest, RejectsGarbagePem) {
+  EXPECT_ERRC(PrivateKey::FromPem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+              Errc::InvalidKey);
+  EXPECT_ERRC(PrivateKey::FromPem(""), Errc::InvalidKey);
+}
+
+TEST(DigestTest, MatchesKnownAnswers) {
+  EXPECT_EQ(HexEncode(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(HexEncode(Sha256("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(HexEncode(Digest(HashAlgorithm::Sha512, "abc")),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c2"
+            "3a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+  EXPECT_EQ(DigestSize(HashAlgorithm::Sha512), 64u);
+}
+
+TEST(DigestTest, StreamingEqualsOneShot) {
+  std::string data(100000, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31);
+  Hasher h(HashAlgorithm::Sha256);
+  for (std::size_t i = 0; i < data.size(); i += 977) h.Update(std::string_view(data).substr(i, 977));
+  EXPECT_EQ(h.Final(), Sha256(data));
+}
+
+TEST(DigestTest, NamesOnlySupportedAlgorithms) {
+  EXPECT_EQ(HashAlgorithmFromName("sha256"), HashAlgorithm::Sha256);
+  EXPECT_EQ(HashAlgorithmFromName("sha512"), HashAlgorithm::Sha512);
+  EXPECT_FALSE(HashAlgorithmFromName("md5"));
+  EXPECT_FALSE(HashAlgorithmFromName("SHA256"));
+}
+
+TEST(ConstantTimeEqualTest, ComparesContentAndLength) {
+  const std::vector<std::uint8_t> a{1, 2, 3}, b{1, 2, 3}, c{1, 2, 4}, d{1, 2};
+  EXPECT_TRUE(ConstantTimeEqual(a, b));
+  EXPECT_FALSE(ConstantTimeEqual(a, c));
+  EXPECT_FALSE(ConstantTimeEqual(a, d));
+  EXPECT_TRUE(ConstantTimeEqual({}, {}));
+}
+
+}  // namespace
+}  // namespace upkeep::crypto
