@@ -147,7 +147,7 @@ TEST_F(ModelTest, KeepsUnusableKeysWithoutPublicKey) {
   doc["signed"]["keys"]["beef"] = {{"keytype", "x"}, {"scheme", "x"}, {"keyval", {{"public", "1"}}}};
   auto root = ParseRoot(doc.dump());
   ASSERT_TRUE(root);
-  EXPECT_FALSE(root->body.keys.at("beef").public_key.has_value());
+  EXPECT_EQ(root->body.keys.at("beef").PublicKey(), nullptr);
 }
 
 TEST_F(ModelTest, RejectsKeyWithoutKeyval) {

@@ -6,7 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <random>
+#include <atomic>
 #include <vector>
 
 #include "upkeep/common/errc.hpp"
@@ -95,12 +95,13 @@ class LocalAtomicFile final : public AtomicFile {
     return Ok();
   }
 
-  Result<void> Commit() override {
+  Result<void> Commit(Durability durability) override {
     if (fd_.get() < 0) return Error(common::Errc::InvalidArgument, "file already committed");
     if (::fsync(fd_.get()) != 0) return IoError("fsync", tmp_, errno);
     if (::close(fd_.release()) != 0) return IoError("close", tmp_, errno);
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) return IoError("rename onto", path_, errno);
     committed_ = true;
+    if (durability == Durability::kFileOnly) return Ok();
     return FsyncDirectory(path_.parent_path());
   }
 
@@ -114,18 +115,23 @@ class LocalAtomicFile final : public AtomicFile {
 }  // namespace
 
 Result<std::unique_ptr<AtomicFile>> LocalFilesystem::CreateAtomic(const fs::path& path) {
-  std::random_device rd;
-  fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+  // Unique per process and call; O_EXCL below catches any leftover from a crashed run.
+  static std::atomic<std::uint64_t> counter{0};
+  fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                 std::to_string(counter.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return IoError("create", tmp, errno);
   return std::unique_ptr<AtomicFile>(std::make_unique<LocalAtomicFile>(path, std::move(tmp), fd));
 }
 
-Result<void> LocalFilesystem::WriteFileAtomic(const fs::path& path, std::string_view content) {
+Result<void> LocalFilesystem::WriteFileAtomic(const fs::path& path, std::string_view content,
+                                              Durability durability) {
   UPKEEP_ASSIGN_OR_RETURN(auto file, CreateAtomic(path));
   UPKEEP_TRY(file->Append(std::span<const char>(content.data(), content.size())));
-  return file->Commit();
+  return file->Commit(durability);
 }
+
+Result<void> LocalFilesystem::SyncDirectory(const fs::path& dir) { return FsyncDirectory(dir); }
 
 Result<void> LocalFilesystem::ReadChunks(const fs::path& path, const ChunkSink& sink) const {
   FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -121,9 +121,16 @@ Result<std::tuple<KeyAlgorithm, std::string, std::string, std::string>> TufForm(
   }
 }
 
+// SHA-256/512 fetched once: implicit fetches on every use are a large part of OpenSSL 3's cost.
+const EVP_MD* FetchedMd(HashAlgorithm algorithm) {
+  static EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  static EVP_MD* sha512 = EVP_MD_fetch(nullptr, "SHA512", nullptr);
+  return algorithm == HashAlgorithm::Sha256 ? sha256 : sha512;
+}
+
 // Sets up an EVP_DigestSign/Verify context with the algorithm's parameters.
 bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, EVP_PKEY* pkey, bool sign) {
-  const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr : EVP_sha256();
+  const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr : FetchedMd(HashAlgorithm::Sha256);
   EVP_PKEY_CTX* pctx = nullptr;
   const int ok = sign ? EVP_DigestSignInit(ctx, &pctx, md, nullptr, pkey)
                       : EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, pkey);
@@ -311,8 +318,9 @@ struct Hasher::State {
 };
 
 Hasher::Hasher(HashAlgorithm algorithm) : state_(std::make_unique<State>()) {
-  const EVP_MD* md = algorithm == HashAlgorithm::Sha256 ? EVP_sha256() : EVP_sha512();
-  if (!state_->ctx || EVP_DigestInit_ex(state_->ctx.get(), md, nullptr) != 1) std::abort();
+  if (!state_->ctx || EVP_DigestInit_ex(state_->ctx.get(), FetchedMd(algorithm), nullptr) != 1) {
+    std::abort();
+  }
 }
 Hasher::Hasher(Hasher&&) noexcept = default;
 Hasher& Hasher::operator=(Hasher&&) noexcept = default;

@@ -1,6 +1,7 @@
 #include "upkeep/metadata/model.hpp"
 
 #include <cstdio>
+#include <mutex>
 #include <set>
 
 #include "upkeep/common/encoding.hpp"
@@ -92,10 +93,7 @@ Result<KeyMap> ParseKeys(const Json& keys, const std::string& where) {
     UPKEEP_ASSIGN_OR_RETURN(const Json* keyval, GetObject(k, "keyval", kw));
     key.json = k;
     auto pub = keyval->find("public");
-    if (pub != keyval->end() && pub->is_string()) {
-      auto parsed = crypto::PublicKey::FromTuf(key.keytype, key.scheme, pub->get<std::string>());
-      if (parsed) key.public_key = std::move(parsed).value();
-    }
+    if (pub != keyval->end() && pub->is_string()) key.public_value = pub->get<std::string>();
     out.emplace(keyid, std::move(key));
   }
   return out;
@@ -429,6 +427,38 @@ std::string FormatDateTime(TimePoint t) {
   return buf;
 }
 
+namespace {
+
+// Decoded keys by (keytype, scheme, public value), shared across metadata objects: a device
+// refreshing periodically decodes each of its repository's keys once, not once per refresh.
+std::shared_ptr<const std::optional<crypto::PublicKey>> DecodeKey(const std::string& keytype,
+                                                                  const std::string& scheme,
+                                                                  const std::string& public_value) {
+  constexpr std::size_t kMaxCachedKeys = 1024;
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const std::optional<crypto::PublicKey>>> cache;
+  std::string id = keytype;
+  id.push_back('\0');
+  id += scheme;
+  id.push_back('\0');
+  id += public_value;
+  std::lock_guard lock(mu);
+  if (auto it = cache.find(id); it != cache.end()) return it->second;
+  auto parsed = crypto::PublicKey::FromTuf(keytype, scheme, public_value);
+  auto decoded = std::make_shared<const std::optional<crypto::PublicKey>>(
+      parsed ? std::optional<crypto::PublicKey>(std::move(parsed).value()) : std::nullopt);
+  if (cache.size() >= kMaxCachedKeys) cache.clear();
+  cache.emplace(std::move(id), decoded);
+  return decoded;
+}
+
+}  // namespace
+
+const crypto::PublicKey* Key::PublicKey() const {
+  if (!decoded_) decoded_ = DecodeKey(keytype, scheme, public_value);
+  return decoded_->has_value() ? &**decoded_ : nullptr;
+}
+
 bool DelegatedRole::IsDelegatedPath(std::string_view target_path) const {
   if (path_hash_prefixes) {
     const auto digest = crypto::Sha256(target_path);
@@ -533,13 +563,14 @@ Result<void> VerifyThreshold(const KeyMap& keys, const RoleKeys& role,
   std::set<std::vector<std::uint8_t>> counted;  // distinct key material
   for (const auto& keyid : role.keyids) {
     auto key = keys.find(keyid);
-    if (key == keys.end() || !key->second.public_key) continue;
-    if (counted.contains(key->second.public_key->spki_der())) continue;
+    if (key == keys.end()) continue;
+    const crypto::PublicKey* pub = key->second.PublicKey();
+    if (pub == nullptr || counted.contains(pub->spki_der())) continue;
     for (const auto& sig : signatures) {
       if (sig.keyid != keyid) continue;
       auto raw = HexDecode(sig.sig_hex);
-      if (raw && key->second.public_key->Verify(message, *raw)) {
-        counted.insert(key->second.public_key->spki_der());
+      if (raw && pub->Verify(message, *raw)) {
+        counted.insert(pub->spki_der());
       }
       break;
     }

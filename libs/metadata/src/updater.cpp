@@ -106,7 +106,18 @@ Result<std::optional<std::string>> Updater::ReadLocal(const std::string& role,
 }
 
 Result<void> Updater::Persist(const std::string& role, std::string_view bytes) {
-  auto r = fs_.WriteFileAtomic(LocalPath(role), bytes);
+  // Each file is replaced atomically; the directory is synced once when the refresh ends
+  // (SyncPersisted), since every stored file is re-verified on the next refresh anyway.
+  auto r = fs_.WriteFileAtomic(LocalPath(role), bytes, Durability::kFileOnly);
+  if (!r) return Error(Errc::StorageFailed, r.error().message());
+  unsynced_ = true;
+  return Ok();
+}
+
+Result<void> Updater::SyncPersisted() {
+  if (!unsynced_) return Ok();
+  unsynced_ = false;
+  auto r = fs_.SyncDirectory(metadata_dir_);
   if (!r) return Error(Errc::StorageFailed, r.error().message());
   return Ok();
 }
@@ -143,10 +154,17 @@ Result<void> Updater::Refresh() {
   UPKEEP_ASSIGN_OR_RETURN(auto set, TrustedMetadataSet::Create(*root_bytes, clock_.Now()));
   trusted_.emplace(std::move(set));
 
-  UPKEEP_TRY(LoadRoot());
-  UPKEEP_TRY(LoadTimestamp());
-  UPKEEP_TRY(LoadSnapshot());
-  UPKEEP_TRY(LoadTargets(std::string(kTargetsRole), std::string(kRootRole)));
+  auto result = [&]() -> Result<void> {
+    UPKEEP_TRY(LoadRoot());
+    UPKEEP_TRY(LoadTimestamp());
+    UPKEEP_TRY(LoadSnapshot());
+    return LoadTargets(std::string(kTargetsRole), std::string(kRootRole)).and_then(
+        [](const Targets*) { return Ok(); });
+  }();
+  // What verified before a failure stays trusted, so it is made durable either way.
+  auto synced = SyncPersisted();
+  UPKEEP_TRY(result);
+  UPKEEP_TRY(synced);
   refreshed_ = true;
   return Ok();
 }
@@ -263,7 +281,9 @@ Result<TargetFile> Updater::GetTargetInfo(const std::string& target_path) {
     auto current = std::move(to_visit.back());
     to_visit.pop_back();
     if (visited.contains(current)) continue;  // 5.6.7.1: skip cycles
-    UPKEEP_ASSIGN_OR_RETURN(const Targets* t, LoadTargets(current.first, current.second));
+    auto loaded = LoadTargets(current.first, current.second);
+    UPKEEP_TRY(SyncPersisted());
+    UPKEEP_ASSIGN_OR_RETURN(const Targets* t, std::move(loaded));
     if (auto it = t->body.targets.find(target_path); it != t->body.targets.end()) {
       return it->second;
     }

@@ -16,14 +16,24 @@
 
 namespace upkeep {
 
+// How far an atomic replace waits for the disk before returning.
+enum class Durability {
+  // File content and the rename are both on disk (fsync of the file and of its directory).
+  kFileAndDirectory,
+  // File content is on disk; the rename becomes durable with the directory's next fsync
+  // (SyncDirectory). After a power cut the path holds the old or the new content, never a mix.
+  kFileOnly,
+};
+
 // A file being written that appears at its final path only on Commit(): written to a temporary
-// file in the same directory, fsynced, renamed, and the directory fsynced. Destroying it
-// without Commit() removes the temporary file.
+// file in the same directory, fsynced, renamed, and (per Durability) the directory fsynced.
+// Destroying it without Commit() removes the temporary file.
 class AtomicFile {
  public:
   virtual ~AtomicFile() = default;
   [[nodiscard]] virtual Result<void> Append(std::span<const char> data) = 0;
-  [[nodiscard]] virtual Result<void> Commit() = 0;
+  [[nodiscard]] virtual Result<void> Commit(
+      Durability durability = Durability::kFileAndDirectory) = 0;
 };
 
 class Filesystem {
@@ -36,8 +46,11 @@ class Filesystem {
                                                      std::uint64_t max_bytes) const = 0;
   // Replaces `path` atomically: write a temporary file in the same directory, fsync it,
   // rename it over `path`, fsync the directory. Readers see the old or the new content only.
-  [[nodiscard]] virtual Result<void> WriteFileAtomic(const std::filesystem::path& path,
-                                                     std::string_view content) = 0;
+  [[nodiscard]] virtual Result<void> WriteFileAtomic(
+      const std::filesystem::path& path, std::string_view content,
+      Durability durability = Durability::kFileAndDirectory) = 0;
+  // Makes earlier renames in `dir` durable (fsync of the directory).
+  [[nodiscard]] virtual Result<void> SyncDirectory(const std::filesystem::path& dir) = 0;
   [[nodiscard]] virtual Result<std::unique_ptr<AtomicFile>> CreateAtomic(
       const std::filesystem::path& path) = 0;
   // Streams a file's content in pieces (for files too large to hold in memory).
@@ -54,8 +67,10 @@ class LocalFilesystem final : public Filesystem {
  public:
   [[nodiscard]] Result<std::string> ReadFile(const std::filesystem::path& path,
                                              std::uint64_t max_bytes) const override;
-  [[nodiscard]] Result<void> WriteFileAtomic(const std::filesystem::path& path,
-                                             std::string_view content) override;
+  [[nodiscard]] Result<void> WriteFileAtomic(
+      const std::filesystem::path& path, std::string_view content,
+      Durability durability = Durability::kFileAndDirectory) override;
+  [[nodiscard]] Result<void> SyncDirectory(const std::filesystem::path& dir) override;
   [[nodiscard]] Result<std::unique_ptr<AtomicFile>> CreateAtomic(
       const std::filesystem::path& path) override;
   [[nodiscard]] Result<void> ReadChunks(const std::filesystem::path& path,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,13 +34,19 @@ inline constexpr std::string_view kTargetsRole = "targets";
 [[nodiscard]] std::string FormatDateTime(TimePoint t);
 
 // A key object. Keys of a type upkeep cannot use still parse (other keys may meet the threshold);
-// `public_key` is then empty and signatures by that key never count.
+// PublicKey() is then null and signatures by that key never count. The key material is decoded
+// on first use, so metadata listing many keys costs only for the keys that sign.
 struct Key {
   std::string keyid;
   std::string keytype;
   std::string scheme;
-  Json json;  // the key object as written
-  std::optional<crypto::PublicKey> public_key;
+  std::string public_value;  // keyval.public; empty when absent or not a string
+  Json json;                 // the key object as written
+
+  [[nodiscard]] const crypto::PublicKey* PublicKey() const;
+
+ private:
+  mutable std::shared_ptr<const std::optional<crypto::PublicKey>> decoded_;
 };
 using KeyMap = std::map<std::string, Key, std::less<>>;
 

@@ -78,6 +78,7 @@ class Updater {
                                                              std::uint64_t max_length);
   [[nodiscard]] Result<void> Persist(const std::string& role, std::string_view bytes);
   [[nodiscard]] Result<void> RemoveLocal(const std::string& role);
+  [[nodiscard]] Result<void> SyncPersisted();
   [[nodiscard]] std::filesystem::path LocalPath(const std::string& role) const;
   [[nodiscard]] std::string MetadataUrl(const std::string& role,
                                         std::optional<std::uint64_t> version) const;
@@ -90,6 +91,7 @@ class Updater {
   UpdaterConfig config_;
   std::optional<TrustedMetadataSet> trusted_;
   bool refreshed_ = false;
+  bool unsynced_ = false;  // a file was replaced since the directory was last synced
 };
 
 }  // namespace upkeep::metadata
