@@ -268,6 +268,13 @@ Result<const Targets*> Updater::LoadTargets(const std::string& role,
 
 Result<TargetFile> Updater::GetTargetInfo(const std::string& target_path) {
   if (!refreshed_) UPKEEP_TRY(Refresh());
+  auto found = SearchTarget(target_path);
+  // Delegated metadata that verified during the search is kept, found or not.
+  UPKEEP_TRY(SyncPersisted());
+  return found;
+}
+
+Result<TargetFile> Updater::SearchTarget(const std::string& target_path) {
   // 5.6.7: pre-order depth-first search from the top-level targets role.
   std::vector<std::pair<std::string, std::string>> to_visit{
       {std::string(kTargetsRole), std::string(kRootRole)}};
@@ -281,9 +288,7 @@ Result<TargetFile> Updater::GetTargetInfo(const std::string& target_path) {
     auto current = std::move(to_visit.back());
     to_visit.pop_back();
     if (visited.contains(current)) continue;  // 5.6.7.1: skip cycles
-    auto loaded = LoadTargets(current.first, current.second);
-    UPKEEP_TRY(SyncPersisted());
-    UPKEEP_ASSIGN_OR_RETURN(const Targets* t, std::move(loaded));
+    UPKEEP_ASSIGN_OR_RETURN(const Targets* t, LoadTargets(current.first, current.second));
     if (auto it = t->body.targets.find(target_path); it != t->body.targets.end()) {
       return it->second;
     }

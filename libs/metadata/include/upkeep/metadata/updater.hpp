@@ -69,6 +69,7 @@ class Updater {
   [[nodiscard]] Result<void> LoadRoot();
   [[nodiscard]] Result<void> LoadTimestamp();
   [[nodiscard]] Result<void> LoadSnapshot();
+  [[nodiscard]] Result<TargetFile> SearchTarget(const std::string& target_path);
   [[nodiscard]] Result<const Targets*> LoadTargets(const std::string& role,
                                                    const std::string& delegator);
   [[nodiscard]] Result<std::string> FetchMetadata(const std::string& role,
