@@ -3,34 +3,25 @@
 # cold and warm refresh + one target lookup, upkeep vs the npm tuf-js client, same repository,
 # same run. Prints both medians and the ratio upkeep/tuf-js (target: <= 0.2).
 #   bench/tuf_refresh.sh [ITERATIONS]     (default 10, at most 50)
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="$root/build/${UPKEEP_PRESET:-dev}"
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
+root="$UPKEEP_ROOT"
+build="$UPKEEP_BUILD"
 iterations="${1:-10}"
 
 if [ ! -x "$build/bench/tuf_refresh_bench" ] || [ ! -x "$build/tests/support/upkeep-test-server" ]; then
-  cmake --preset "${UPKEEP_PRESET:-dev}" >/dev/null
-  cmake --build --preset "${UPKEEP_PRESET:-dev}" --target tuf_refresh_bench upkeep-test-server
+  cmake --preset "$UPKEEP_PRESET" >/dev/null
+  cmake --build --preset "$UPKEEP_PRESET" --target tuf_refresh_bench upkeep-test-server
 fi
 if [ ! -d "$root/tools/tufjs/node_modules/tuf-js" ]; then
   (cd "$root/tools/tufjs" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
+UPKEEP_WORK="$(mktemp -d)"
+work="$UPKEEP_WORK"
 node "$root/tools/tufjs/gen-bench-repo.js" "$work/repo" --targets 1000 --roles 16 >/dev/null
 lookup="$(node -e "console.log(require('$work/repo/bench.json').lookup_target)")"
-
-"$build/tests/support/upkeep-test-server" --root "$work/repo" --port-file "$work/port" >/dev/null 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do [ -s "$work/port" ] && break; sleep 0.1; done
-base="http://127.0.0.1:$(cat "$work/port")"
+upkeep_serve "$work/repo"
+base="$UPKEEP_SERVE_URL"
 
 mkdir -p "$work/upkeep"
 upkeep_json="$("$build/bench/tuf_refresh_bench" --metadata-url "$base/metadata/" \

@@ -62,34 +62,38 @@ void PrintTrusted(const metadata::TrustedMetadataSet& t, std::ostream& out) {
   out << "\n";
 }
 
-int Refresh(const Options& o, std::ostream& out, std::ostream& err) {
+// The local filesystem, the system clock and libcurl, wired into an Updater for DIR and URL.
+struct Client {
+  explicit Client(const Options& o)
+      : updater(o.metadata_dir, o.metadata_url, fetcher, fs, clock) {}
   LocalFilesystem fs;
   SystemClock clock;
   transport::HttpFetcher fetcher;
-  metadata::Updater updater(o.metadata_dir, o.metadata_url, fetcher, fs, clock);
-  if (auto r = updater.Refresh(); !r) return Fail(err, r.error());
-  PrintTrusted(*updater.trusted(), out);
+  metadata::Updater updater;
+};
+
+int Refresh(const Options& o, std::ostream& out, std::ostream& err) {
+  Client c(o);
+  if (auto r = c.updater.Refresh(); !r) return Fail(err, r.error());
+  PrintTrusted(*c.updater.trusted(), out);
   return kOk;
 }
 
 int Download(const Options& o, std::ostream& out, std::ostream& err) {
-  LocalFilesystem fs;
-  SystemClock clock;
-  transport::HttpFetcher fetcher;
-  metadata::Updater updater(o.metadata_dir, o.metadata_url, fetcher, fs, clock);
-  if (auto r = updater.Refresh(); !r) return Fail(err, r.error());
-  PrintTrusted(*updater.trusted(), out);
-  auto info = updater.GetTargetInfo(o.target_name);
+  Client c(o);
+  if (auto r = c.updater.Refresh(); !r) return Fail(err, r.error());
+  PrintTrusted(*c.updater.trusted(), out);
+  auto info = c.updater.GetTargetInfo(o.target_name);
   if (!info) return Fail(err, info.error());
-  if (auto r = fs.CreateDirectories(o.target_dir); !r) return Fail(err, r.error());
-  auto cached = updater.FindCachedTarget(*info, o.target_dir);
+  if (auto r = c.fs.CreateDirectories(o.target_dir); !r) return Fail(err, r.error());
+  auto cached = c.updater.FindCachedTarget(*info, o.target_dir);
   if (!cached) return Fail(err, cached.error());
   if (*cached) {
     out << "already have " << o.target_name << " (" << info->length << " bytes, verified) at "
         << cached->value().string() << "\n";
     return kOk;
   }
-  auto path = updater.DownloadTarget(*info, o.target_base_url, o.target_dir);
+  auto path = c.updater.DownloadTarget(*info, o.target_base_url, o.target_dir);
   if (!path) return Fail(err, path.error());
   out << "downloaded " << o.target_name << " (" << info->length << " bytes, verified) to "
       << path->string() << "\n";

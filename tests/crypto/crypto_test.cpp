@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include "upkeep/common/encoding.hpp"
 
 namespace upkeep::crypto {
@@ -12,13 +14,6 @@ namespace {
 std::span<const std::uint8_t> Bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
-
-#define EXPECT_ERRC(result, errc)                                          \
-  do {                                                                     \
-    auto&& r_ = (result);                                                  \
-    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
-    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
-  } while (false)
 
 class SignatureTest : public ::testing::TestWithParam<KeyAlgorithm> {};
 

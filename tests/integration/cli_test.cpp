@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -20,13 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const fs::path kFixtures = fs::path(UPKEEP_TESTDATA_DIR) / "tufjs";
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::set<std::string> Listing(const fs::path& dir) {
   std::set<std::string> out;
@@ -75,7 +70,7 @@ class CliTest : public ::testing::Test {
 // init copies the trusted root into DIR as root.json without any request.
 TEST_F(CliTest, InitInstallsTrustedRootWithoutNetwork) {
   ASSERT_EQ(Init("basic"), 0) << err_.str();
-  EXPECT_EQ(Slurp(meta_ / "root.json"), Slurp(kFixtures / "basic" / "initial_root.json"));
+  EXPECT_EQ(testing::ReadFileOrEmpty(meta_ / "root.json"), testing::ReadFileOrEmpty(kFixtures / "basic" / "initial_root.json"));
   EXPECT_TRUE(server_.requests().empty());
 }
 
@@ -114,8 +109,8 @@ TEST_F(CliTest, AcceptsOptionsInAnyOrder) {
 TEST_F(CliTest, RefreshFollowsRootRotations) {
   ASSERT_EQ(Init("rotation-threshold"), 0);
   ASSERT_EQ(Refresh("rotation-threshold"), 0) << err_.str();
-  EXPECT_EQ(Slurp(meta_ / "root.json"),
-            Slurp(kFixtures / "rotation-threshold" / "metadata" / "3.root.json"));
+  EXPECT_EQ(testing::ReadFileOrEmpty(meta_ / "root.json"),
+            testing::ReadFileOrEmpty(kFixtures / "rotation-threshold" / "metadata" / "3.root.json"));
 }
 
 TEST_F(CliTest, RefreshFailsOnExpiredTimestamp) {

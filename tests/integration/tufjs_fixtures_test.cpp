@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -23,18 +25,11 @@ using metadata::Json;
 
 const fs::path kFixtures = fs::path(UPKEEP_TESTDATA_DIR) / "tufjs";
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class TufJsFixtureTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = kFixtures / GetParam();
-    expected_ = Json::parse(Slurp(dir_ / "expected.json"));
+    expected_ = Json::parse(testing::ReadFileOrEmpty(dir_ / "expected.json"));
     fs::copy_file(dir_ / "initial_root.json", client_ / "root.json");
   }
   metadata::Updater MakeUpdater() {
@@ -62,8 +57,8 @@ TEST_P(TufJsFixtureTest, RefreshReachesExpectedOutcome) {
     EXPECT_EQ(updater.trusted()->root().version, expected_["root_version"].get<std::uint64_t>());
     EXPECT_EQ(updater.trusted()->root().body.consistent_snapshot,
               expected_["consistent_snapshot"].get<bool>());
-    EXPECT_EQ(Slurp(client_ / "root.json"),
-              Slurp(dir_ / "metadata" /
+    EXPECT_EQ(testing::ReadFileOrEmpty(client_ / "root.json"),
+              testing::ReadFileOrEmpty(dir_ / "metadata" /
                     (std::to_string(expected_["root_version"].get<int>()) + ".root.json")));
   } else {
     ASSERT_FALSE(r);
@@ -90,7 +85,7 @@ TEST_P(TufJsTargetsTest, ResolvesAndDownloadsEveryTarget) {
     EXPECT_TRUE(fs::exists(client_ / (PercentEncode(role) + ".json"))) << path << " via " << role;
     auto file = updater.DownloadTarget(*info, TargetsUrl(), downloads_.path());
     ASSERT_TRUE(file) << path << ": " << file.error().ToString();
-    EXPECT_EQ(HexEncode(crypto::Sha256(Slurp(*file))), want["sha256"].get<std::string>());
+    EXPECT_EQ(HexEncode(crypto::Sha256(testing::ReadFileOrEmpty(*file))), want["sha256"].get<std::string>());
   }
 }
 
@@ -125,7 +120,7 @@ std::vector<std::string> Scenarios(Pred keep) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(kFixtures)) {
     if (!fs::exists(e.path() / "expected.json")) continue;
-    if (keep(Json::parse(Slurp(e.path() / "expected.json")))) {
+    if (keep(Json::parse(testing::ReadFileOrEmpty(e.path() / "expected.json")))) {
       out.push_back(e.path().filename().string());
     }
   }

@@ -5,19 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 namespace upkeep::metadata {
 namespace {
-
-std::string Slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string Canon(std::string_view text) {
   auto parsed = ParseJson(text);
@@ -34,7 +29,7 @@ TEST(CanonicalJsonTest, MatchesTufJsOnCorpus) {
   for (const auto& entry : std::filesystem::directory_iterator(dir / "inputs")) {
     const auto expected_path = dir / "expected" / (entry.path().stem().string() + ".canon");
     ASSERT_TRUE(std::filesystem::exists(expected_path)) << expected_path;
-    EXPECT_EQ(Canon(Slurp(entry.path())), Slurp(expected_path)) << entry.path().filename();
+    EXPECT_EQ(Canon(testing::ReadFileOrEmpty(entry.path())), testing::ReadFileOrEmpty(expected_path)) << entry.path().filename();
     ++cases;
   }
   EXPECT_GE(cases, 40);

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include "repository_simulator.hpp"
 #include "upkeep/common/encoding.hpp"
 
@@ -22,13 +24,6 @@ class ModelTest : public ::testing::Test {
   }
   RepositorySimulator sim_{*ParseDateTime("2026-01-01T00:00:00Z")};
 };
-
-#define EXPECT_ERRC(result, errc)                                          \
-  do {                                                                     \
-    auto&& r_ = (result);                                                  \
-    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
-    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
-  } while (false)
 
 TEST_F(ModelTest, ParsesGoodRoot) {
   auto root = ParseRoot(RootDoc().dump());

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <fstream>
 #include <sstream>
 
@@ -20,13 +22,6 @@ namespace {
 using testing::MemoryFetcher;
 using testing::RepositorySimulator;
 using testing::TempDir;
-
-std::string ReadFileOrEmpty(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 class UpdaterTest : public ::testing::Test {
  protected:
@@ -45,7 +40,9 @@ class UpdaterTest : public ::testing::Test {
     return MakeUpdater(config).Refresh();
   }
 
-  std::string Local(const std::string& role) { return ReadFileOrEmpty(dir_ / (role + ".json")); }
+  std::string Local(const std::string& role) {
+    return testing::ReadFileOrEmpty(dir_ / (role + ".json"));
+  }
 
   // Request paths relative to the repository, in order.
   std::vector<std::string> Requests() const {
@@ -64,7 +61,7 @@ class UpdaterTest : public ::testing::Test {
   std::map<std::string, std::string> Snapshot() const {
     std::map<std::string, std::string> out;
     for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
-      out[e.path().filename().string()] = ReadFileOrEmpty(e.path());
+      out[e.path().filename().string()] = testing::ReadFileOrEmpty(e.path());
     }
     return out;
   }
@@ -75,13 +72,6 @@ class UpdaterTest : public ::testing::Test {
   LocalFilesystem fs_;
   TempDir dir_;
 };
-
-#define EXPECT_ERRC(result, errc)                                          \
-  do {                                                                     \
-    auto&& r_ = (result);                                                  \
-    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
-    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
-  } while (false)
 
 // ---------------------------------------------------------------------------------------------
 // Basic workflow
@@ -630,7 +620,7 @@ TEST_F(TargetDownloadTest, DownloadsHashPrefixedTargetAndStoresItByPath) {
   auto path = updater.DownloadTarget(*info, RepositorySimulator::kTargetsUrl, dir_.path());
   ASSERT_TRUE(path) << path.error().ToString();
   EXPECT_EQ(path->filename(), "fw%2Fimage%20v1.bin");
-  EXPECT_EQ(ReadFileOrEmpty(*path), std::string(3000, 'x') + "end");
+  EXPECT_EQ(testing::ReadFileOrEmpty(*path), std::string(3000, 'x') + "end");
   ASSERT_EQ(Requests().size(), 1u);
   EXPECT_EQ(Requests()[0], "targets/fw/" + info->hashes.at("sha256") + ".image%20v1.bin");
 }

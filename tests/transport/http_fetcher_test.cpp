@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.hpp"
+
 #include <fstream>
 
 #include "http_test_server.hpp"
@@ -43,13 +45,6 @@ class HttpFetcherTest : public ::testing::Test {
   testing::HttpTestServer server_{root_.path()};
   std::string received_;
 };
-
-#define EXPECT_ERRC(result, errc)                                          \
-  do {                                                                     \
-    auto&& r_ = (result);                                                  \
-    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                     \
-    EXPECT_EQ(r_.error().code(), errc) << r_.error().ToString();           \
-  } while (false)
 
 TEST_F(HttpFetcherTest, FetchesFileExactly) {
   ASSERT_TRUE(Get("/file.bin", 10000));

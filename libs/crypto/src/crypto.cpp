@@ -233,9 +233,13 @@ Result<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
       break;
   }
   if (raw == nullptr) return Error(Errc::Internal, "key generation failed");
+  return FromOwnedPkey(new PkeyHandle(raw));
+}
+
+Result<PrivateKey> PrivateKey::FromOwnedPkey(PkeyHandle* raw_handle) {
   PrivateKey key;
-  key.pkey_ = Wrap(raw);
-  UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw));
+  key.pkey_.reset(raw_handle);
+  UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw_handle->pkey));
   key.algorithm_ = std::get<0>(form);
   UPKEEP_ASSIGN_OR_RETURN(key.public_key_,
                           PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
@@ -254,13 +258,7 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view pa
     if (encrypted) return Error(Errc::BadPassphrase, "cannot decrypt private key");
     return Error(Errc::InvalidKey, "not a PEM private key");
   }
-  PrivateKey key;
-  key.pkey_ = Wrap(raw);
-  UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw));
-  key.algorithm_ = std::get<0>(form);
-  UPKEEP_ASSIGN_OR_RETURN(key.public_key_,
-                          PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
-  return key;
+  return FromOwnedPkey(new PkeyHandle(raw));
 }
 
 Result<std::string> PrivateKey::ToPem(std::string_view passphrase) const {

@@ -83,6 +83,8 @@ class PrivateKey {
 
  private:
   PrivateKey() = default;
+  // Takes ownership of `handle` and derives the public half.
+  [[nodiscard]] static Result<PrivateKey> FromOwnedPkey(PkeyHandle* handle);
   KeyAlgorithm algorithm_ = KeyAlgorithm::Ed25519;
   std::shared_ptr<PkeyHandle> pkey_;
   PublicKey public_key_;
