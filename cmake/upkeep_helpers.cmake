@@ -19,6 +19,6 @@ function(upkeep_test name)
   endif()
   gtest_discover_tests(${name}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "UPKEEP_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 300
     DISCOVERY_TIMEOUT 60)
 endfunction()

@@ -232,9 +232,11 @@ TEST_F(UpdaterTest, RejectsExpiredFinalRoot) {
   sim_.Bump("root");
   sim_.Publish();
   EXPECT_ERRC(Refresh(), Errc::Expired);
-  // The new root itself was valid and is kept, so the next refresh starts from it.
+  // The new root itself was valid and is kept, so the next refresh starts from it; nothing
+  // after the root is requested.
   EXPECT_EQ(Local("root"), sim_.RootBytes(2));
   EXPECT_TRUE(Local("timestamp").empty());
+  EXPECT_EQ(Requests(), (std::vector<std::string>{"2.root.json", "3.root.json"}));
 }
 
 // 5.3.11 (T-2 fast-forward): after the timestamp key is rotated, a stored timestamp with an

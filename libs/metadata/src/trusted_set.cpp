@@ -46,8 +46,7 @@ Result<void> TrustedMetadataSet::UpdateRoot(std::string_view bytes) {
 Result<TrustedMetadataSet::TimestampOutcome> TrustedMetadataSet::UpdateTimestamp(
     std::string_view bytes) {
   if (snapshot_) return NotTrusted("timestamp cannot change after the snapshot is loaded");
-  // 5.3.10: the final root must not be expired.
-  if (root_.IsExpired(reference_time_)) return ExpiredError(kRootRole, root_.expires);
+  UPKEEP_TRY(CheckFinalRoot());
 
   UPKEEP_ASSIGN_OR_RETURN(Timestamp ts, ParseTimestamp(bytes));
   // 5.4.2
@@ -75,6 +74,11 @@ Result<TrustedMetadataSet::TimestampOutcome> TrustedMetadataSet::UpdateTimestamp
   // 5.4.4
   UPKEEP_TRY(CheckFinalTimestamp());
   return TimestampOutcome::Updated;
+}
+
+Result<void> TrustedMetadataSet::CheckFinalRoot() const {
+  if (root_.IsExpired(reference_time_)) return ExpiredError(kRootRole, root_.expires);
+  return Ok();
 }
 
 Result<void> TrustedMetadataSet::CheckFinalTimestamp() const {

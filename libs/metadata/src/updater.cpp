@@ -184,6 +184,8 @@ Result<void> Updater::LoadRoot() {
     UPKEEP_TRY(trusted_->UpdateRoot(*bytes));
     UPKEEP_TRY(Persist(root, *bytes));  // 5.3.8
   }
+  // 5.3.10: freeze attack on the root.
+  UPKEEP_TRY(trusted_->CheckFinalRoot());
   // 5.3.11: fast-forward attack recovery. If the timestamp or snapshot keys changed, the stored
   // timestamp and snapshot must not be used for rollback checks any more.
   const RootBody& now = trusted_->root().body;

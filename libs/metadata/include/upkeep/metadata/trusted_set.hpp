@@ -26,6 +26,10 @@ class TrustedMetadataSet {
   // exactly one version newer. Not allowed once the timestamp is loaded.
   [[nodiscard]] Result<void> UpdateRoot(std::string_view bytes);
 
+  // 5.3.10: the final root must not be expired (checked once the root loop ends; UpdateTimestamp
+  // checks it again).
+  [[nodiscard]] Result<void> CheckFinalRoot() const;
+
   enum class TimestampOutcome { Updated, Unchanged };
   // 5.3.10 (final root not expired), then 5.4.2-5.4.4. An equal version is `Unchanged`: the
   // trusted timestamp stays and the caller keeps its stored copy. A new timestamp that passes
