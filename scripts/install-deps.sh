@@ -5,12 +5,11 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates
-  g++ clang lld llvm libclang-rt-14-dev
-  libssl-dev openssl libcurl4-openssl-dev curl
+  g++ clang libclang-rt-14-dev
+  libssl-dev libcurl4-openssl-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  faketime python3
+  faketime
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
 # (for example from another repository) keeps them, since Debian's npm conflicts with those builds.
