@@ -36,6 +36,9 @@ const char* ErrcName(int value) {
     case Errc::FetchFailed: return "FetchFailed";
     case Errc::StorageFailed: return "StorageFailed";
     case Errc::NotTrusted: return "NotTrusted";
+    case Errc::NoUpdateMetadata: return "NoUpdateMetadata";
+    case Errc::InvalidUpdateMetadata: return "InvalidUpdateMetadata";
+    case Errc::UnsupportedUpdateMetadataSchema: return "UnsupportedUpdateMetadataSchema";
   }
   return "Unknown";
 }

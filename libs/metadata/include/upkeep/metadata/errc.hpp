@@ -44,6 +44,10 @@ enum class Errc {
   FetchFailed = 61,                // network or server failure
   StorageFailed = 62,              // the trusted metadata could not be read or persisted
   NotTrusted = 63,                 // an operation needs metadata that is not loaded yet
+  // Update metadata (target "custom")
+  NoUpdateMetadata = 70,                 // the target has no "upkeep" object in "custom"
+  InvalidUpdateMetadata = 71,            // a field is missing, unknown, or has a bad value
+  UnsupportedUpdateMetadataSchema = 72,  // "schema" is newer than this upkeep understands
 };
 
 }  // namespace upkeep::metadata

@@ -1,0 +1,276 @@
+#include "upkeep/metadata/update_metadata.hpp"
+
+#include <array>
+#include <set>
+#include <utility>
+
+namespace upkeep::metadata {
+
+namespace {
+
+constexpr std::array<std::pair<Component, const char*>, 5> kComponents{{
+    {Component::Rootfs, "rootfs"},
+    {Component::Bootloader, "bootloader"},
+    {Component::Application, "application"},
+    {Component::Configuration, "configuration"},
+    {Component::PeripheralFirmware, "peripheral-firmware"},
+}};
+constexpr std::array<std::pair<Severity, const char*>, 4> kSeverities{{
+    {Severity::Low, "low"},
+    {Severity::Medium, "medium"},
+    {Severity::High, "high"},
+    {Severity::Critical, "critical"},
+}};
+constexpr std::array<std::pair<SettingsEffect, const char*>, 3> kEffects{{
+    {SettingsEffect::None, "none"},
+    {SettingsEffect::Migrated, "migrated"},
+    {SettingsEffect::Reset, "reset"},
+}};
+constexpr std::array<std::pair<PayloadFormat, const char*>, 3> kFormats{{
+    {PayloadFormat::Raw, "raw"},
+    {PayloadFormat::Zstd, "zstd"},
+    {PayloadFormat::Chunked, "chunked"},
+}};
+
+template <typename E, std::size_t N>
+const char* NameOf(const std::array<std::pair<E, const char*>, N>& table, E value) {
+  for (const auto& [v, name] : table) {
+    if (v == value) return name;
+  }
+  return "?";
+}
+
+Error Bad(const std::string& field, const std::string& what) {
+  return Error(Errc::InvalidUpdateMetadata, "custom.upkeep." + field + ": " + what);
+}
+
+// Reads one object, remembering which keys were consumed so unknown ones can be rejected.
+class Reader {
+ public:
+  Reader(const Json& object, std::string prefix) : object_(object), prefix_(std::move(prefix)) {}
+
+  Result<const Json*> Get(const char* key, bool required) {
+    seen_.insert(key);
+    auto it = object_.find(key);
+    if (it == object_.end()) {
+      if (required) return Bad(Path(key), "missing");
+      return static_cast<const Json*>(nullptr);
+    }
+    return &*it;
+  }
+
+  Result<std::string> String(const char* key, bool allow_empty = false) {
+    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
+    if (!v->is_string()) return Bad(Path(key), "must be a string");
+    if (!allow_empty && v->get_ref<const std::string&>().empty()) {
+      return Bad(Path(key), "must not be empty");
+    }
+    return v->get<std::string>();
+  }
+
+  Result<std::uint64_t> Uint(const char* key) {
+    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
+    if (v->is_number_unsigned()) return v->get<std::uint64_t>();
+    if (v->is_number_integer() && v->get<std::int64_t>() >= 0) {
+      return static_cast<std::uint64_t>(v->get<std::int64_t>());
+    }
+    return Bad(Path(key), "must be a non-negative integer");
+  }
+
+  Result<bool> Bool(const char* key) {
+    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
+    if (!v->is_boolean()) return Bad(Path(key), "must be true or false");
+    return v->get<bool>();
+  }
+
+  Result<std::vector<std::string>> Strings(const char* key, bool allow_empty_list) {
+    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
+    if (!v->is_array()) return Bad(Path(key), "must be an array of strings");
+    if (!allow_empty_list && v->empty()) return Bad(Path(key), "must not be empty");
+    std::vector<std::string> out;
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const Json& e = (*v)[i];
+      const std::string at = Path(key) + "[" + std::to_string(i) + "]";
+      if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
+        return Bad(at, "must be a non-empty string");
+      }
+      if (!seen.insert(e.get<std::string>()).second) return Bad(at, "listed twice");
+      out.push_back(e.get<std::string>());
+    }
+    return out;
+  }
+
+  template <typename E, std::size_t N>
+  Result<E> Enum(const char* key, const std::array<std::pair<E, const char*>, N>& table) {
+    UPKEEP_ASSIGN_OR_RETURN(std::string name, String(key));
+    for (const auto& [value, text] : table) {
+      if (name == text) return value;
+    }
+    std::string allowed;
+    for (const auto& [value, text] : table) allowed += std::string(allowed.empty() ? "" : ", ") + text;
+    return Bad(Path(key), "\"" + name + "\" is not one of " + allowed);
+  }
+
+  Result<Reader> Object(const char* key) {
+    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
+    if (!v->is_object()) return Bad(Path(key), "must be an object");
+    return Reader(*v, Path(key) + ".");
+  }
+
+  // Every key present must have been read.
+  Result<void> NoUnknownKeys() const {
+    for (const auto& item : object_.items()) {
+      if (!seen_.contains(item.key())) return Bad(prefix_ + item.key(), "unknown field");
+    }
+    return Ok();
+  }
+
+  [[nodiscard]] std::string Path(const char* key) const { return prefix_ + key; }
+
+ private:
+  const Json& object_;
+  std::string prefix_;
+  std::set<std::string> seen_;
+};
+
+bool IsCveId(const std::string& s) {
+  // CVE-YYYY-NNNN with four or more digits in the sequence number.
+  if (s.size() < 13 || s.compare(0, 4, "CVE-") != 0 || s[8] != '-') return false;
+  for (std::size_t i = 4; i < s.size(); ++i) {
+    if (i == 8) continue;
+    if (s[i] < '0' || s[i] > '9') return false;
+  }
+  return true;
+}
+
+Result<SecurityInfo> ParseSecurity(Reader r) {
+  SecurityInfo out;
+  UPKEEP_ASSIGN_OR_RETURN(out.severity, r.Enum("severity", kSeverities));
+  UPKEEP_ASSIGN_OR_RETURN(out.cves, r.Strings("cves", true));
+  for (std::size_t i = 0; i < out.cves.size(); ++i) {
+    if (!IsCveId(out.cves[i])) {
+      return Bad(r.Path("cves") + "[" + std::to_string(i) + "]",
+                 "\"" + out.cves[i] + "\" is not a CVE ID (CVE-YYYY-NNNN)");
+    }
+  }
+  UPKEEP_ASSIGN_OR_RETURN(out.risks_mitigated, r.String("risks_mitigated"));
+  UPKEEP_TRY(r.NoUnknownKeys());
+  return out;
+}
+
+}  // namespace
+
+const char* ToString(Component c) { return NameOf(kComponents, c); }
+const char* ToString(Severity s) { return NameOf(kSeverities, s); }
+const char* ToString(SettingsEffect e) { return NameOf(kEffects, e); }
+const char* ToString(PayloadFormat f) { return NameOf(kFormats, f); }
+
+Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
+  if (!custom.is_object() || !custom.contains("upkeep")) {
+    return Error(Errc::NoUpdateMetadata, "target has no custom.upkeep update metadata");
+  }
+  const Json& u = custom["upkeep"];
+  if (!u.is_object()) return Bad("", "must be an object");
+  Reader r(u, "");
+  UpdateMetadata m;
+
+  UPKEEP_ASSIGN_OR_RETURN(m.schema, r.Uint("schema"));
+  if (m.schema != kUpdateMetadataSchema) {
+    return Error(Errc::UnsupportedUpdateMetadataSchema,
+                 "custom.upkeep.schema " + std::to_string(m.schema) + " (this upkeep reads " +
+                     std::to_string(kUpdateMetadataSchema) + ")");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(m.component, r.Enum("component", kComponents));
+  UPKEEP_ASSIGN_OR_RETURN(m.version, r.String("version"));
+  UPKEEP_ASSIGN_OR_RETURN(m.hardware, r.Strings("hardware", false));
+  UPKEEP_ASSIGN_OR_RETURN(m.security_version, r.Uint("security_version"));
+
+  UPKEEP_ASSIGN_OR_RETURN(auto kinds, r.Strings("kind", false));
+  for (const auto& k : kinds) {
+    if (k == "security") m.is_security = true;
+    else if (k == "feature") m.is_feature = true;
+    else return Bad("kind", "\"" + k + "\" is not one of security, feature");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(const Json* security, r.Get("security", false));
+  if (m.is_security && security == nullptr) {
+    return Bad("security", "required when kind includes security");
+  }
+  if (!m.is_security && security != nullptr) {
+    return Bad("security", "only allowed when kind includes security");
+  }
+  if (security != nullptr) {
+    UPKEEP_ASSIGN_OR_RETURN(Reader sr, r.Object("security"));
+    UPKEEP_ASSIGN_OR_RETURN(m.security, ParseSecurity(std::move(sr)));
+  }
+
+  UPKEEP_ASSIGN_OR_RETURN(Reader d, r.Object("disruption"));
+  UPKEEP_ASSIGN_OR_RETURN(m.disruption.reboot, d.Bool("reboot"));
+  UPKEEP_ASSIGN_OR_RETURN(m.disruption.downtime_seconds, d.Uint("downtime_seconds"));
+  if (m.disruption.downtime_seconds > kMaxDowntimeSeconds) {
+    return Bad("disruption.downtime_seconds", "more than a week");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(m.disruption.available_during_update,
+                          d.Strings("available_during_update", true));
+  UPKEEP_TRY(d.NoUnknownKeys());
+
+  UPKEEP_ASSIGN_OR_RETURN(Reader s, r.Object("settings_impact"));
+  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.effect, s.Enum("effect", kEffects));
+  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.note, s.String("note", true));
+  if (m.settings_impact.effect != SettingsEffect::None && m.settings_impact.note.empty()) {
+    return Bad("settings_impact.note", "must tell users what happens to their settings");
+  }
+  UPKEEP_TRY(s.NoUnknownKeys());
+
+  UPKEEP_ASSIGN_OR_RETURN(Reader p, r.Object("payload"));
+  UPKEEP_ASSIGN_OR_RETURN(m.payload.format, p.Enum("format", kFormats));
+  UPKEEP_ASSIGN_OR_RETURN(m.payload.installed_size, p.Uint("installed_size"));
+  UPKEEP_ASSIGN_OR_RETURN(const Json* index, p.Get("chunk_index", false));
+  if (m.payload.format == PayloadFormat::Chunked) {
+    if (index == nullptr) return Bad("payload.chunk_index", "required for chunked payloads");
+    UPKEEP_ASSIGN_OR_RETURN(m.payload.chunk_index, p.String("chunk_index"));
+  } else if (index != nullptr) {
+    return Bad("payload.chunk_index", "only allowed for chunked payloads");
+  }
+  UPKEEP_TRY(p.NoUnknownKeys());
+
+  UPKEEP_TRY(r.NoUnknownKeys());
+  return m;
+}
+
+Result<UpdateMetadata> UpdateMetadataOf(const TargetFile& target) {
+  auto m = ParseUpdateMetadata(target.custom);
+  if (!m) return std::move(m).error().WithContext(target.path);
+  return m;
+}
+
+Json ToCustomJson(const UpdateMetadata& m) {
+  Json kind = Json::array();
+  if (m.is_security) kind.push_back("security");
+  if (m.is_feature) kind.push_back("feature");
+  Json u = {
+      {"schema", m.schema},
+      {"component", ToString(m.component)},
+      {"version", m.version},
+      {"hardware", m.hardware},
+      {"security_version", m.security_version},
+      {"kind", kind},
+      {"disruption",
+       {{"reboot", m.disruption.reboot},
+        {"downtime_seconds", m.disruption.downtime_seconds},
+        {"available_during_update", m.disruption.available_during_update}}},
+      {"settings_impact",
+       {{"effect", ToString(m.settings_impact.effect)}, {"note", m.settings_impact.note}}},
+      {"payload",
+       {{"format", ToString(m.payload.format)}, {"installed_size", m.payload.installed_size}}},
+  };
+  if (m.security) {
+    u["security"] = {{"severity", ToString(m.security->severity)},
+                     {"cves", m.security->cves},
+                     {"risks_mitigated", m.security->risks_mitigated}};
+  }
+  if (m.payload.chunk_index) u["payload"]["chunk_index"] = *m.payload.chunk_index;
+  return Json{{"upkeep", u}};
+}
+
+}  // namespace upkeep::metadata
