@@ -6,10 +6,10 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates
   g++ clang libclang-rt-14-dev
-  libssl-dev libcurl4-openssl-dev
+  libssl-dev libcurl4-openssl-dev libzstd-dev zstd
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  faketime
+  faketime time
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
 # (for example from another repository) keeps them, since Debian's npm conflicts with those builds.

@@ -1,0 +1,125 @@
+#include "cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <ostream>
+
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/install/payload.hpp"
+
+namespace upkeep::tool {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+int Fail(std::ostream& err, const Error& e) {
+  err << "upkeep: " << e.ToString() << "\n";
+  return kFailed;
+}
+
+struct ImageOptions {
+  std::string image;
+  std::string out_dir;
+  std::uint64_t chunk_size = install::kDefaultChunkSize;
+  int level = 3;
+  unsigned threads = 0;
+  std::string index;
+  std::string payload;
+  std::string image_out;
+};
+
+int ImageBuild(const ImageOptions& o, std::ostream& out, std::ostream& err) {
+  LocalFilesystem fs;
+  if (auto r = fs.CreateDirectories(o.out_dir); !r) return Fail(err, r.error());
+  const std::string base = fs::path(o.image).filename().string();
+  const fs::path payload = fs::path(o.out_dir) / (base + ".payload");
+  const fs::path index_path = fs::path(o.out_dir) / (base + ".chunks.json");
+  install::BuildOptions options;
+  options.chunk_size = o.chunk_size;
+  options.level = o.level;
+  options.threads = o.threads;
+  auto index = install::BuildPayload(o.image, payload, options);
+  if (!index) return Fail(err, index.error());
+  if (auto r = fs.WriteFileAtomic(index_path, install::SerializeChunkIndex(*index)); !r) {
+    return Fail(err, r.error());
+  }
+  out << "image    " << o.image << " (" << index->image_size << " bytes, sha256 "
+      << index->image_sha256 << ")\n"
+      << "payload  " << payload.string() << " (" << index->payload_size << " bytes, "
+      << index->chunks.size() << " chunks of " << index->chunk_size << ")\n"
+      << "index    " << index_path.string() << "\n";
+  return kOk;
+}
+
+int ImageVerify(const ImageOptions& o, std::ostream& out, std::ostream& err) {
+  LocalFilesystem fs;
+  auto text = fs.ReadFile(o.index, 64ull << 20);
+  if (!text) return Fail(err, text.error());
+  auto index = install::ParseChunkIndex(*text);
+  if (!index) return Fail(err, index.error());
+  std::unique_ptr<AtomicFile> image;
+  if (!o.image_out.empty()) {
+    auto created = fs.CreateAtomic(o.image_out);
+    if (!created) return Fail(err, created.error());
+    image = std::move(created).value();
+  }
+  install::PayloadVerifier verifier(*index, [&](std::span<const char> data) -> Result<void> {
+    return image ? image->Append(data) : Ok();
+  });
+  auto fed = fs.ReadChunks(o.payload, [&](std::span<const char> data) { return verifier.Feed(data); });
+  if (!fed) return Fail(err, fed.error());
+  if (auto r = verifier.Finish(); !r) return Fail(err, r.error());
+  if (image) {
+    if (auto r = image->Commit(); !r) return Fail(err, r.error());
+  }
+  out << "verified " << index->chunks.size() << " chunks, " << verifier.image_bytes_out()
+      << " image bytes, sha256 " << index->image_sha256 << "\n";
+  return kOk;
+}
+
+}  // namespace
+
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"upkeep: release tooling for the upkeep update system", "upkeep"};
+  app.require_subcommand(1);
+  ImageOptions o;
+  auto* image = app.add_subcommand("image", "Build and check installable image payloads");
+  image->require_subcommand(1);
+  auto* build = image->add_subcommand(
+      "build", "Compress IMAGE into zstd chunks plus a chunk index (docs/formats/payload.md)");
+  build->add_option("IMAGE", o.image, "Raw image, e.g. a root filesystem")->required();
+  build->add_option("-o,--output", o.out_dir, "Directory for IMAGE.payload and IMAGE.chunks.json")
+      ->required();
+  build->add_option("--chunk-size", o.chunk_size, "Uncompressed bytes per chunk")
+      ->check(CLI::Range(install::kMinChunkSize, install::kMaxChunkSize));
+  build->add_option("--level", o.level, "zstd level")->check(CLI::Range(1, 19));
+  build->add_option("--threads", o.threads,
+                    "Compression threads (default: one per core but one, which hashes)")
+      ->check(CLI::Range(1, 64));
+  auto* verify = image->add_subcommand("verify", "Check a payload against its chunk index");
+  verify->add_option("INDEX", o.index, "Chunk index (IMAGE.chunks.json)")->required();
+  verify->add_option("PAYLOAD", o.payload, "Payload (IMAGE.payload)")->required();
+  verify->add_option("-o,--output", o.image_out, "Write the verified image here");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) {
+      out << (image->parsed() ? (build->parsed() ? build->help() : verify->parsed() ? verify->help()
+                                                                                    : image->help())
+                              : app.help());
+      return kOk;
+    }
+    err << "upkeep: " << e.what() << "\n";
+    return kUsage;
+  }
+  if (build->parsed()) return ImageBuild(o, out, err);
+  return ImageVerify(o, out, err);
+}
+
+}  // namespace upkeep::tool

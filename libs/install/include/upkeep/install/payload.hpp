@@ -1,0 +1,114 @@
+#pragma once
+
+// Chunked payloads (docs/formats/payload.md): an image is cut into fixed-size chunks, each
+// compressed as an independent zstd frame; the frames are concatenated into the payload file, and
+// a chunk index (JSON, itself a signed TUF target) lists each frame's offset, length and SHA-256.
+// A device authenticates every compressed chunk against the index before decompressing it, so no
+// unauthenticated byte reaches the decompressor or the disk, and a bad chunk stops the install
+// within one chunk of where it starts.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "upkeep/common/result.hpp"
+
+namespace upkeep::install {
+
+enum class Errc {
+  ReadFailed = 1,            // the image or payload file cannot be read
+  WriteFailed = 2,           // the output cannot be written
+  CompressFailed = 3,        // zstd refused to compress
+  InvalidChunkIndex = 10,    // the index does not parse or is inconsistent
+  ChunkDigestMismatch = 11,  // a compressed chunk's SHA-256 differs from the index
+  DecompressFailed = 12,     // an authenticated chunk does not decompress (index built wrong)
+  ChunkSizeMismatch = 13,    // a chunk decompresses to another size than the index says
+  ImageDigestMismatch = 14,  // the whole image's SHA-256 differs from the index
+  PayloadTruncated = 15,     // the payload ended before the last chunk
+  TrailingData = 16,         // bytes after the last chunk
+};
+
+}  // namespace upkeep::install
+
+UPKEEP_DECLARE_ERRC(upkeep::install);
+
+namespace upkeep::install {
+
+inline constexpr std::uint64_t kChunkIndexFormat = 1;
+inline constexpr std::uint64_t kDefaultChunkSize = 1ull << 20;
+inline constexpr std::uint64_t kMinChunkSize = 4096;
+inline constexpr std::uint64_t kMaxChunkSize = 64ull << 20;
+
+struct ChunkEntry {
+  std::uint64_t offset = 0;  // of the compressed frame in the payload
+  std::uint64_t length = 0;  // compressed bytes
+  std::string sha256;        // of the compressed bytes, lower-case hex
+  std::uint64_t size = 0;    // decompressed bytes
+};
+
+struct ChunkIndex {
+  std::uint64_t format = kChunkIndexFormat;
+  std::uint64_t chunk_size = kDefaultChunkSize;
+  std::uint64_t image_size = 0;
+  std::string image_sha256;  // of the whole decompressed image
+  std::uint64_t payload_size = 0;
+  std::vector<ChunkEntry> chunks;
+};
+
+// Strict parse and consistency check (offsets contiguous, sizes add up, lengths bounded so a
+// reader's memory stays bounded). Errc::InvalidChunkIndex.
+[[nodiscard]] Result<ChunkIndex> ParseChunkIndex(std::string_view json);
+// Canonical JSON of the index.
+[[nodiscard]] std::string SerializeChunkIndex(const ChunkIndex& index);
+
+struct BuildOptions {
+  std::uint64_t chunk_size = kDefaultChunkSize;  // uncompressed bytes per chunk
+  int level = 3;                                 // zstd compression level
+  // Compression workers; 0 picks one per core but one (the image digest has its own thread).
+  unsigned threads = 0;
+};
+
+// Compresses `image` into `payload` (written atomically) and returns its index. Memory stays
+// bounded by a few chunks per worker whatever the image size.
+[[nodiscard]] Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
+                                              const std::filesystem::path& payload,
+                                              const BuildOptions& options = {});
+
+// Checks a payload stream against its index chunk by chunk and hands out the decompressed image.
+class PayloadVerifier {
+ public:
+  using ImageSink = std::function<Result<void>(std::span<const char>)>;
+  PayloadVerifier(const ChunkIndex& index, ImageSink sink);
+  ~PayloadVerifier();
+  PayloadVerifier(const PayloadVerifier&) = delete;
+  PayloadVerifier& operator=(const PayloadVerifier&) = delete;
+
+  // Payload bytes in order, any piece size. Fails at the first chunk that does not verify; after
+  // an error every later call fails too.
+  [[nodiscard]] Result<void> Feed(std::span<const char> bytes);
+  // After the last byte: every chunk seen and the whole image's digest matches.
+  [[nodiscard]] Result<void> Finish();
+
+  // Decompressed bytes passed to the sink so far (all authenticated).
+  [[nodiscard]] std::uint64_t image_bytes_out() const { return image_out_; }
+  // Index of the chunk being assembled.
+  [[nodiscard]] std::size_t current_chunk() const { return next_; }
+
+ private:
+  [[nodiscard]] Result<void> CompleteChunk();
+  struct State;
+  const ChunkIndex& index_;
+  ImageSink sink_;
+  std::unique_ptr<State> state_;
+  std::vector<char> pending_;  // compressed bytes of the current chunk
+  std::size_t next_ = 0;
+  std::uint64_t image_out_ = 0;
+  bool failed_ = false;
+};
+
+}  // namespace upkeep::install

@@ -1,0 +1,384 @@
+#include "upkeep/install/payload.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/crypto/crypto.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+
+namespace upkeep::install {
+
+namespace {
+
+using metadata::Json;
+
+const char* ErrcName(int value) {
+  switch (static_cast<Errc>(value)) {
+    case Errc::ReadFailed: return "ReadFailed";
+    case Errc::WriteFailed: return "WriteFailed";
+    case Errc::CompressFailed: return "CompressFailed";
+    case Errc::InvalidChunkIndex: return "InvalidChunkIndex";
+    case Errc::ChunkDigestMismatch: return "ChunkDigestMismatch";
+    case Errc::DecompressFailed: return "DecompressFailed";
+    case Errc::ChunkSizeMismatch: return "ChunkSizeMismatch";
+    case Errc::ImageDigestMismatch: return "ImageDigestMismatch";
+    case Errc::PayloadTruncated: return "PayloadTruncated";
+    case Errc::TrailingData: return "TrailingData";
+  }
+  return "Unknown";
+}
+
+Error BadIndex(const std::string& what) { return Error(Errc::InvalidChunkIndex, what); }
+
+std::string Sha256Hex(std::span<const char> data) {
+  return HexEncode(crypto::Sha256(std::string_view(data.data(), data.size())));
+}
+
+bool IsSha256Hex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+Result<std::uint64_t> Uint(const Json& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end() || !(it->is_number_unsigned() ||
+                         (it->is_number_integer() && it->get<std::int64_t>() >= 0))) {
+    return BadIndex(std::string("\"") + key + "\" must be a non-negative integer");
+  }
+  return it->get<std::uint64_t>();
+}
+
+// One chunk on its way through the build pipeline.
+// Buffers are allocated uninitialised: zero-filling two chunk-sized buffers per chunk costs more
+// than hashing them.
+struct Buffer {
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+  void Allocate(std::size_t n) {
+    data.reset(new char[n]);
+    size = n;
+  }
+  [[nodiscard]] std::span<const char> view() const { return {data.get(), size}; }
+};
+
+struct Job {
+  Buffer raw;
+  Buffer compressed;
+  std::string sha256;
+  bool done = false;    // compressed (or failed)
+  bool hashed = false;  // raw bytes added to the image digest
+  bool failed = false;
+};
+
+}  // namespace
+
+const std::error_category& ErrcCategory() noexcept {
+  static const NamedErrorCategory category("install", &ErrcName);
+  return category;
+}
+
+Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
+  auto doc = metadata::ParseJson(json);
+  if (!doc) return BadIndex(doc.error().message());
+  if (!doc->is_object()) return BadIndex("chunk index must be an object");
+  ChunkIndex index;
+  UPKEEP_ASSIGN_OR_RETURN(index.format, Uint(*doc, "format"));
+  if (index.format != kChunkIndexFormat) {
+    return BadIndex("unsupported chunk index format " + std::to_string(index.format));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(index.chunk_size, Uint(*doc, "chunk_size"));
+  if (index.chunk_size < kMinChunkSize || index.chunk_size > kMaxChunkSize) {
+    return BadIndex("chunk_size must be between 4 KiB and 64 MiB");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(index.image_size, Uint(*doc, "image_size"));
+  UPKEEP_ASSIGN_OR_RETURN(index.payload_size, Uint(*doc, "payload_size"));
+  auto sha = doc->find("image_sha256");
+  if (sha == doc->end() || !sha->is_string() || !IsSha256Hex(sha->get<std::string>())) {
+    return BadIndex("\"image_sha256\" must be 64 lower-case hex characters");
+  }
+  index.image_sha256 = sha->get<std::string>();
+  auto chunks = doc->find("chunks");
+  if (chunks == doc->end() || !chunks->is_array()) return BadIndex("\"chunks\" must be an array");
+
+  const std::uint64_t max_length = ZSTD_compressBound(static_cast<std::size_t>(index.chunk_size));
+  std::uint64_t offset = 0, image = 0;
+  for (std::size_t i = 0; i < chunks->size(); ++i) {
+    const Json& c = (*chunks)[i];
+    const std::string at = "chunks[" + std::to_string(i) + "]: ";
+    if (!c.is_object()) return BadIndex(at + "must be an object");
+    ChunkEntry e;
+    UPKEEP_ASSIGN_OR_RETURN(e.offset, Uint(c, "offset"));
+    UPKEEP_ASSIGN_OR_RETURN(e.length, Uint(c, "length"));
+    UPKEEP_ASSIGN_OR_RETURN(e.size, Uint(c, "size"));
+    auto h = c.find("sha256");
+    if (h == c.end() || !h->is_string() || !IsSha256Hex(h->get<std::string>())) {
+      return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
+    }
+    e.sha256 = h->get<std::string>();
+    if (e.offset != offset) return BadIndex(at + "chunks must be contiguous");
+    if (e.length == 0 || e.length > max_length) return BadIndex(at + "length out of range");
+    const bool last = i + 1 == chunks->size();
+    if (e.size == 0 || e.size > index.chunk_size || (!last && e.size != index.chunk_size)) {
+      return BadIndex(at + "size must be chunk_size (the last chunk may be shorter)");
+    }
+    offset += e.length;
+    image += e.size;
+    index.chunks.push_back(std::move(e));
+  }
+  if (image != index.image_size) return BadIndex("chunk sizes do not add up to image_size");
+  if (offset != index.payload_size) return BadIndex("chunk lengths do not add up to payload_size");
+  return index;
+}
+
+std::string SerializeChunkIndex(const ChunkIndex& index) {
+  Json chunks = Json::array();
+  for (const auto& c : index.chunks) {
+    chunks.push_back(
+        {{"offset", c.offset}, {"length", c.length}, {"sha256", c.sha256}, {"size", c.size}});
+  }
+  Json doc = {{"format", index.format},         {"chunk_size", index.chunk_size},
+              {"image_size", index.image_size}, {"image_sha256", index.image_sha256},
+              {"payload_size", index.payload_size}, {"chunks", std::move(chunks)}};
+  return metadata::Canonicalize(doc).value();  // integers and strings only: always canonical
+}
+
+Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
+                                const std::filesystem::path& payload,
+                                const BuildOptions& options) {
+  if (options.chunk_size < kMinChunkSize || options.chunk_size > kMaxChunkSize) {
+    return Error(Errc::InvalidChunkIndex, "chunk size must be between 4 KiB and 64 MiB");
+  }
+  const int in = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Error(Errc::ReadFailed, image.string() + ": " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{in};
+
+  LocalFilesystem fs;
+  auto out = fs.CreateAtomic(payload);
+  if (!out) return Error(Errc::WriteFailed, out.error().message());
+
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned workers = options.threads != 0 ? options.threads : std::max(1u, cores - 1);
+  const std::size_t max_in_flight = 2 * workers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<Job>> queue;     // waiting for a worker; guarded by mu
+  std::deque<std::shared_ptr<Job>> in_order;  // every job not yet written; guarded by mu
+  bool stop = false;                          // guarded by mu
+
+  auto work = [&] {
+    ZSTD_CCtx* cctx = ZSTD_createCCtx();
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return stop || !queue.empty(); });
+      if (queue.empty()) break;
+      auto job = queue.front();
+      queue.pop_front();
+      lock.unlock();
+      job->compressed.Allocate(ZSTD_compressBound(job->raw.size));
+      const std::size_t n = cctx == nullptr ? 0 : ZSTD_compressCCtx(
+          cctx, job->compressed.data.get(), job->compressed.size, job->raw.data.get(),
+          job->raw.size, options.level);
+      const bool ok = cctx != nullptr && !ZSTD_isError(n);
+      if (ok) {
+        job->compressed.size = n;
+        job->sha256 = Sha256Hex(job->compressed.view());
+      }
+      lock.lock();
+      job->done = true;
+      job->failed = !ok;
+      cv.notify_all();
+    }
+    ZSTD_freeCCtx(cctx);
+  };
+  // The image digest is sequential: one thread adds chunks to it in order, next to the workers.
+  crypto::Hasher image_hash(crypto::HashAlgorithm::Sha256);
+  std::deque<std::shared_ptr<Job>> to_hash;  // guarded by mu
+  auto hash = [&] {
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return stop || !to_hash.empty(); });
+      if (to_hash.empty()) break;
+      auto job = to_hash.front();
+      to_hash.pop_front();
+      lock.unlock();
+      image_hash.Update(std::string_view(job->raw.data.get(), job->raw.size));
+      lock.lock();
+      job->hashed = true;
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned i = 0; i < workers; ++i) pool.emplace_back(work);
+  pool.emplace_back(hash);
+  auto shutdown = [&] {
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    for (auto& t : pool) t.join();
+  };
+
+  ChunkIndex index;
+  index.chunk_size = options.chunk_size;
+  std::optional<Error> failure;
+  std::size_t written = 0;  // chunks appended to the payload so far
+  bool eof = false;
+  std::unique_lock lock(mu);
+  while (!failure && (!eof || !in_order.empty())) {
+    if (!eof && in_order.size() < max_in_flight) {
+      lock.unlock();
+      auto job = std::make_shared<Job>();
+      job->raw.Allocate(options.chunk_size);
+      std::size_t filled = 0;
+      while (filled < job->raw.size) {
+        const ssize_t n = ::read(in, job->raw.data.get() + filled, job->raw.size - filled);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          failure = Error(Errc::ReadFailed, image.string() + ": " + std::strerror(errno));
+          break;
+        }
+        if (n == 0) break;
+        filled += static_cast<std::size_t>(n);
+      }
+      lock.lock();
+      if (failure) break;
+      if (filled < job->raw.size) eof = true;
+      if (filled == 0) continue;
+      job->raw.size = filled;
+      index.image_size += filled;
+      index.chunks.push_back({0, 0, "", filled});
+      in_order.push_back(job);
+      queue.push_back(job);
+      to_hash.push_back(job);
+      cv.notify_all();
+      continue;
+    }
+    cv.wait(lock, [&] { return in_order.front()->done && in_order.front()->hashed; });
+    auto job = in_order.front();
+    in_order.pop_front();
+    lock.unlock();
+    if (job->failed) {
+      failure = Error(Errc::CompressFailed, "zstd could not compress a chunk");
+    } else {
+      ChunkEntry& e = index.chunks[written++];
+      e.offset = index.payload_size;
+      e.length = job->compressed.size;
+      e.sha256 = job->sha256;
+      index.payload_size += e.length;
+      auto w = (*out)->Append(job->compressed.view());
+      if (!w) failure = Error(Errc::WriteFailed, w.error().message());
+    }
+    lock.lock();
+  }
+  lock.unlock();
+  shutdown();  // the hasher finishes what was queued before it stops
+  if (failure) return *failure;
+  if (index.chunks.empty()) return Error(Errc::ReadFailed, image.string() + " is empty");
+  index.image_sha256 = HexEncode(image_hash.Final());
+  if (auto c = (*out)->Commit(); !c) return Error(Errc::WriteFailed, c.error().message());
+  return index;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct PayloadVerifier::State {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  crypto::Hasher image_hash{crypto::HashAlgorithm::Sha256};
+  std::vector<char> image_chunk;
+  ~State() { ZSTD_freeDCtx(dctx); }
+};
+
+PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink)
+    : index_(index), sink_(std::move(sink)), state_(std::make_unique<State>()) {
+  state_->image_chunk.resize(index.chunk_size);
+}
+
+PayloadVerifier::~PayloadVerifier() = default;
+
+Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
+  if (failed_) return Error(Errc::ChunkDigestMismatch, "payload already rejected");
+  while (!bytes.empty()) {
+    if (next_ >= index_.chunks.size()) {
+      failed_ = true;
+      return Error(Errc::TrailingData, "payload continues after the last chunk");
+    }
+    const ChunkEntry& chunk = index_.chunks[next_];
+    const std::size_t want = static_cast<std::size_t>(chunk.length) - pending_.size();
+    const std::size_t take = std::min(want, bytes.size());
+    pending_.insert(pending_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
+    bytes = bytes.subspan(take);
+    if (pending_.size() == chunk.length) {
+      auto r = CompleteChunk();
+      if (!r) {
+        failed_ = true;
+        return r;
+      }
+    }
+  }
+  return Ok();
+}
+
+Result<void> PayloadVerifier::CompleteChunk() {
+  const ChunkEntry& chunk = index_.chunks[next_];
+  // Authenticate before decompressing: the decompressor never sees unverified bytes.
+  const auto expected = HexDecode(chunk.sha256);
+  const auto actual = crypto::Sha256(std::string_view(pending_.data(), pending_.size()));
+  if (!expected || !crypto::ConstantTimeEqual(actual, *expected)) {
+    return Error(Errc::ChunkDigestMismatch, "chunk " + std::to_string(next_) + " at payload offset " +
+                                                std::to_string(chunk.offset) + " does not match the index");
+  }
+  const std::size_t n = ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
+                                            static_cast<std::size_t>(chunk.size), pending_.data(),
+                                            pending_.size());
+  if (ZSTD_isError(n)) {
+    return Error(Errc::DecompressFailed, "chunk " + std::to_string(next_) + ": " +
+                                             ZSTD_getErrorName(n));
+  }
+  if (n != chunk.size) {
+    return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) + " decompressed to " +
+                                              std::to_string(n) + " bytes, index says " +
+                                              std::to_string(chunk.size));
+  }
+  const std::span<const char> out(state_->image_chunk.data(), n);
+  state_->image_hash.Update(std::string_view(out.data(), out.size()));
+  UPKEEP_TRY(sink_(out));
+  image_out_ += n;
+  pending_.clear();
+  ++next_;
+  return Ok();
+}
+
+Result<void> PayloadVerifier::Finish() {
+  if (failed_) return Error(Errc::ChunkDigestMismatch, "payload already rejected");
+  failed_ = true;  // Finish is final
+  if (next_ < index_.chunks.size()) {
+    return Error(Errc::PayloadTruncated, "payload ended in chunk " + std::to_string(next_) + " of " +
+                                             std::to_string(index_.chunks.size()));
+  }
+  const auto expected = HexDecode(index_.image_sha256);
+  if (!expected || !crypto::ConstantTimeEqual(state_->image_hash.Final(), *expected)) {
+    return Error(Errc::ImageDigestMismatch, "image digest does not match the index");
+  }
+  return Ok();
+}
+
+}  // namespace upkeep::install
