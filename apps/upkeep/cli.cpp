@@ -4,8 +4,11 @@
 #include <filesystem>
 #include <ostream>
 
+#include "upkeep/common/clock.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/install/bundle.hpp"
 #include "upkeep/install/payload.hpp"
+#include "upkeep/metadata/updater.hpp"
 
 namespace upkeep::tool {
 
@@ -82,6 +85,58 @@ int ImageVerify(const ImageOptions& o, std::ostream& out, std::ostream& err) {
   return kOk;
 }
 
+struct BundleOptions {
+  std::string repo;
+  std::string root;
+  std::vector<std::string> targets;
+  std::string file;
+  std::string out_dir;
+};
+
+int BundleCreate(const BundleOptions& o, std::ostream& out, std::ostream& err) {
+  LocalFilesystem fs;
+  auto root = fs.ReadFile(o.root, metadata::UpdaterConfig{}.root_max_length);
+  if (!root) return Fail(err, root.error());
+  auto entries = install::CreateBundle(o.repo, *root, o.targets, o.file);
+  if (!entries) return Fail(err, entries.error());
+  std::uint64_t total = 0;
+  for (const auto& e : *entries) {
+    out << "  " << e.name << " (" << e.length << " bytes)\n";
+    total += e.length;
+  }
+  out << "bundle " << o.file << ": " << entries->size() << " files, " << total << " bytes\n";
+  return kOk;
+}
+
+// Verifies a bundle exactly as a device does, and writes the verified targets to DIR.
+int BundleVerify(const BundleOptions& o, std::ostream& out, std::ostream& err) {
+  LocalFilesystem fs;
+  auto bundle = install::Bundle::Open(o.file);
+  if (!bundle) return Fail(err, bundle.error());
+  // DIR keeps the verified metadata like a device's metadata directory, so verifying a newer
+  // bundle into the same DIR applies the rollback rules too.
+  const fs::path dir = o.out_dir;
+  if (auto r = fs.CreateDirectories(dir / "metadata"); !r) return Fail(err, r.error());
+  auto root = fs.ReadFile(o.root, metadata::UpdaterConfig{}.root_max_length);
+  if (!root) return Fail(err, root.error());
+  if (auto r = fs.WriteFileAtomic(dir / "metadata" / "root.json", *root); !r) {
+    return Fail(err, r.error());
+  }
+  install::BundleFetcher fetcher(*bundle);
+  SystemClock clock;
+  metadata::Updater updater(dir / "metadata", install::kBundleMetadataUrl, fetcher, fs, clock);
+  if (auto r = updater.Refresh(); !r) return Fail(err, r.error());
+  for (const auto& target : o.targets) {
+    auto info = updater.GetTargetInfo(target);
+    if (!info) return Fail(err, info.error());
+    auto file = updater.DownloadTarget(*info, install::kBundleTargetsUrl, dir);
+    if (!file) return Fail(err, file.error());
+    out << "verified " << target << " (" << info->length << " bytes) -> " << file->string() << "\n";
+  }
+  out << "bundle verified against root v" << updater.trusted()->root().version << "\n";
+  return kOk;
+}
+
 }  // namespace
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -106,20 +161,40 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   verify->add_option("PAYLOAD", o.payload, "Payload (IMAGE.payload)")->required();
   verify->add_option("-o,--output", o.image_out, "Write the verified image here");
 
+  BundleOptions b;
+  auto* bundle = app.add_subcommand("bundle", "Offline bundles for USB sticks and phone apps");
+  bundle->require_subcommand(1);
+  auto* create = bundle->add_subcommand(
+      "create", "Pack metadata and targets from a published repository (docs/formats/bundle.md)");
+  create->add_option("--repo", b.repo, "Published repository (metadata/ and targets/)")->required();
+  create->add_option("--root", b.root, "Oldest root.json still trusted by devices")->required();
+  create->add_option("--target", b.targets, "Target path to include (repeatable)")->required();
+  create->add_option("-o,--output", b.file, "Bundle file to write")->required();
+  auto* check = bundle->add_subcommand("verify", "Verify a bundle as a device would");
+  check->add_option("BUNDLE", b.file, "Bundle file")->required();
+  check->add_option("--root", b.root, "The device's trusted root.json")->required();
+  check->add_option("--target", b.targets, "Target path to verify (repeatable)")->required();
+  check->add_option("-o,--output", b.out_dir, "Directory for the verified files and metadata")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {
-      out << (image->parsed() ? (build->parsed() ? build->help() : verify->parsed() ? verify->help()
-                                                                                    : image->help())
-                              : app.help());
+      const CLI::App* shown = &app;
+      for (const CLI::App* sub : {image, build, verify, bundle, create, check}) {
+        if (sub->parsed()) shown = sub;
+      }
+      out << shown->help();
       return kOk;
     }
     err << "upkeep: " << e.what() << "\n";
     return kUsage;
   }
   if (build->parsed()) return ImageBuild(o, out, err);
-  return ImageVerify(o, out, err);
+  if (verify->parsed()) return ImageVerify(o, out, err);
+  if (create->parsed()) return BundleCreate(b, out, err);
+  return BundleVerify(b, out, err);
 }
 
 }  // namespace upkeep::tool

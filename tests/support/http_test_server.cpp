@@ -1,5 +1,7 @@
 #include "http_test_server.hpp"
 
+#include "upkeep/common/encoding.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -36,33 +38,16 @@ bool SendAll(int fd, const char* data, std::size_t size) {
 
 bool SendAll(int fd, const std::string& s) { return SendAll(fd, s.data(), s.size()); }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Percent-decodes a URL path like a typical static web server (including %2F); nullopt when the
 // result would leave the served directory.
 std::optional<std::string> DecodePath(const std::string& target) {
-  std::string path = target.substr(0, target.find('?'));
-  std::string out;
-  for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '%' && i + 2 < path.size() && HexValue(path[i + 1]) >= 0 &&
-        HexValue(path[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(HexValue(path[i + 1]) * 16 + HexValue(path[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(path[i]);
-    }
-  }
-  std::stringstream segments(out);
+  auto out = PercentDecode(target.substr(0, target.find('?')));
+  if (!out) return std::nullopt;
+  std::stringstream segments(*out);
   std::string segment;
   while (std::getline(segments, segment, '/')) {
     if (segment == ".." || segment == ".") return std::nullopt;
   }
-  if (out.find('\0') != std::string::npos) return std::nullopt;
   return out;
 }
 

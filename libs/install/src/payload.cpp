@@ -36,6 +36,7 @@ const char* ErrcName(int value) {
     case Errc::ImageDigestMismatch: return "ImageDigestMismatch";
     case Errc::PayloadTruncated: return "PayloadTruncated";
     case Errc::TrailingData: return "TrailingData";
+    case Errc::BundleMalformed: return "BundleMalformed";
   }
   return "Unknown";
 }

@@ -19,6 +19,10 @@ namespace upkeep {
 // in local file names and URLs.
 [[nodiscard]] std::string PercentEncode(std::string_view text);
 
+// Decodes %XX escapes (a '%' not followed by two hex digits is kept as is). nullopt when the
+// result contains a NUL byte.
+[[nodiscard]] std::optional<std::string> PercentDecode(std::string_view text);
+
 // Percent-encodes each '/'-separated segment of a path, keeping the slashes: "a b/c" -> "a%20b/c".
 [[nodiscard]] std::string PercentEncodePath(std::string_view path);
 

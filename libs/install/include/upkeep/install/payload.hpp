@@ -31,6 +31,7 @@ enum class Errc {
   ImageDigestMismatch = 14,  // the whole image's SHA-256 differs from the index
   PayloadTruncated = 15,     // the payload ended before the last chunk
   TrailingData = 16,         // bytes after the last chunk
+  BundleMalformed = 20,      // an offline bundle's header, table of contents or size is wrong
 };
 
 }  // namespace upkeep::install

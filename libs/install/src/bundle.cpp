@@ -1,0 +1,270 @@
+#include "upkeep/install/bundle.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "upkeep/common/clock.hpp"
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/common/errc.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/updater.hpp"
+
+namespace upkeep::install {
+
+namespace fs = std::filesystem;
+using metadata::Json;
+
+namespace {
+
+constexpr std::size_t kHeaderBytes = 16;  // magic + little-endian u64 TOC length
+constexpr std::size_t kMaxEntryName = 1024;
+
+Error Malformed(const std::string& what) { return Error(Errc::BundleMalformed, what); }
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+Result<void> ReadAt(int fd, std::uint64_t offset, char* out, std::size_t n) {
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, out, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return Malformed("bundle ends early");
+    out += got;
+    n -= static_cast<std::size_t>(got);
+    offset += static_cast<std::uint64_t>(got);
+  }
+  return Ok();
+}
+
+// A relative path without empty, "." or ".." segments, under metadata/ or targets/.
+bool IsSafeName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxEntryName || name.front() == '/' || name.back() == '/') {
+    return false;
+  }
+  if (!name.starts_with("metadata/") && !name.starts_with("targets/")) return false;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = name.find('/', start);
+    const std::string segment = name.substr(start, slash == std::string::npos ? slash : slash - start);
+    if (segment.empty() || segment == "." || segment == "..") return false;
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return name.find('\0') == std::string::npos;
+}
+
+// Reads a published repository directory as if it were served, recording what was fetched.
+class RecordingDirectoryFetcher final : public Fetcher {
+ public:
+  explicit RecordingDirectoryFetcher(fs::path root) : root_(std::move(root)) {}
+  Result<void> Fetch(const std::string& url, std::uint64_t max_bytes, const Sink& sink) override {
+    constexpr std::string_view kScheme = "repo:/";
+    if (!url.starts_with(kScheme)) return Error(common::Errc::InvalidArgument, url);
+    auto name = PercentDecode(std::string_view(url).substr(kScheme.size()));
+    if (!name || !IsSafeName(*name)) return Error(common::Errc::RemoteNotFound, url);
+    auto bytes = fs_.ReadFile(root_ / *name, max_bytes);
+    if (!bytes) {
+      if (bytes.error().code() == common::Errc::FileTooLarge) {
+        return Error(common::Errc::LengthExceeded, url);
+      }
+      return Error(common::Errc::RemoteNotFound, url);
+    }
+    UPKEEP_TRY(sink(std::span<const char>(bytes->data(), bytes->size())));
+    if (std::find(fetched_.begin(), fetched_.end(), *name) == fetched_.end()) {
+      fetched_.push_back(*name);
+    }
+    return Ok();
+  }
+  [[nodiscard]] const std::vector<std::string>& fetched() const { return fetched_; }
+
+ private:
+  fs::path root_;
+  LocalFilesystem fs_;
+  std::vector<std::string> fetched_;
+};
+
+// A directory removed with its contents when the object goes away.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = (fs::temp_directory_path() / "upkeep-bundle-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+}  // namespace
+
+Result<Bundle> Bundle::Open(const fs::path& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Error(Errc::ReadFailed, path.string() + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error(Errc::ReadFailed, path.string());
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+
+  char header[kHeaderBytes];
+  if (file_size < kHeaderBytes) return Malformed("shorter than the bundle header");
+  UPKEEP_TRY(ReadAt(fd.get(), 0, header, kHeaderBytes));
+  if (std::memcmp(header, kBundleMagic, sizeof kBundleMagic) != 0) {
+    return Malformed("not an upkeep bundle (bad magic)");
+  }
+  std::uint64_t toc_length = 0;
+  for (int i = 7; i >= 0; --i) {
+    toc_length = (toc_length << 8) | static_cast<unsigned char>(header[8 + i]);
+  }
+  if (toc_length == 0 || toc_length > kMaxBundleTocBytes || kHeaderBytes + toc_length > file_size) {
+    return Malformed("table of contents length out of range");
+  }
+  std::string toc(static_cast<std::size_t>(toc_length), '\0');
+  UPKEEP_TRY(ReadAt(fd.get(), kHeaderBytes, toc.data(), toc.size()));
+  auto doc = metadata::ParseJson(toc);
+  if (!doc || !doc->is_object()) return Malformed("table of contents is not a JSON object");
+  auto format = doc->find("format");
+  if (format == doc->end() || !format->is_number_unsigned() || format->get<std::uint64_t>() != 1) {
+    return Malformed("unsupported bundle format");
+  }
+  auto entries = doc->find("entries");
+  if (entries == doc->end() || !entries->is_array()) return Malformed("\"entries\" missing");
+
+  Bundle bundle;
+  bundle.path_ = path;
+  std::set<std::string> names;
+  std::uint64_t offset = kHeaderBytes + toc_length;
+  for (const auto& e : *entries) {
+    if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || !e.contains("length") ||
+        !e["length"].is_number_unsigned()) {
+      return Malformed("each entry needs a name and a length");
+    }
+    BundleEntry entry{e["name"].get<std::string>(), offset, e["length"].get<std::uint64_t>()};
+    if (!IsSafeName(entry.name)) return Malformed("unsafe entry name \"" + entry.name + "\"");
+    if (!names.insert(entry.name).second) return Malformed("entry listed twice: " + entry.name);
+    if (entry.length > file_size - offset) return Malformed("entry " + entry.name + " ends past the file");
+    offset += entry.length;
+    bundle.entries_.push_back(std::move(entry));
+  }
+  if (offset != file_size) return Malformed("bytes after the last entry");
+  return bundle;
+}
+
+const BundleEntry* Bundle::Find(std::string_view name) const {
+  for (const auto& e : entries_) {
+    if (e.name == name) return &e;
+  }
+  return nullptr;
+}
+
+Result<void> BundleFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
+                                  const Sink& sink) {
+  constexpr std::string_view kScheme = "bundle:/";
+  if (!url.starts_with(kScheme)) return Error(common::Errc::InvalidArgument, url);
+  auto name = PercentDecode(std::string_view(url).substr(kScheme.size()));
+  const BundleEntry* entry = name ? bundle_.Find(*name) : nullptr;
+  if (entry == nullptr) return Error(common::Errc::RemoteNotFound, url + " is not in the bundle");
+  if (entry->length > max_bytes) {
+    return Error(common::Errc::LengthExceeded, url + ": more than " + std::to_string(max_bytes));
+  }
+  Fd fd(::open(bundle_.path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Error(common::Errc::IoError, bundle_.path().string());
+  std::vector<char> buf(64 * 1024);
+  for (std::uint64_t done = 0; done < entry->length;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), entry->length - done));
+    if (!ReadAt(fd.get(), entry->offset + done, buf.data(), n)) {
+      return Error(common::Errc::IoError, bundle_.path().string() + " changed while reading");
+    }
+    UPKEEP_TRY(sink(std::span<const char>(buf.data(), n)));
+    done += n;
+  }
+  return Ok();
+}
+
+Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
+                                              std::string_view trusted_root,
+                                              const std::vector<std::string>& target_paths,
+                                              const fs::path& out) {
+  // Walk the repository with the device's client, recording each file it needs.
+  ScratchDir scratch;
+  if (scratch.path().empty()) return Error(Errc::WriteFailed, "cannot create a scratch directory");
+  LocalFilesystem local;
+  UPKEEP_TRY(local.WriteFileAtomic(scratch.path() / "root.json", trusted_root));
+  RecordingDirectoryFetcher fetcher(repo_dir);
+  SystemClock clock;
+  metadata::Updater updater(scratch.path(), "repo:/metadata/", fetcher, local, clock);
+  UPKEEP_TRY(updater.Refresh());
+  for (const auto& target : target_paths) {
+    UPKEEP_ASSIGN_OR_RETURN(auto info, updater.GetTargetInfo(target));
+    UPKEEP_TRY(updater.DownloadTarget(info, "repo:/targets/", scratch.path()));
+  }
+
+  // Exactly what the client fetched: the roots after `trusted_root`, the current timestamp,
+  // snapshot and targets, the delegations on the way to each target, and the targets. A device
+  // that trusts `trusted_root` reads every byte of the bundle.
+  const std::vector<std::string>& names = fetcher.fetched();
+  std::error_code ec;
+  Json entries = Json::array();
+  std::vector<BundleEntry> result;
+  for (const auto& name : names) {
+    const auto size = fs::file_size(repo_dir / name, ec);
+    if (ec) return Error(Errc::ReadFailed, (repo_dir / name).string() + ": " + ec.message());
+    entries.push_back({{"length", size}, {"name", name}});
+    result.push_back({name, 0, size});
+  }
+  const std::string toc = metadata::Canonicalize(Json{{"entries", entries}, {"format", 1}}).value();
+  if (toc.size() > kMaxBundleTocBytes) return Error(Errc::WriteFailed, "too many files for one bundle");
+
+  auto file = local.CreateAtomic(out);
+  if (!file) return Error(Errc::WriteFailed, file.error().message());
+  char header[kHeaderBytes];
+  std::memcpy(header, kBundleMagic, sizeof kBundleMagic);
+  for (int i = 0; i < 8; ++i) header[8 + i] = static_cast<char>((toc.size() >> (8 * i)) & 0xff);
+  auto append = [&](std::span<const char> data) -> Result<void> {
+    auto r = (*file)->Append(data);
+    if (!r) return Error(Errc::WriteFailed, r.error().message());
+    return Ok();
+  };
+  UPKEEP_TRY(append(std::span<const char>(header, kHeaderBytes)));
+  UPKEEP_TRY(append(std::span<const char>(toc.data(), toc.size())));
+  // Contents are streamed, so a bundle of multi-GiB images is built in constant memory.
+  std::uint64_t offset = kHeaderBytes + toc.size();
+  for (auto& entry : result) {
+    entry.offset = offset;
+    std::uint64_t copied = 0;
+    auto read = local.ReadChunks(repo_dir / entry.name, [&](std::span<const char> piece) {
+      copied += piece.size();
+      return append(piece);
+    });
+    if (!read) return Error(Errc::ReadFailed, read.error().message());
+    if (copied != entry.length) return Error(Errc::ReadFailed, entry.name + " changed while bundling");
+    offset += entry.length;
+  }
+  if (auto r = (*file)->Commit(); !r) return Error(Errc::WriteFailed, r.error().message());
+  return result;
+}
+
+}  // namespace upkeep::install
