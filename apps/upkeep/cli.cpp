@@ -9,6 +9,7 @@
 #include "upkeep/install/bundle.hpp"
 #include "upkeep/install/payload.hpp"
 #include "upkeep/metadata/updater.hpp"
+#include "upkeep/repository/repository.hpp"
 
 namespace upkeep::tool {
 
@@ -137,6 +138,78 @@ int BundleVerify(const BundleOptions& o, std::ostream& out, std::ostream& err) {
   return kOk;
 }
 
+struct RepoOptions {
+  std::string repo;
+  std::string key_type = "ed25519";
+  std::uint32_t root_keys = 1, root_threshold = 1, targets_keys = 1, targets_threshold = 1;
+  std::string file;
+  std::string name;
+  std::string meta;
+  std::string role;
+  std::string key;
+  std::string out_dir;
+};
+
+// Private key passphrases come from the environment, never from the command line.
+std::string Passphrase() {
+  const char* p = std::getenv("UPKEEP_KEY_PASSPHRASE");
+  return p == nullptr ? std::string() : std::string(p);
+}
+
+int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, std::ostream& err) {
+  SystemClock clock;
+  LocalFilesystem fs;
+  if (command == "init") {
+    repository::InitOptions init;
+    if (o.key_type == "ecdsa") init.key_type = crypto::KeyAlgorithm::EcdsaP256;
+    else if (o.key_type == "rsa") init.key_type = crypto::KeyAlgorithm::RsaPss;
+    init.root_keys = o.root_keys;
+    init.root_threshold = o.root_threshold;
+    init.targets_keys = o.targets_keys;
+    init.targets_threshold = o.targets_threshold;
+    init.passphrase = Passphrase();
+    auto repo = repository::Repository::Init(o.repo, init, clock);
+    if (!repo) return Fail(err, repo.error());
+    out << "initialised " << o.repo << " (root " << o.root_threshold << "-of-" << o.root_keys
+        << ", targets " << o.targets_threshold << "-of-" << o.targets_keys << ", " << o.key_type
+        << " keys in " << (fs::path(o.repo) / "keys").string() << ")\n";
+    return kOk;
+  }
+  auto repo = repository::Repository::Open(o.repo, clock, Passphrase());
+  if (!repo) return Fail(err, repo.error());
+  Result<void> done;
+  if (command == "add-target") {
+    auto meta = fs.ReadFile(o.meta, 1 << 20);
+    if (!meta) return Fail(err, meta.error());
+    auto custom = metadata::ParseJson(*meta);
+    if (!custom) return Fail(err, custom.error().WithContext(o.meta));
+    done = repo->AddTarget(o.file, o.name, *custom);
+  } else if (command == "remove-target") {
+    done = repo->RemoveTarget(o.name);
+  } else if (command == "sign") {
+    done = repo->Sign(o.role, o.key);
+  } else if (command == "publish" || command == "refresh") {
+    done = repo->Publish(o.out_dir);
+  }
+  if (!done) return Fail(err, done.error());
+  auto status = repo->Status();
+  if (!status) return Fail(err, status.error());
+  for (const auto& st : *status) {
+    out << st.role << " v" << st.version << ": " << st.valid_signatures << "/" << st.threshold
+        << " signatures";
+    if (st.valid_signatures < st.threshold) {
+      out << " (missing: ";
+      for (std::size_t i = 0; i < st.missing_keyids.size(); ++i) {
+        out << (i ? ", " : "") << st.missing_keyids[i].substr(0, 16);
+      }
+      out << ")";
+    }
+    out << "\n";
+  }
+  if (command == "publish" || command == "refresh") out << "published to " << o.out_dir << "\n";
+  return kOk;
+}
+
 }  // namespace
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -177,12 +250,51 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   check->add_option("-o,--output", b.out_dir, "Directory for the verified files and metadata")
       ->required();
 
+  RepoOptions r;
+  auto* repo = app.add_subcommand("repo", "The signed image repository (docs/repository.md)");
+  repo->require_subcommand(1);
+  auto* init = repo->add_subcommand("init", "Create a repository with new keys");
+  init->add_option("REPO", r.repo, "Repository directory")->required();
+  init->add_option("--key-type", r.key_type, "ed25519, ecdsa or rsa")
+      ->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
+  init->add_option("--root-keys", r.root_keys, "Number of root keys")->check(CLI::Range(1, 16));
+  init->add_option("--root-threshold", r.root_threshold, "Root signatures required")
+      ->check(CLI::Range(1, 16));
+  init->add_option("--targets-keys", r.targets_keys, "Number of targets keys")
+      ->check(CLI::Range(1, 16));
+  init->add_option("--targets-threshold", r.targets_threshold, "Targets signatures required")
+      ->check(CLI::Range(1, 16));
+  auto* add = repo->add_subcommand("add-target", "Stage a target with its update metadata");
+  add->add_option("REPO", r.repo, "Repository directory")->required();
+  add->add_option("FILE", r.file, "Target file")->required();
+  add->add_option("--name", r.name, "Target path devices ask for")->required();
+  add->add_option("--meta", r.meta, "Update metadata JSON (docs/formats/update-metadata.md)")
+      ->required();
+  auto* remove = repo->add_subcommand("remove-target", "Stage the removal of a target");
+  remove->add_option("REPO", r.repo, "Repository directory")->required();
+  remove->add_option("--name", r.name, "Target path")->required();
+  auto* sign = repo->add_subcommand("sign", "Add one key's signature to a staged offline role");
+  sign->add_option("REPO", r.repo, "Repository directory")->required();
+  sign->add_option("ROLE", r.role, "root or targets")->required();
+  sign->add_option("--key", r.key, "Private key file (PEM, mode 0600)")->required();
+  auto* status = repo->add_subcommand("status", "Show staged versions and missing signatures");
+  status->add_option("REPO", r.repo, "Repository directory")->required();
+  auto* publish = repo->add_subcommand("publish", "Sign snapshot and timestamp and publish to DIR");
+  publish->add_option("REPO", r.repo, "Repository directory")->required();
+  publish->add_option("DIR", r.out_dir, "Directory a web server serves")->required();
+  auto* refresh = repo->add_subcommand(
+      "refresh", "Re-sign snapshot and timestamp with fresh expiry (run from cron)");
+  refresh->add_option("REPO", r.repo, "Repository directory")->required();
+  refresh->add_option("DIR", r.out_dir, "Directory a web server serves")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {
       const CLI::App* shown = &app;
-      for (const CLI::App* sub : {image, build, verify, bundle, create, check}) {
+      for (const CLI::App* sub :
+           {image, build, verify, bundle, create, check, repo, init, add, remove, sign, status,
+            publish, refresh}) {
         if (sub->parsed()) shown = sub;
       }
       out << shown->help();
@@ -194,7 +306,11 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   if (build->parsed()) return ImageBuild(o, out, err);
   if (verify->parsed()) return ImageVerify(o, out, err);
   if (create->parsed()) return BundleCreate(b, out, err);
-  return BundleVerify(b, out, err);
+  if (check->parsed()) return BundleVerify(b, out, err);
+  for (const CLI::App* sub : {init, add, remove, sign, status, publish, refresh}) {
+    if (sub->parsed()) return Repo(sub->get_name(), r, out, err);
+  }
+  return kUsage;
 }
 
 }  // namespace upkeep::tool

@@ -1,0 +1,102 @@
+#pragma once
+
+// A TUF image repository on the release engineer's machine (docs/repository.md): keys, staged
+// metadata that collects signatures, and publishing to a directory any web server can serve.
+//
+//   REPO/repo.json           settings (expiry per role)
+//   REPO/keys/<keyid>.pem    private keys kept here (0600; online keys must be here)
+//   REPO/staged/<role>.json  signed envelopes, possibly still missing signatures
+//   REPO/targets/<path>      target files added so far
+//
+// Root and targets are offline roles: a change clears their signatures, and `Sign` adds one key's
+// signature at a time, so a threshold can be gathered from separate machines. Snapshot and
+// timestamp are online roles, signed by Publish/Refresh with keys in REPO/keys.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "upkeep/common/clock.hpp"
+#include "upkeep/common/result.hpp"
+#include "upkeep/crypto/crypto.hpp"
+#include "upkeep/metadata/model.hpp"
+
+namespace upkeep::repository {
+
+enum class Errc {
+  AlreadyExists = 1,        // init over an existing repository
+  NotARepository = 2,       // REPO/repo.json missing or invalid
+  KeyFileInsecure = 3,      // a private key file readable by group or others
+  KeyNotAuthorized = 4,     // the key is not one of the role's keys
+  ThresholdNotMet = 5,      // a role to publish lacks signatures
+  MissingOnlineKey = 6,     // no usable key for snapshot/timestamp in REPO/keys
+  InvalidTarget = 7,        // bad target name or unreadable file
+  InvalidUpdateMetadata = 8,// the update metadata does not validate
+  UnknownRole = 9,
+  IoError = 10,
+};
+
+}  // namespace upkeep::repository
+
+UPKEEP_DECLARE_ERRC(upkeep::repository);
+
+namespace upkeep::repository {
+
+struct InitOptions {
+  crypto::KeyAlgorithm key_type = crypto::KeyAlgorithm::Ed25519;
+  std::uint32_t root_keys = 1, root_threshold = 1;
+  std::uint32_t targets_keys = 1, targets_threshold = 1;
+  bool consistent_snapshot = true;
+  // Expiry periods in days.
+  std::uint32_t root_expiry_days = 365, targets_expiry_days = 90;
+  std::uint32_t snapshot_expiry_days = 7, timestamp_expiry_days = 1;
+  std::string passphrase;  // encrypts the private key files when not empty
+};
+
+struct RoleStatus {
+  std::string role;
+  std::uint64_t version = 0;
+  std::uint64_t threshold = 0;
+  std::uint64_t valid_signatures = 0;
+  std::vector<std::string> missing_keyids;  // listed keys that have not signed
+};
+
+class Repository {
+ public:
+  [[nodiscard]] static Result<Repository> Init(const std::filesystem::path& dir,
+                                               const InitOptions& options, const Clock& clock);
+  [[nodiscard]] static Result<Repository> Open(const std::filesystem::path& dir,
+                                               const Clock& clock, std::string passphrase = {});
+
+  // Adds (or replaces) a target with validated update metadata ({"upkeep": {...}}); targets
+  // then needs its threshold of signatures again.
+  [[nodiscard]] Result<void> AddTarget(const std::filesystem::path& file, const std::string& name,
+                                       const metadata::Json& custom);
+  [[nodiscard]] Result<void> RemoveTarget(const std::string& name);
+  // Adds the signature of the key in `key_file` to the staged `role` (root or targets).
+  [[nodiscard]] Result<void> Sign(const std::string& role, const std::filesystem::path& key_file);
+  [[nodiscard]] Result<std::vector<RoleStatus>> Status() const;
+  // Signs snapshot and timestamp with the online keys and writes a consistent-snapshot layout to
+  // `out`: new versioned files first, timestamp.json last (atomic replace), old versions kept.
+  [[nodiscard]] Result<void> Publish(const std::filesystem::path& out);
+
+ private:
+  Repository(std::filesystem::path dir, const Clock& clock) : dir_(std::move(dir)), clock_(&clock) {}
+  [[nodiscard]] Result<void> Load();
+  [[nodiscard]] Result<void> Save(const std::string& role);
+  [[nodiscard]] Result<crypto::PrivateKey> LoadKey(const std::filesystem::path& file) const;
+  [[nodiscard]] Result<std::vector<crypto::PrivateKey>> OnlineKeys(const std::string& role) const;
+  [[nodiscard]] metadata::TimePoint Expiry(const std::string& role) const;
+  [[nodiscard]] Result<RoleStatus> StatusOf(const std::string& role) const;
+
+  std::filesystem::path dir_;
+  const Clock* clock_;
+  std::string passphrase_;
+  metadata::Json settings_;
+  std::map<std::string, metadata::Json> staged_;  // role -> envelope {"signed", "signatures"}
+};
+
+}  // namespace upkeep::repository

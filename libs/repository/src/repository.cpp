@@ -1,0 +1,407 @@
+#include "upkeep/repository/repository.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/common/errc.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/update_metadata.hpp"
+
+namespace upkeep::repository {
+
+namespace fs = std::filesystem;
+using metadata::Json;
+
+namespace {
+
+const char* ErrcName(int value) {
+  switch (static_cast<Errc>(value)) {
+    case Errc::AlreadyExists: return "AlreadyExists";
+    case Errc::NotARepository: return "NotARepository";
+    case Errc::KeyFileInsecure: return "KeyFileInsecure";
+    case Errc::KeyNotAuthorized: return "KeyNotAuthorized";
+    case Errc::ThresholdNotMet: return "ThresholdNotMet";
+    case Errc::MissingOnlineKey: return "MissingOnlineKey";
+    case Errc::InvalidTarget: return "InvalidTarget";
+    case Errc::InvalidUpdateMetadata: return "InvalidUpdateMetadata";
+    case Errc::UnknownRole: return "UnknownRole";
+    case Errc::IoError: return "IoError";
+  }
+  return "Unknown";
+}
+
+constexpr const char* kSpecVersion = "1.0.31";
+constexpr std::uint64_t kMaxKeyFile = 64 * 1024;
+
+Error Io(const Error& e) { return Error(Errc::IoError, e.message()); }
+
+Json KeyJson(const crypto::PublicKey& pub) {
+  return Json{{"keytype", pub.keytype()}, {"scheme", pub.scheme()},
+              {"keyval", {{"public", pub.public_value()}}}};
+}
+
+std::string KeyIdOf(const crypto::PublicKey& pub) {
+  return metadata::ComputeKeyId(KeyJson(pub)).value();
+}
+
+std::string Canonical(const Json& j) { return metadata::Canonicalize(j).value(); }
+
+Result<Json> SignatureBy(const crypto::PrivateKey& key, const Json& signed_body) {
+  const std::string bytes = Canonical(signed_body);
+  UPKEEP_ASSIGN_OR_RETURN(auto sig, key.Sign(std::span<const std::uint8_t>(
+                                        reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                        bytes.size())));
+  return Json{{"keyid", KeyIdOf(key.public_key())}, {"sig", HexEncode(sig)}};
+}
+
+// Adds or replaces `key`'s signature in the envelope.
+Result<void> AddSignature(Json& envelope, const crypto::PrivateKey& key) {
+  UPKEEP_ASSIGN_OR_RETURN(Json sig, SignatureBy(key, envelope["signed"]));
+  Json& sigs = envelope["signatures"];
+  for (auto& s : sigs) {
+    if (s["keyid"] == sig["keyid"]) {
+      s = sig;
+      return Ok();
+    }
+  }
+  sigs.push_back(sig);
+  return Ok();
+}
+
+// A target name usable as a path under targets/: relative, no empty, "." or ".." segments.
+bool IsSafeTargetName(const std::string& name) {
+  if (name.empty() || name.front() == '/' || name.back() == '/' || name.size() > 1024) return false;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = name.find('/', start);
+    const std::string seg = name.substr(start, slash == std::string::npos ? slash : slash - start);
+    if (seg.empty() || seg == "." || seg == "..") return false;
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return name.find('\0') == std::string::npos;
+}
+
+std::string HashPrefixed(const std::string& name, const std::string& sha256) {
+  const auto slash = name.rfind('/');
+  if (slash == std::string::npos) return sha256 + "." + name;
+  return name.substr(0, slash + 1) + sha256 + "." + name.substr(slash + 1);
+}
+
+}  // namespace
+
+const std::error_category& ErrcCategory() noexcept {
+  static const NamedErrorCategory category("repository", &ErrcName);
+  return category;
+}
+
+metadata::TimePoint Repository::Expiry(const std::string& role) const {
+  const auto days = settings_["expiry_days"][role].get<std::uint32_t>();
+  return clock_->Now() + std::chrono::days(days);
+}
+
+Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, const Clock& clock) {
+  LocalFilesystem fs;
+  if (fs.Exists(dir / "repo.json").value_or(false)) {
+    return Error(Errc::AlreadyExists, dir.string() + " already holds a repository");
+  }
+  for (const char* sub : {"keys", "staged", "targets"}) {
+    if (auto r = fs.CreateDirectories(dir / sub); !r) return Io(r.error());
+  }
+  ::chmod((dir / "keys").c_str(), 0700);
+  if (o.root_threshold < 1 || o.root_threshold > o.root_keys || o.targets_threshold < 1 ||
+      o.targets_threshold > o.targets_keys) {
+    return Error(Errc::ThresholdNotMet, "thresholds must be between 1 and the number of keys");
+  }
+
+  Repository repo(dir, clock);
+  repo.passphrase_ = o.passphrase;
+  repo.settings_ = {{"format", 1},
+                    {"expiry_days",
+                     {{"root", o.root_expiry_days},
+                      {"targets", o.targets_expiry_days},
+                      {"snapshot", o.snapshot_expiry_days},
+                      {"timestamp", o.timestamp_expiry_days}}},
+                    {"published", {{"root", 0}, {"targets", 0}, {"snapshot", 0}, {"timestamp", 0}}}};
+
+  Json keys = Json::object();
+  Json roles = Json::object();
+  std::map<std::string, std::vector<crypto::PrivateKey>> generated;
+  const std::pair<const char*, std::pair<std::uint32_t, std::uint32_t>> plan[] = {
+      {"root", {o.root_keys, o.root_threshold}},
+      {"targets", {o.targets_keys, o.targets_threshold}},
+      {"snapshot", {1, 1}},
+      {"timestamp", {1, 1}}};
+  for (const auto& [role, counts] : plan) {
+    Json ids = Json::array();
+    for (std::uint32_t i = 0; i < counts.first; ++i) {
+      UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(o.key_type));
+      const std::string id = KeyIdOf(key.public_key());
+      keys[id] = KeyJson(key.public_key());
+      ids.push_back(id);
+      UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(o.passphrase));
+      const fs::path file = dir / "keys" / (id + ".pem");
+      if (auto r = fs.WriteFileAtomic(file, pem); !r) return Io(r.error());
+      ::chmod(file.c_str(), 0600);
+      generated[role].push_back(std::move(key));
+    }
+    roles[role] = {{"keyids", ids}, {"threshold", counts.second}};
+  }
+
+  Json root = {{"_type", "root"}, {"spec_version", kSpecVersion}, {"version", 1},
+               {"expires", metadata::FormatDateTime(repo.Expiry("root"))},
+               {"consistent_snapshot", o.consistent_snapshot}, {"keys", keys}, {"roles", roles}};
+  Json targets = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
+                  {"expires", metadata::FormatDateTime(repo.Expiry("targets"))},
+                  {"targets", Json::object()}};
+  repo.staged_["root"] = {{"signed", root}, {"signatures", Json::array()}};
+  repo.staged_["targets"] = {{"signed", targets}, {"signatures", Json::array()}};
+  for (const auto& key : generated["root"]) UPKEEP_TRY(AddSignature(repo.staged_["root"], key));
+  for (const auto& key : generated["targets"]) {
+    UPKEEP_TRY(AddSignature(repo.staged_["targets"], key));
+  }
+  UPKEEP_TRY(repo.Save("root"));
+  UPKEEP_TRY(repo.Save("targets"));
+  if (auto r = fs.WriteFileAtomic(dir / "repo.json", repo.settings_.dump(2) + "\n"); !r) {
+    return Io(r.error());
+  }
+  return repo;
+}
+
+Result<Repository> Repository::Open(const fs::path& dir, const Clock& clock, std::string passphrase) {
+  Repository repo(dir, clock);
+  repo.passphrase_ = std::move(passphrase);
+  UPKEEP_TRY(repo.Load());
+  return repo;
+}
+
+Result<void> Repository::Load() {
+  LocalFilesystem fs;
+  auto settings = fs.ReadFile(dir_ / "repo.json", 1 << 20);
+  if (!settings) return Error(Errc::NotARepository, dir_.string() + ": no repo.json");
+  auto parsed = metadata::ParseJson(*settings);
+  if (!parsed || !parsed->contains("expiry_days") || !parsed->contains("published")) {
+    return Error(Errc::NotARepository, dir_.string() + ": repo.json is not valid");
+  }
+  settings_ = *parsed;
+  for (const char* role : {"root", "targets"}) {
+    auto bytes = fs.ReadFile(dir_ / "staged" / (std::string(role) + ".json"), 16 << 20);
+    if (!bytes) return Error(Errc::NotARepository, bytes.error().message());
+    auto env = metadata::ParseJson(*bytes);
+    if (!env || !env->contains("signed")) {
+      return Error(Errc::NotARepository, std::string("staged ") + role + ".json is not valid");
+    }
+    staged_[role] = *env;
+  }
+  return Ok();
+}
+
+Result<void> Repository::Save(const std::string& role) {
+  LocalFilesystem fs;
+  auto r = fs.WriteFileAtomic(dir_ / "staged" / (role + ".json"), staged_.at(role).dump(1) + "\n");
+  if (!r) return Io(r.error());
+  return Ok();
+}
+
+Result<crypto::PrivateKey> Repository::LoadKey(const fs::path& file) const {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return Error(Errc::IoError, file.string() + ": not found");
+  if ((st.st_mode & 077) != 0) {
+    return Error(Errc::KeyFileInsecure,
+                 file.string() + " is readable by others; run chmod 600 on it");
+  }
+  LocalFilesystem fs;
+  auto pem = fs.ReadFile(file, kMaxKeyFile);
+  if (!pem) return Io(pem.error());
+  return crypto::PrivateKey::FromPem(*pem, passphrase_);
+}
+
+Result<std::vector<crypto::PrivateKey>> Repository::OnlineKeys(const std::string& role) const {
+  const Json& root = staged_.at("root")["signed"];
+  const Json& r = root["roles"][role];
+  std::vector<crypto::PrivateKey> out;
+  for (const auto& id : r["keyids"]) {
+    const fs::path file = dir_ / "keys" / (id.get<std::string>() + ".pem");
+    if (!fs::exists(file)) continue;
+    UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(file));
+    out.push_back(std::move(key));
+    if (out.size() >= r["threshold"].get<std::uint64_t>()) break;
+  }
+  if (out.size() < r["threshold"].get<std::uint64_t>()) {
+    return Error(Errc::MissingOnlineKey, "not enough " + role + " keys in " + (dir_ / "keys").string());
+  }
+  return out;
+}
+
+Result<void> Repository::AddTarget(const fs::path& file, const std::string& name,
+                                   const Json& custom) {
+  if (!IsSafeTargetName(name)) return Error(Errc::InvalidTarget, "bad target name \"" + name + "\"");
+  if (auto m = metadata::ParseUpdateMetadata(custom); !m) {
+    return Error(Errc::InvalidUpdateMetadata, m.error().message());
+  }
+  LocalFilesystem fs;
+  if (auto r = fs.CreateDirectories((dir_ / "targets" / name).parent_path()); !r) return Io(r.error());
+  auto out = fs.CreateAtomic(dir_ / "targets" / name);
+  if (!out) return Io(out.error());
+  crypto::Hasher hash(crypto::HashAlgorithm::Sha256);
+  std::uint64_t length = 0;
+  auto copied = fs.ReadChunks(file, [&](std::span<const char> piece) -> Result<void> {
+    hash.Update(std::string_view(piece.data(), piece.size()));
+    length += piece.size();
+    return (*out)->Append(piece);
+  });
+  if (!copied) return Error(Errc::InvalidTarget, file.string() + ": " + copied.error().message());
+  if (auto r = (*out)->Commit(); !r) return Io(r.error());
+
+  Json& env = staged_.at("targets");
+  env["signed"]["targets"][name] = {
+      {"length", length}, {"hashes", {{"sha256", HexEncode(hash.Final())}}}, {"custom", custom}};
+  env["signed"]["version"] = settings_["published"]["targets"].get<std::uint64_t>() + 1;
+  env["signed"]["expires"] = metadata::FormatDateTime(Expiry("targets"));
+  env["signatures"] = Json::array();  // changed content: the threshold must sign again
+  return Save("targets");
+}
+
+Result<void> Repository::RemoveTarget(const std::string& name) {
+  Json& env = staged_.at("targets");
+  if (!env["signed"]["targets"].contains(name)) {
+    return Error(Errc::InvalidTarget, "no target \"" + name + "\"");
+  }
+  env["signed"]["targets"].erase(name);
+  env["signed"]["version"] = settings_["published"]["targets"].get<std::uint64_t>() + 1;
+  env["signed"]["expires"] = metadata::FormatDateTime(Expiry("targets"));
+  env["signatures"] = Json::array();
+  return Save("targets");
+}
+
+Result<void> Repository::Sign(const std::string& role, const fs::path& key_file) {
+  if (role != "root" && role != "targets") {
+    return Error(Errc::UnknownRole, "only root and targets are signed offline; got " + role);
+  }
+  UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(key_file));
+  const std::string id = KeyIdOf(key.public_key());
+  const Json& ids = staged_.at("root")["signed"]["roles"][role]["keyids"];
+  if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+    return Error(Errc::KeyNotAuthorized, key_file.string() + " is not a " + role + " key");
+  }
+  UPKEEP_TRY(AddSignature(staged_.at(role), key));
+  return Save(role);
+}
+
+Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
+  const Json& env = staged_.at(role);
+  UPKEEP_ASSIGN_OR_RETURN(auto root, metadata::ParseRoot(staged_.at("root").dump()));
+  const metadata::RoleKeys& keys = root.body.roles.at(role);
+  RoleStatus st;
+  st.role = role;
+  st.version = env["signed"]["version"].get<std::uint64_t>();
+  st.threshold = keys.threshold;
+  const std::string canonical = Canonical(env["signed"]);
+  for (const auto& id : keys.keyids) {
+    bool signed_by = false;
+    for (const auto& s : env["signatures"]) {
+      if (s["keyid"] != id) continue;
+      std::vector<metadata::Signature> one{{id, s["sig"].get<std::string>()}};
+      signed_by = metadata::VerifyThreshold(root.body.keys, metadata::RoleKeys{{id}, 1}, canonical,
+                                            one, metadata::Errc::ThresholdNotMet, role)
+                      .has_value();
+    }
+    if (signed_by) ++st.valid_signatures;
+    else st.missing_keyids.push_back(id);
+  }
+  return st;
+}
+
+Result<std::vector<RoleStatus>> Repository::Status() const {
+  std::vector<RoleStatus> out;
+  for (const char* role : {"root", "targets"}) {
+    UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+Result<void> Repository::Publish(const fs::path& out) {
+  // Offline roles must carry their threshold before anything is written.
+  for (const char* role : {"root", "targets"}) {
+    UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
+    if (st.valid_signatures < st.threshold) {
+      return Error(Errc::ThresholdNotMet,
+                   std::string(role) + " v" + std::to_string(st.version) + " has " +
+                       std::to_string(st.valid_signatures) + " of " + std::to_string(st.threshold) +
+                       " signatures; sign it with: upkeep repo sign REPO " + role + " --key KEY");
+    }
+  }
+  UPKEEP_ASSIGN_OR_RETURN(auto snapshot_keys, OnlineKeys("snapshot"));
+  UPKEEP_ASSIGN_OR_RETURN(auto timestamp_keys, OnlineKeys("timestamp"));
+
+  LocalFilesystem fs;
+  for (const char* sub : {"metadata", "targets"}) {
+    if (auto r = fs.CreateDirectories(out / sub); !r) return Io(r.error());
+  }
+  auto write_new = [&](const fs::path& path, const std::string& bytes) -> Result<void> {
+    auto r = fs.WriteFileAtomic(path, bytes);
+    if (!r) return Io(r.error());
+    return Ok();
+  };
+  // 1. Target files under their hash-prefixed names (existing ones are kept).
+  const Json& targets_signed = staged_.at("targets")["signed"];
+  for (const auto& [name, info] : targets_signed["targets"].items()) {
+    const fs::path dest = out / "targets" / HashPrefixed(name, info["hashes"]["sha256"]);
+    if (fs::exists(dest)) continue;
+    if (auto r = fs.CreateDirectories(dest.parent_path()); !r) return Io(r.error());
+    auto copy = fs.CreateAtomic(dest);
+    if (!copy) return Io(copy.error());
+    auto read = fs.ReadChunks(dir_ / "targets" / name, [&](std::span<const char> piece) {
+      return (*copy)->Append(piece);
+    });
+    if (!read) return Io(read.error());
+    if (auto r = (*copy)->Commit(); !r) return Io(r.error());
+  }
+  // 2. Versioned metadata (never overwritten: a client mid-update still finds what it expects).
+  const std::string root_bytes = staged_.at("root").dump(1);
+  const auto root_version = staged_.at("root")["signed"]["version"].get<std::uint64_t>();
+  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(root_version) + ".root.json"), root_bytes));
+  const std::string targets_bytes = staged_.at("targets").dump(1);
+  const auto targets_version = targets_signed["version"].get<std::uint64_t>();
+  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(targets_version) + ".targets.json"),
+                       targets_bytes));
+  auto meta_of = [](std::uint64_t version, const std::string& bytes) {
+    return Json{{"version", version},
+                {"length", bytes.size()},
+                {"hashes", {{"sha256", HexEncode(crypto::Sha256(bytes))}}}};
+  };
+  const auto snapshot_version = settings_["published"]["snapshot"].get<std::uint64_t>() + 1;
+  Json snapshot = {{"signed",
+                    {{"_type", "snapshot"}, {"spec_version", kSpecVersion},
+                     {"version", snapshot_version},
+                     {"expires", metadata::FormatDateTime(Expiry("snapshot"))},
+                     {"meta", {{"targets.json", meta_of(targets_version, targets_bytes)}}}}},
+                   {"signatures", Json::array()}};
+  for (const auto& key : snapshot_keys) UPKEEP_TRY(AddSignature(snapshot, key));
+  const std::string snapshot_bytes = snapshot.dump(1);
+  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(snapshot_version) + ".snapshot.json"),
+                       snapshot_bytes));
+  // 3. The timestamp last: until it is replaced, clients see the previous complete state.
+  const auto timestamp_version = settings_["published"]["timestamp"].get<std::uint64_t>() + 1;
+  Json timestamp = {{"signed",
+                     {{"_type", "timestamp"}, {"spec_version", kSpecVersion},
+                      {"version", timestamp_version},
+                      {"expires", metadata::FormatDateTime(Expiry("timestamp"))},
+                      {"meta", {{"snapshot.json", meta_of(snapshot_version, snapshot_bytes)}}}}},
+                    {"signatures", Json::array()}};
+  for (const auto& key : timestamp_keys) UPKEEP_TRY(AddSignature(timestamp, key));
+  UPKEEP_TRY(write_new(out / "metadata" / "timestamp.json", timestamp.dump(1)));
+
+  settings_["published"] = {{"root", root_version}, {"targets", targets_version},
+                            {"snapshot", snapshot_version}, {"timestamp", timestamp_version}};
+  if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
+    return Io(r.error());
+  }
+  return Ok();
+}
+
+}  // namespace upkeep::repository

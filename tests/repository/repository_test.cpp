@@ -1,0 +1,183 @@
+// The signed image repository (docs/repository.md): a full release lifecycle, checked by upkeep's
+// client and by the independent tuf-js client, and bad input that changes nothing.
+
+#include "upkeep/repository/repository.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "http_test_server.hpp"
+#include "temp_dir.hpp"
+#include "test_util.hpp"
+#include "upkeep/metadata/update_metadata.hpp"
+#include "upkeep/metadata/updater.hpp"
+#include "upkeep/transport/http_fetcher.hpp"
+
+namespace upkeep::repository {
+namespace {
+
+namespace fs = std::filesystem;
+using metadata::Json;
+
+Json Meta(bool security) {
+  Json u = {{"schema", 1}, {"component", "rootfs"}, {"version", security ? "2.4.1" : "2.5.0"},
+            {"hardware", {"acme-cam-v2"}}, {"security_version", security ? 7 : 7},
+            {"kind", security ? Json{"security"} : Json{"feature"}},
+            {"disruption", {{"reboot", true}, {"downtime_seconds", 40},
+                            {"available_during_update", Json::array()}}},
+            {"settings_impact", {{"effect", "none"}, {"note", ""}}},
+            {"payload", {{"format", "raw"}, {"installed_size", 12}}}};
+  if (security) {
+    u["security"] = {{"severity", "critical"}, {"cves", {"CVE-2026-4242"}},
+                     {"risks_mitigated", "Closes a remote login flaw."}};
+  }
+  return Json{{"upkeep", u}};
+}
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ofstream(work_ / "security.img", std::ios::binary) << "security fix";
+    std::ofstream(work_ / "feature.img", std::ios::binary) << "new feature!";
+    InitOptions o;
+    o.root_keys = 3;
+    o.root_threshold = 2;
+    o.targets_keys = 3;
+    o.targets_threshold = 2;
+    auto repo = Repository::Init(work_ / "repo", o, clock_);
+    ASSERT_TRUE(repo) << repo.error().ToString();
+  }
+  Repository Open() { return Repository::Open(work_ / "repo", clock_).value(); }
+  std::vector<fs::path> KeysOf(const std::string& role) {
+    auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "root.json"));
+    std::vector<fs::path> out;
+    for (const auto& id : root["signed"]["roles"][role]["keyids"]) {
+      out.push_back(work_ / "repo" / "keys" / (id.get<std::string>() + ".pem"));
+    }
+    return out;
+  }
+
+  SystemClock clock_;
+  testing::TempDir work_;
+};
+
+// init, add a security and a feature target, sign targets in two separate steps, publish; both
+// upkeep's client and the tuf-js client accept the published repository.
+TEST_F(RepositoryTest, PublishedRepositoryVerifiesWithUpkeepAndTufJs) {
+  auto repo = Open();
+  ASSERT_TRUE(repo.AddTarget(work_ / "security.img", "fw/security.img", Meta(true)));
+  ASSERT_TRUE(repo.AddTarget(work_ / "feature.img", "fw/feature.img", Meta(false)));
+  EXPECT_ERRC(repo.Publish(work_ / "www"), Errc::ThresholdNotMet);  // targets unsigned
+  EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
+  const auto keys = KeysOf("targets");
+  ASSERT_TRUE(Open().Sign("targets", keys[0]));  // one machine
+  repo = Open();
+  EXPECT_ERRC(repo.Publish(work_ / "www"), Errc::ThresholdNotMet);  // 1 of 2
+  ASSERT_TRUE(Open().Sign("targets", keys[2]));  // another machine
+  repo = Open();
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                            clock_);
+  ASSERT_TRUE(updater.Refresh());
+  auto info = updater.GetTargetInfo("fw/security.img");
+  ASSERT_TRUE(info) << info.error().ToString();
+  auto meta = metadata::UpdateMetadataOf(*info);
+  ASSERT_TRUE(meta);
+  EXPECT_TRUE(meta->is_security);
+  auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
+  ASSERT_TRUE(file) << file.error().ToString();
+  EXPECT_EQ(testing::ReadFileOrEmpty(*file), "security fix");
+
+  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
+  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
+      std::system("command -v node >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  }
+  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
+                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
+                          (work_ / "www" / "metadata" / "1.root.json").string() + " ";
+  EXPECT_EQ(std::system((cmd + "fw/feature.img >/dev/null 2>&1").c_str()), 0);
+  // A tampered target is refused by tuf-js too.
+  for (const auto& e : fs::recursive_directory_iterator(work_ / "www" / "targets")) {
+    if (e.is_regular_file() && e.path().filename().string().ends_with("security.img")) {
+      std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "security fiX";
+    }
+  }
+  EXPECT_NE(std::system((cmd + "fw/security.img >/dev/null 2>&1").c_str()), 0);
+}
+
+// Publishing again keeps older versions for devices that are mid-update.
+TEST_F(RepositoryTest, RepublishKeepsOlderVersions) {
+  auto repo = Open();
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  ASSERT_TRUE(repo.AddTarget(work_ / "feature.img", "fw/feature.img", Meta(false)));
+  for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  for (const char* f : {"1.targets.json", "2.targets.json", "1.snapshot.json", "2.snapshot.json"}) {
+    EXPECT_TRUE(fs::exists(work_ / "www" / "metadata" / f)) << f;
+  }
+}
+
+// Invalid update metadata: a clear error, and neither the staged targets nor the files change.
+TEST_F(RepositoryTest, RejectsInvalidUpdateMetadataAndChangesNothing) {
+  auto repo = Open();
+  const std::string before = testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "targets.json");
+  Json bad = Meta(true);
+  bad["upkeep"]["security"]["cves"] = {"CVE-1"};
+  EXPECT_ERRC(repo.AddTarget(work_ / "security.img", "fw/security.img", bad),
+              Errc::InvalidUpdateMetadata);
+  EXPECT_ERRC(repo.AddTarget(work_ / "security.img", "../escape", Meta(true)), Errc::InvalidTarget);
+  EXPECT_ERRC(repo.AddTarget(work_ / "missing.img", "fw/x.img", Meta(true)), Errc::InvalidTarget);
+  EXPECT_EQ(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "targets.json"), before);
+  EXPECT_FALSE(fs::exists(work_ / "repo" / "targets" / "fw" / "security.img"));
+}
+
+TEST_F(RepositoryTest, RefusesKeyFilesOthersCanRead) {
+  const fs::path key = KeysOf("targets")[0];
+  ::chmod(key.c_str(), 0644);
+  EXPECT_ERRC(Open().Sign("targets", key), Errc::KeyFileInsecure);
+}
+
+TEST_F(RepositoryTest, RefusesKeysOfAnotherRole) {
+  EXPECT_ERRC(Open().Sign("targets", KeysOf("timestamp")[0]), Errc::KeyNotAuthorized);
+  EXPECT_ERRC(Open().Sign("snapshot", KeysOf("snapshot")[0]), Errc::UnknownRole);
+}
+
+TEST_F(RepositoryTest, RefusesToInitTwiceOrOpenNothing) {
+  EXPECT_ERRC(Repository::Init(work_ / "repo", InitOptions{}, clock_), Errc::AlreadyExists);
+  EXPECT_ERRC(Repository::Open(work_ / "nothing", clock_), Errc::NotARepository);
+}
+
+// Online keys must be on this machine to publish.
+TEST_F(RepositoryTest, PublishNeedsTheOnlineKeys) {
+  fs::remove(KeysOf("timestamp")[0]);
+  EXPECT_ERRC(Open().Publish(work_ / "www"), Errc::MissingOnlineKey);
+  EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
+}
+
+// Keys can be kept encrypted; the wrong passphrase cannot sign.
+TEST(RepositoryKeysTest, EncryptsPrivateKeysWithPassphrase) {
+  testing::TempDir work;
+  SystemClock clock;
+  InitOptions o;
+  o.passphrase = "correct horse";
+  ASSERT_TRUE(Repository::Init(work / "repo", o, clock));
+  for (const auto& e : fs::directory_iterator(work / "repo" / "keys")) {
+    EXPECT_NE(testing::ReadFileOrEmpty(e.path()).find("ENCRYPTED"), std::string::npos);
+    EXPECT_EQ(fs::status(e.path()).permissions() & fs::perms::group_all, fs::perms::none);
+  }
+  EXPECT_TRUE(Repository::Open(work / "repo", clock, "correct horse").value().Publish(work / "www"));
+  EXPECT_FALSE(Repository::Open(work / "repo", clock, "wrong").value().Publish(work / "www2"));
+}
+
+}  // namespace
+}  // namespace upkeep::repository
