@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 
 #include "upkeep/common/clock.hpp"
@@ -148,7 +149,16 @@ struct RepoOptions {
   std::string role;
   std::string key;
   std::string out_dir;
+  std::uint32_t add_keys = 0;
+  std::vector<std::string> remove_keyids;
+  std::optional<std::uint32_t> threshold;
 };
+
+crypto::KeyAlgorithm KeyType(const std::string& name) {
+  if (name == "ecdsa") return crypto::KeyAlgorithm::EcdsaP256;
+  if (name == "rsa") return crypto::KeyAlgorithm::RsaPss;
+  return crypto::KeyAlgorithm::Ed25519;
+}
 
 // Private key passphrases come from the environment, never from the command line.
 std::string Passphrase() {
@@ -161,8 +171,7 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
   LocalFilesystem fs;
   if (command == "init") {
     repository::InitOptions init;
-    if (o.key_type == "ecdsa") init.key_type = crypto::KeyAlgorithm::EcdsaP256;
-    else if (o.key_type == "rsa") init.key_type = crypto::KeyAlgorithm::RsaPss;
+    init.key_type = KeyType(o.key_type);
     init.root_keys = o.root_keys;
     init.root_threshold = o.root_threshold;
     init.targets_keys = o.targets_keys;
@@ -186,6 +195,10 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     done = repo->AddTarget(o.file, o.name, *custom);
   } else if (command == "remove-target") {
     done = repo->RemoveTarget(o.name);
+  } else if (command == "rotate") {
+    auto added = repo->Rotate(o.role, o.add_keys, o.remove_keyids, o.threshold, KeyType(o.key_type));
+    if (!added) return Fail(err, added.error());
+    for (const auto& id : *added) out << "new " << o.role << " key " << id << "\n";
   } else if (command == "sign") {
     done = repo->Sign(o.role, o.key);
   } else if (command == "publish" || command == "refresh") {
@@ -277,6 +290,15 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   sign->add_option("REPO", r.repo, "Repository directory")->required();
   sign->add_option("ROLE", r.role, "root or targets")->required();
   sign->add_option("--key", r.key, "Private key file (PEM, mode 0600)")->required();
+  auto* rotate = repo->add_subcommand(
+      "rotate", "Stage a new root that adds or removes a role's keys (also revokes online keys)");
+  rotate->add_option("REPO", r.repo, "Repository directory")->required();
+  rotate->add_option("ROLE", r.role, "root, targets, snapshot or timestamp")->required();
+  rotate->add_option("--add-keys", r.add_keys, "Number of new keys")->check(CLI::Range(0, 16));
+  rotate->add_option("--remove-key", r.remove_keyids, "Key ID to remove (repeatable)");
+  rotate->add_option("--threshold", r.threshold, "New threshold")->check(CLI::Range(1, 16));
+  rotate->add_option("--key-type", r.key_type, "ed25519, ecdsa or rsa")
+      ->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
   auto* status = repo->add_subcommand("status", "Show staged versions and missing signatures");
   status->add_option("REPO", r.repo, "Repository directory")->required();
   auto* publish = repo->add_subcommand("publish", "Sign snapshot and timestamp and publish to DIR");
@@ -293,8 +315,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     if (e.get_exit_code() == 0) {
       const CLI::App* shown = &app;
       for (const CLI::App* sub :
-           {image, build, verify, bundle, create, check, repo, init, add, remove, sign, status,
-            publish, refresh}) {
+           {image, build, verify, bundle, create, check, repo, init, add, remove, rotate, sign,
+            status, publish, refresh}) {
         if (sub->parsed()) shown = sub;
       }
       out << shown->help();
@@ -307,7 +329,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   if (verify->parsed()) return ImageVerify(o, out, err);
   if (create->parsed()) return BundleCreate(b, out, err);
   if (check->parsed()) return BundleVerify(b, out, err);
-  for (const CLI::App* sub : {init, add, remove, sign, status, publish, refresh}) {
+  for (const CLI::App* sub : {init, add, remove, rotate, sign, status, publish, refresh}) {
     if (sub->parsed()) return Repo(sub->get_name(), r, out, err);
   }
   return kUsage;

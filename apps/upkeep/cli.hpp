@@ -13,6 +13,7 @@ namespace upkeep::tool {
 //                         [--targets-keys N --targets-threshold M]
 //   upkeep repo add-target REPO FILE --name PATH --meta META.json
 //   upkeep repo remove-target REPO --name PATH
+//   upkeep repo rotate REPO ROLE [--add-keys N] [--remove-key KEYID]... [--threshold N]
 //   upkeep repo sign REPO ROLE --key KEY.pem
 //   upkeep repo status REPO
 //   upkeep repo publish REPO DIR

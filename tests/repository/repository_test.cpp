@@ -127,6 +127,90 @@ TEST_F(RepositoryTest, RepublishKeepsOlderVersions) {
   }
 }
 
+// Root rotations need the published root's threshold and their own; a timestamp key rotation
+// revokes the old online key. Every published state verifies with upkeep's client and tuf-js.
+TEST_F(RepositoryTest, RotatesRootAndTimestampKeysWithContinuity) {
+  auto repo = Open();
+  ASSERT_TRUE(repo.AddTarget(work_ / "security.img", "fw/security.img", Meta(true)));
+  for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  auto device_refresh = [&]() -> Result<std::uint64_t> {
+    metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                              clock_);
+    UPKEEP_TRY(updater.Refresh());
+    UPKEEP_TRY(updater.GetTargetInfo("fw/security.img"));
+    return updater.trusted()->root().version;
+  };
+  ASSERT_EQ(device_refresh().value(), 1u);
+
+  // v2: replace one of the three root keys. Two keys common to v1 and v2 sign.
+  const auto v1_keys = KeysOf("root");
+  auto first_id = v1_keys[0].stem().string();
+  auto added = repo.Rotate("root", 1, {first_id}, std::nullopt, crypto::KeyAlgorithm::Ed25519);
+  ASSERT_TRUE(added) << added.error().ToString();
+  ASSERT_TRUE(repo.Sign("root", v1_keys[1]));
+  ASSERT_TRUE(repo.Sign("root", v1_keys[2]));
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  EXPECT_EQ(device_refresh().value(), 2u);
+
+  // v3: replace two more keys. Signatures by v3's new keys alone do not chain from v2.
+  const auto v2_keys = KeysOf("root");  // v1_keys[1], v1_keys[2], new key
+  added = repo.Rotate("root", 2, {v1_keys[1].stem().string(), v1_keys[2].stem().string()},
+                      std::nullopt, crypto::KeyAlgorithm::EcdsaP256);
+  ASSERT_TRUE(added);
+  for (const auto& id : *added) ASSERT_TRUE(repo.Sign("root", work_ / "repo" / "keys" / (id + ".pem")));
+  EXPECT_ERRC(repo.Publish(work_ / "www"), Errc::ThresholdNotMet);
+  // Keys of the published v2 add continuity: one v2 key that v3 dropped, and v2's new key.
+  ASSERT_TRUE(repo.Sign("root", v1_keys[1]));
+  EXPECT_ERRC(repo.Publish(work_ / "www"), Errc::ThresholdNotMet);  // 1 of v2's 2
+  for (const auto& k : v2_keys) {
+    if (std::find(v1_keys.begin(), v1_keys.end(), k) == v1_keys.end()) {
+      ASSERT_TRUE(repo.Sign("root", k));
+    }
+  }
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  EXPECT_EQ(device_refresh().value(), 3u);
+
+  // v4: the timestamp key is compromised: rotate it out.
+  const std::string old_timestamp = KeysOf("timestamp")[0].stem().string();
+  ASSERT_TRUE(repo.Rotate("timestamp", 1, {old_timestamp}, std::nullopt,
+                          crypto::KeyAlgorithm::Ed25519));
+  for (const auto& k : KeysOf("root")) ASSERT_TRUE(repo.Sign("root", k));
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+  EXPECT_EQ(device_refresh().value(), 4u);
+  auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "www" / "metadata" / "4.root.json"));
+  EXPECT_FALSE(root["signed"]["keys"].contains(old_timestamp));
+
+  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
+  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
+      std::system("command -v node >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  }
+  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
+                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
+                          (work_ / "www" / "metadata" / "1.root.json").string() +
+                          " fw/security.img >/dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+TEST_F(RepositoryTest, RefusesRotationsThatBreakTheThreshold) {
+  auto repo = Open();
+  const auto keys = KeysOf("targets");
+  EXPECT_ERRC(repo.Rotate("targets", 0,
+                          {keys[0].stem().string(), keys[1].stem().string()}, std::nullopt,
+                          crypto::KeyAlgorithm::Ed25519),
+              Errc::ThresholdNotMet);  // 1 key left, threshold 2
+  EXPECT_ERRC(repo.Rotate("targets", 0, {"not-a-key"}, std::nullopt, crypto::KeyAlgorithm::Ed25519),
+              Errc::KeyNotAuthorized);
+  EXPECT_ERRC(repo.Rotate("mirrors", 1, {}, std::nullopt, crypto::KeyAlgorithm::Ed25519),
+              Errc::UnknownRole);
+}
+
 // Invalid update metadata: a clear error, and neither the staged targets nor the files change.
 TEST_F(RepositoryTest, RejectsInvalidUpdateMetadataAndChangesNothing) {
   auto repo = Open();

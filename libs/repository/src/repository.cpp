@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <set>
 
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
@@ -283,12 +284,97 @@ Result<void> Repository::Sign(const std::string& role, const fs::path& key_file)
   }
   UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(key_file));
   const std::string id = KeyIdOf(key.public_key());
-  const Json& ids = staged_.at("root")["signed"]["roles"][role]["keyids"];
-  if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+  auto listed = [&](const Json& root) {
+    const Json& ids = root["signed"]["roles"][role]["keyids"];
+    return std::find(ids.begin(), ids.end(), id) != ids.end();
+  };
+  bool authorized = listed(staged_.at("root"));
+  if (!authorized && role == "root") {
+    LocalFilesystem fs;
+    if (auto prev = fs.ReadFile(dir_ / "published-root.json", 16 << 20)) {
+      if (auto doc = metadata::ParseJson(*prev)) authorized = listed(*doc);
+    }
+  }
+  if (!authorized) {
     return Error(Errc::KeyNotAuthorized, key_file.string() + " is not a " + role + " key");
   }
   UPKEEP_TRY(AddSignature(staged_.at(role), key));
   return Save(role);
+}
+
+Result<std::vector<std::string>> Repository::Rotate(const std::string& role, std::uint32_t add_keys,
+                                                   const std::vector<std::string>& remove_keyids,
+                                                   std::optional<std::uint32_t> threshold,
+                                                   crypto::KeyAlgorithm key_type) {
+  if (role != "root" && role != "targets" && role != "snapshot" && role != "timestamp") {
+    return Error(Errc::UnknownRole, "no top-level role " + role);
+  }
+  Json root = staged_.at("root")["signed"];
+  Json& ids = root["roles"][role]["keyids"];
+  for (const auto& id : remove_keyids) {
+    auto it = std::find(ids.begin(), ids.end(), id);
+    if (it == ids.end()) return Error(Errc::KeyNotAuthorized, id + " is not a " + role + " key");
+    ids.erase(it);
+  }
+  LocalFilesystem fs;
+  std::vector<std::string> added;
+  std::vector<std::pair<fs::path, std::string>> key_files;
+  for (std::uint32_t i = 0; i < add_keys; ++i) {
+    UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(key_type));
+    const std::string id = KeyIdOf(key.public_key());
+    root["keys"][id] = KeyJson(key.public_key());
+    ids.push_back(id);
+    UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(passphrase_));
+    key_files.emplace_back(dir_ / "keys" / (id + ".pem"), std::move(pem));
+    added.push_back(id);
+  }
+  if (threshold) root["roles"][role]["threshold"] = *threshold;
+  const auto t = root["roles"][role]["threshold"].get<std::uint64_t>();
+  if (t < 1 || t > ids.size()) {
+    return Error(Errc::ThresholdNotMet, role + " would have " + std::to_string(ids.size()) +
+                                            " keys for a threshold of " + std::to_string(t));
+  }
+  // Drop key objects no role lists any more (a revoked key leaves the root entirely).
+  std::set<std::string> used;
+  for (const auto& [name, r] : root["roles"].items()) {
+    for (const auto& id : r["keyids"]) used.insert(id.get<std::string>());
+  }
+  for (auto it = root["keys"].begin(); it != root["keys"].end();) {
+    if (!used.contains(it.key())) it = root["keys"].erase(it);
+    else ++it;
+  }
+  for (const auto& [path, pem] : key_files) {
+    if (auto r = fs.WriteFileAtomic(path, pem); !r) return Io(r.error());
+    ::chmod(path.c_str(), 0600);
+  }
+  root["version"] = settings_["published"]["root"].get<std::uint64_t>() + 1;
+  root["expires"] = metadata::FormatDateTime(Expiry("root"));
+  staged_["root"] = {{"signed", root}, {"signatures", Json::array()}};
+  UPKEEP_TRY(Save("root"));
+  return added;
+}
+
+Result<void> Repository::CheckRootContinuity() const {
+  LocalFilesystem fs;
+  auto prev_bytes = fs.ReadFile(dir_ / "published-root.json", 16 << 20);
+  if (!prev_bytes) return Ok();  // nothing published yet
+  UPKEEP_ASSIGN_OR_RETURN(auto prev, metadata::ParseRoot(*prev_bytes));
+  UPKEEP_ASSIGN_OR_RETURN(auto next, metadata::ParseRoot(staged_.at("root").dump()));
+  if (next.version == prev.version) return Ok();
+  if (next.version != prev.version + 1) {
+    return Error(Errc::ThresholdNotMet, "staged root must be version " +
+                                            std::to_string(prev.version + 1));
+  }
+  auto r = metadata::VerifyThreshold(prev.body.keys, prev.body.roles.at("root"),
+                                     next.canonical_signed, next.signatures,
+                                     metadata::Errc::RootNotSignedByTrustedRoot, "root");
+  if (!r) {
+    return Error(Errc::ThresholdNotMet,
+                 "root v" + std::to_string(next.version) +
+                     " also needs the threshold of the published root v" +
+                     std::to_string(prev.version) + "'s keys: " + r.error().message());
+  }
+  return Ok();
 }
 
 Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
@@ -335,6 +421,7 @@ Result<void> Repository::Publish(const fs::path& out) {
                        " signatures; sign it with: upkeep repo sign REPO " + role + " --key KEY");
     }
   }
+  UPKEEP_TRY(CheckRootContinuity());
   UPKEEP_ASSIGN_OR_RETURN(auto snapshot_keys, OnlineKeys("snapshot"));
   UPKEEP_ASSIGN_OR_RETURN(auto timestamp_keys, OnlineKeys("timestamp"));
 
@@ -396,6 +483,9 @@ Result<void> Repository::Publish(const fs::path& out) {
   for (const auto& key : timestamp_keys) UPKEEP_TRY(AddSignature(timestamp, key));
   UPKEEP_TRY(write_new(out / "metadata" / "timestamp.json", timestamp.dump(1)));
 
+  if (auto r = fs.WriteFileAtomic(dir_ / "published-root.json", root_bytes); !r) {
+    return Io(r.error());
+  }
   settings_["published"] = {{"root", root_version}, {"targets", targets_version},
                             {"snapshot", snapshot_version}, {"timestamp", timestamp_version}};
   if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {

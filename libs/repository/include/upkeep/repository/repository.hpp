@@ -6,6 +6,7 @@
 //   REPO/repo.json           settings (expiry per role)
 //   REPO/keys/<keyid>.pem    private keys kept here (0600; online keys must be here)
 //   REPO/staged/<role>.json  signed envelopes, possibly still missing signatures
+//   REPO/published-root.json the last published root (the trust a new root must chain from)
 //   REPO/targets/<path>      target files added so far
 //
 // Root and targets are offline roles: a change clears their signatures, and `Sign` adds one key's
@@ -76,7 +77,18 @@ class Repository {
   [[nodiscard]] Result<void> AddTarget(const std::filesystem::path& file, const std::string& name,
                                        const metadata::Json& custom);
   [[nodiscard]] Result<void> RemoveTarget(const std::string& name);
-  // Adds the signature of the key in `key_file` to the staged `role` (root or targets).
+  // Stages a new root version that changes `role`'s keys: adds `add_keys` fresh keys (saved in
+  // REPO/keys), removes `remove_keyids`, and sets the threshold when given. The new root must then
+  // be signed by the threshold of the last published root and by its own. Rotating the timestamp
+  // or snapshot keys also revokes a compromised online key; devices recover from any versions it
+  // signed (TUF 5.3.11).
+  [[nodiscard]] Result<std::vector<std::string>> Rotate(const std::string& role,
+                                                        std::uint32_t add_keys,
+                                                        const std::vector<std::string>& remove_keyids,
+                                                        std::optional<std::uint32_t> threshold,
+                                                        crypto::KeyAlgorithm key_type);
+  // Adds the signature of the key in `key_file` to the staged `role` (root or targets). For root,
+  // keys of the last published root may sign too (continuity across a rotation).
   [[nodiscard]] Result<void> Sign(const std::string& role, const std::filesystem::path& key_file);
   [[nodiscard]] Result<std::vector<RoleStatus>> Status() const;
   // Signs snapshot and timestamp with the online keys and writes a consistent-snapshot layout to
@@ -91,6 +103,8 @@ class Repository {
   [[nodiscard]] Result<std::vector<crypto::PrivateKey>> OnlineKeys(const std::string& role) const;
   [[nodiscard]] metadata::TimePoint Expiry(const std::string& role) const;
   [[nodiscard]] Result<RoleStatus> StatusOf(const std::string& role) const;
+  // Checks the staged root against the last published root's root threshold (TUF 5.3.4).
+  [[nodiscard]] Result<void> CheckRootContinuity() const;
 
   std::filesystem::path dir_;
   const Clock* clock_;
