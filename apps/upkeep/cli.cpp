@@ -152,6 +152,11 @@ struct RepoOptions {
   std::uint32_t add_keys = 0;
   std::vector<std::string> remove_keyids;
   std::optional<std::uint32_t> threshold;
+  std::string target_role = "targets";
+  std::string delegator = "targets";
+  std::vector<std::string> paths;
+  std::vector<std::string> hash_prefixes;
+  bool terminating = false;
 };
 
 crypto::KeyAlgorithm KeyType(const std::string& name) {
@@ -192,9 +197,22 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     if (!meta) return Fail(err, meta.error());
     auto custom = metadata::ParseJson(*meta);
     if (!custom) return Fail(err, custom.error().WithContext(o.meta));
-    done = repo->AddTarget(o.file, o.name, *custom);
+    done = repo->AddTarget(o.file, o.name, *custom, o.target_role);
   } else if (command == "remove-target") {
-    done = repo->RemoveTarget(o.name);
+    done = repo->RemoveTarget(o.name, o.target_role);
+  } else if (command == "delegate") {
+    repository::Repository::Delegation d;
+    d.name = o.role;
+    d.delegator = o.delegator;
+    d.paths = o.paths;
+    d.hash_prefixes = o.hash_prefixes;
+    d.terminating = o.terminating;
+    d.keys = o.add_keys == 0 ? 1 : o.add_keys;
+    d.threshold = o.threshold.value_or(1);
+    d.key_type = KeyType(o.key_type);
+    auto ids = repo->Delegate(d);
+    if (!ids) return Fail(err, ids.error());
+    for (const auto& id : *ids) out << "new " << o.role << " key " << id << "\n";
   } else if (command == "rotate") {
     auto added = repo->Rotate(o.role, o.add_keys, o.remove_keyids, o.threshold, KeyType(o.key_type));
     if (!added) return Fail(err, added.error());
@@ -283,9 +301,24 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   add->add_option("--name", r.name, "Target path devices ask for")->required();
   add->add_option("--meta", r.meta, "Update metadata JSON (docs/formats/update-metadata.md)")
       ->required();
+  add->add_option("--role", r.target_role, "Targets role to list it in (default: targets)");
   auto* remove = repo->add_subcommand("remove-target", "Stage the removal of a target");
   remove->add_option("REPO", r.repo, "Repository directory")->required();
   remove->add_option("--name", r.name, "Target path")->required();
+  remove->add_option("--role", r.target_role, "Targets role that lists it (default: targets)");
+  auto* delegate = repo->add_subcommand("delegate", "Delegate target paths to a new role");
+  delegate->add_option("REPO", r.repo, "Repository directory")->required();
+  delegate->add_option("ROLE", r.role, "New role name")->required();
+  auto* paths = delegate->add_option("--paths", r.paths, "Path patterns (shell style, per segment)");
+  auto* prefixes = delegate->add_option("--hash-prefixes", r.hash_prefixes,
+                                        "Prefixes of the hex SHA-256 of target paths");
+  paths->excludes(prefixes);
+  delegate->add_flag("--terminating", r.terminating, "Stop the search at this role");
+  delegate->add_option("--keys", r.add_keys, "Number of keys for the role")->check(CLI::Range(1, 16));
+  delegate->add_option("--threshold", r.threshold, "Signatures required")->check(CLI::Range(1, 16));
+  delegate->add_option("--delegator", r.delegator, "Role that delegates (default: targets)");
+  delegate->add_option("--key-type", r.key_type, "ed25519, ecdsa or rsa")
+      ->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
   auto* sign = repo->add_subcommand("sign", "Add one key's signature to a staged offline role");
   sign->add_option("REPO", r.repo, "Repository directory")->required();
   sign->add_option("ROLE", r.role, "root or targets")->required();
@@ -315,8 +348,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     if (e.get_exit_code() == 0) {
       const CLI::App* shown = &app;
       for (const CLI::App* sub :
-           {image, build, verify, bundle, create, check, repo, init, add, remove, rotate, sign,
-            status, publish, refresh}) {
+           {image, build, verify, bundle, create, check, repo, init, add, remove, delegate, rotate,
+            sign, status, publish, refresh}) {
         if (sub->parsed()) shown = sub;
       }
       out << shown->help();
@@ -329,7 +362,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   if (verify->parsed()) return ImageVerify(o, out, err);
   if (create->parsed()) return BundleCreate(b, out, err);
   if (check->parsed()) return BundleVerify(b, out, err);
-  for (const CLI::App* sub : {init, add, remove, rotate, sign, status, publish, refresh}) {
+  for (const CLI::App* sub :
+       {init, add, remove, delegate, rotate, sign, status, publish, refresh}) {
     if (sub->parsed()) return Repo(sub->get_name(), r, out, err);
   }
   return kUsage;

@@ -11,8 +11,10 @@ namespace upkeep::tool {
 //   upkeep bundle verify FILE --root ROOT --target PATH... -o DIR
 //   upkeep repo init REPO [--key-type T] [--root-keys N --root-threshold M]
 //                         [--targets-keys N --targets-threshold M]
-//   upkeep repo add-target REPO FILE --name PATH --meta META.json
-//   upkeep repo remove-target REPO --name PATH
+//   upkeep repo add-target REPO FILE --name PATH --meta META.json [--role ROLE]
+//   upkeep repo remove-target REPO --name PATH [--role ROLE]
+//   upkeep repo delegate REPO ROLE (--paths P... | --hash-prefixes H...) [--terminating]
+//                        [--keys N] [--threshold M] [--delegator ROLE] [--key-type T]
 //   upkeep repo rotate REPO ROLE [--add-keys N] [--remove-key KEYID]... [--threshold N]
 //   upkeep repo sign REPO ROLE --key KEY.pem
 //   upkeep repo status REPO

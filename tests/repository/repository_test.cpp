@@ -198,6 +198,56 @@ TEST_F(RepositoryTest, RotatesRootAndTimestampKeysWithContinuity) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
+// Delegated roles: paths are enforced when adding targets, each role collects its own signatures,
+// and devices (upkeep and tuf-js) find targets through the delegation.
+TEST_F(RepositoryTest, PublishesDelegatedRoles) {
+  auto repo = Open();
+  Repository::Delegation d;
+  d.name = "apps/team:1";
+  d.paths = {"apps/*"};
+  d.terminating = true;
+  d.keys = 2;
+  d.threshold = 2;
+  auto ids = repo.Delegate(d);
+  ASSERT_TRUE(ids) << ids.error().ToString();
+  EXPECT_ERRC(repo.Delegate(d), Errc::InvalidDelegation);  // exists already
+  d.name = "snapshot";
+  EXPECT_ERRC(repo.Delegate(d), Errc::InvalidDelegation);
+  EXPECT_ERRC(repo.AddTarget(work_ / "feature.img", "fw/outside.img", Meta(false), "apps/team:1"),
+              Errc::InvalidTarget);
+  ASSERT_TRUE(repo.AddTarget(work_ / "feature.img", "apps/viewer.img", Meta(false), "apps/team:1"));
+  for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
+  EXPECT_ERRC(repo.Sign("apps/team:1", KeysOf("targets")[0]), Errc::KeyNotAuthorized);
+  ASSERT_TRUE(repo.Sign("apps/team:1", work_ / "repo" / "keys" / ((*ids)[0] + ".pem")));
+  EXPECT_ERRC(repo.Publish(work_ / "www"), Errc::ThresholdNotMet);  // 1 of 2 for the role
+  ASSERT_TRUE(Open().Sign("apps/team:1", work_ / "repo" / "keys" / ((*ids)[1] + ".pem")));
+  ASSERT_TRUE(Open().Publish(work_ / "www"));
+
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                            clock_);
+  auto info = updater.GetTargetInfo("apps/viewer.img");
+  ASSERT_TRUE(info) << info.error().ToString();
+  auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
+  ASSERT_TRUE(file) << file.error().ToString();
+  EXPECT_EQ(testing::ReadFileOrEmpty(*file), "new feature!");
+
+  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
+  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
+      std::system("command -v node >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  }
+  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
+                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
+                          (work_ / "www" / "metadata" / "1.root.json").string() +
+                          " apps/viewer.img >/dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
 TEST_F(RepositoryTest, RefusesRotationsThatBreakTheThreshold) {
   auto repo = Open();
   const auto keys = KeysOf("targets");

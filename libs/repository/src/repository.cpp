@@ -30,6 +30,7 @@ const char* ErrcName(int value) {
     case Errc::InvalidUpdateMetadata: return "InvalidUpdateMetadata";
     case Errc::UnknownRole: return "UnknownRole";
     case Errc::IoError: return "IoError";
+    case Errc::InvalidDelegation: return "InvalidDelegation";
   }
   return "Unknown";
 }
@@ -100,7 +101,9 @@ const std::error_category& ErrcCategory() noexcept {
 }
 
 metadata::TimePoint Repository::Expiry(const std::string& role) const {
-  const auto days = settings_["expiry_days"][role].get<std::uint32_t>();
+  const Json& days_by_role = settings_["expiry_days"];
+  const auto days = (days_by_role.contains(role) ? days_by_role[role] : days_by_role["targets"])
+                        .get<std::uint32_t>();
   return clock_->Now() + std::chrono::days(days);
 }
 
@@ -126,7 +129,8 @@ Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, c
                       {"targets", o.targets_expiry_days},
                       {"snapshot", o.snapshot_expiry_days},
                       {"timestamp", o.timestamp_expiry_days}}},
-                    {"published", {{"root", 0}, {"targets", 0}, {"snapshot", 0}, {"timestamp", 0}}}};
+                    {"published", {{"root", 0}, {"targets", 0}, {"snapshot", 0}, {"timestamp", 0}}},
+                    {"delegations", Json::object()}};
 
   Json keys = Json::object();
   Json roles = Json::object();
@@ -188,12 +192,15 @@ Result<void> Repository::Load() {
     return Error(Errc::NotARepository, dir_.string() + ": repo.json is not valid");
   }
   settings_ = *parsed;
-  for (const char* role : {"root", "targets"}) {
-    auto bytes = fs.ReadFile(dir_ / "staged" / (std::string(role) + ".json"), 16 << 20);
+  if (!settings_.contains("delegations")) settings_["delegations"] = Json::object();
+  std::vector<std::string> roles{"root"};
+  for (const auto& r : TargetsRoles()) roles.push_back(r);
+  for (const auto& role : roles) {
+    auto bytes = fs.ReadFile(dir_ / "staged" / (PercentEncode(role) + ".json"), 16 << 20);
     if (!bytes) return Error(Errc::NotARepository, bytes.error().message());
     auto env = metadata::ParseJson(*bytes);
     if (!env || !env->contains("signed")) {
-      return Error(Errc::NotARepository, std::string("staged ") + role + ".json is not valid");
+      return Error(Errc::NotARepository, "staged " + role + ".json is not valid");
     }
     staged_[role] = *env;
   }
@@ -202,7 +209,8 @@ Result<void> Repository::Load() {
 
 Result<void> Repository::Save(const std::string& role) {
   LocalFilesystem fs;
-  auto r = fs.WriteFileAtomic(dir_ / "staged" / (role + ".json"), staged_.at(role).dump(1) + "\n");
+  auto r = fs.WriteFileAtomic(dir_ / "staged" / (PercentEncode(role) + ".json"),
+                              staged_.at(role).dump(1) + "\n");
   if (!r) return Io(r.error());
   return Ok();
 }
@@ -237,9 +245,42 @@ Result<std::vector<crypto::PrivateKey>> Repository::OnlineKeys(const std::string
   return out;
 }
 
+std::vector<std::string> Repository::TargetsRoles() const {
+  std::vector<std::string> out{"targets"};
+  for (const auto& [name, delegator] : settings_["delegations"].items()) out.push_back(name);
+  return out;
+}
+
+void Repository::Restage(const std::string& role) {
+  Json& env = staged_.at(role);
+  const Json& published = settings_["published"];
+  env["signed"]["version"] =
+      (published.contains(role) ? published[role].get<std::uint64_t>() : 0) + 1;
+  env["signed"]["expires"] = metadata::FormatDateTime(Expiry(role));
+  env["signatures"] = Json::array();  // changed content: the threshold must sign again
+}
+
 Result<void> Repository::AddTarget(const fs::path& file, const std::string& name,
-                                   const Json& custom) {
+                                   const Json& custom, const std::string& role) {
+  if (!staged_.contains(role) || role == "root") {
+    return Error(Errc::UnknownRole, "no targets role " + role);
+  }
   if (!IsSafeTargetName(name)) return Error(Errc::InvalidTarget, "bad target name \"" + name + "\"");
+  if (role != "targets") {
+    // A delegated role may only list paths its delegation covers.
+    const std::string delegator = settings_["delegations"][role].get<std::string>();
+    for (const auto& d : staged_.at(delegator)["signed"]["delegations"]["roles"]) {
+      if (d["name"] != role) continue;
+      metadata::DelegatedRole dr;
+      if (d.contains("paths")) dr.paths = d["paths"].get<std::vector<std::string>>();
+      if (d.contains("path_hash_prefixes")) {
+        dr.path_hash_prefixes = d["path_hash_prefixes"].get<std::vector<std::string>>();
+      }
+      if (!dr.IsDelegatedPath(name)) {
+        return Error(Errc::InvalidTarget, name + " is outside the paths delegated to " + role);
+      }
+    }
+  }
   if (auto m = metadata::ParseUpdateMetadata(custom); !m) {
     return Error(Errc::InvalidUpdateMetadata, m.error().message());
   }
@@ -257,30 +298,101 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   if (!copied) return Error(Errc::InvalidTarget, file.string() + ": " + copied.error().message());
   if (auto r = (*out)->Commit(); !r) return Io(r.error());
 
-  Json& env = staged_.at("targets");
-  env["signed"]["targets"][name] = {
+  staged_.at(role)["signed"]["targets"][name] = {
       {"length", length}, {"hashes", {{"sha256", HexEncode(hash.Final())}}}, {"custom", custom}};
-  env["signed"]["version"] = settings_["published"]["targets"].get<std::uint64_t>() + 1;
-  env["signed"]["expires"] = metadata::FormatDateTime(Expiry("targets"));
-  env["signatures"] = Json::array();  // changed content: the threshold must sign again
-  return Save("targets");
+  Restage(role);
+  return Save(role);
 }
 
-Result<void> Repository::RemoveTarget(const std::string& name) {
-  Json& env = staged_.at("targets");
+Result<void> Repository::RemoveTarget(const std::string& name, const std::string& role) {
+  if (!staged_.contains(role) || role == "root") {
+    return Error(Errc::UnknownRole, "no targets role " + role);
+  }
+  Json& env = staged_.at(role);
   if (!env["signed"]["targets"].contains(name)) {
-    return Error(Errc::InvalidTarget, "no target \"" + name + "\"");
+    return Error(Errc::InvalidTarget, "no target \"" + name + "\" in " + role);
   }
   env["signed"]["targets"].erase(name);
-  env["signed"]["version"] = settings_["published"]["targets"].get<std::uint64_t>() + 1;
-  env["signed"]["expires"] = metadata::FormatDateTime(Expiry("targets"));
-  env["signatures"] = Json::array();
-  return Save("targets");
+  Restage(role);
+  return Save(role);
+}
+
+Result<std::vector<std::string>> Repository::Delegate(const Delegation& d) {
+  const bool top_level = d.name == "root" || d.name == "targets" || d.name == "snapshot" ||
+                         d.name == "timestamp";
+  if (d.name.empty() || top_level || staged_.contains(d.name) || d.name.size() > 255) {
+    return Error(Errc::InvalidDelegation, "cannot delegate to \"" + d.name + "\"");
+  }
+  if (!staged_.contains(d.delegator) || d.delegator == "root") {
+    return Error(Errc::UnknownRole, "no targets role " + d.delegator);
+  }
+  if (d.paths.empty() == d.hash_prefixes.empty()) {
+    return Error(Errc::InvalidDelegation, "give either paths or hash prefixes");
+  }
+  if (d.threshold < 1 || d.threshold > d.keys) {
+    return Error(Errc::InvalidDelegation, "threshold must be between 1 and the number of keys");
+  }
+  LocalFilesystem fs;
+  Json& delegator = staged_.at(d.delegator)["signed"];
+  if (!delegator.contains("delegations")) {
+    delegator["delegations"] = {{"keys", Json::object()}, {"roles", Json::array()}};
+  }
+  Json role = {{"name", d.name}, {"keyids", Json::array()}, {"threshold", d.threshold},
+               {"terminating", d.terminating}};
+  if (!d.paths.empty()) role["paths"] = d.paths;
+  else role["path_hash_prefixes"] = d.hash_prefixes;
+  std::vector<crypto::PrivateKey> keys;
+  std::vector<std::string> ids;
+  for (std::uint32_t i = 0; i < d.keys; ++i) {
+    UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(d.key_type));
+    const std::string id = KeyIdOf(key.public_key());
+    UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(passphrase_));
+    const fs::path file = dir_ / "keys" / (id + ".pem");
+    if (auto r = fs.WriteFileAtomic(file, pem); !r) return Io(r.error());
+    ::chmod(file.c_str(), 0600);
+    delegator["delegations"]["keys"][id] = KeyJson(key.public_key());
+    role["keyids"].push_back(id);
+    ids.push_back(id);
+    keys.push_back(std::move(key));
+  }
+  delegator["delegations"]["roles"].push_back(role);
+  Restage(d.delegator);
+
+  Json body = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
+               {"expires", metadata::FormatDateTime(Expiry(d.name))},
+               {"targets", Json::object()}};
+  staged_[d.name] = {{"signed", body}, {"signatures", Json::array()}};
+  for (const auto& key : keys) UPKEEP_TRY(AddSignature(staged_[d.name], key));
+  settings_["delegations"][d.name] = d.delegator;
+  UPKEEP_TRY(Save(d.delegator));
+  UPKEEP_TRY(Save(d.name));
+  if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
+    return Io(r.error());
+  }
+  return ids;
+}
+
+Result<std::pair<metadata::KeyMap, metadata::RoleKeys>> Repository::SignersOf(
+    const std::string& role) const {
+  if (role == "root" || role == "targets") {
+    UPKEEP_ASSIGN_OR_RETURN(auto root, metadata::ParseRoot(staged_.at("root").dump()));
+    return std::pair(root.body.keys, root.body.roles.at(role));
+  }
+  if (!settings_["delegations"].contains(role)) return Error(Errc::UnknownRole, "no role " + role);
+  const std::string delegator = settings_["delegations"][role].get<std::string>();
+  auto parent = metadata::ParseTargets(staged_.at(delegator).dump());
+  if (!parent || !parent->body.delegations) {
+    return Error(Errc::InvalidDelegation, delegator + " does not delegate to " + role);
+  }
+  auto keys = parent->body.delegations->KeysFor(role);
+  if (!keys) return Error(Errc::InvalidDelegation, delegator + " does not delegate to " + role);
+  return std::pair(parent->body.delegations->keys, *keys);
 }
 
 Result<void> Repository::Sign(const std::string& role, const fs::path& key_file) {
-  if (role != "root" && role != "targets") {
-    return Error(Errc::UnknownRole, "only root and targets are signed offline; got " + role);
+  if (!staged_.contains(role)) {
+    return Error(Errc::UnknownRole, "only root, targets and delegated roles are signed offline; got " +
+                                        role);
   }
   UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(key_file));
   const std::string id = KeyIdOf(key.public_key());
@@ -288,7 +400,14 @@ Result<void> Repository::Sign(const std::string& role, const fs::path& key_file)
     const Json& ids = root["signed"]["roles"][role]["keyids"];
     return std::find(ids.begin(), ids.end(), id) != ids.end();
   };
-  bool authorized = listed(staged_.at("root"));
+  bool authorized = false;
+  if (role == "root" || role == "targets") {
+    authorized = listed(staged_.at("root"));
+  } else {
+    UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersOf(role));
+    authorized = std::find(signers.second.keyids.begin(), signers.second.keyids.end(), id) !=
+                 signers.second.keyids.end();
+  }
   if (!authorized && role == "root") {
     LocalFilesystem fs;
     if (auto prev = fs.ReadFile(dir_ / "published-root.json", 16 << 20)) {
@@ -379,8 +498,9 @@ Result<void> Repository::CheckRootContinuity() const {
 
 Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
   const Json& env = staged_.at(role);
-  UPKEEP_ASSIGN_OR_RETURN(auto root, metadata::ParseRoot(staged_.at("root").dump()));
-  const metadata::RoleKeys& keys = root.body.roles.at(role);
+  UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersOf(role));
+  const metadata::KeyMap& key_map = signers.first;
+  const metadata::RoleKeys& keys = signers.second;
   RoleStatus st;
   st.role = role;
   st.version = env["signed"]["version"].get<std::uint64_t>();
@@ -391,7 +511,7 @@ Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
     for (const auto& s : env["signatures"]) {
       if (s["keyid"] != id) continue;
       std::vector<metadata::Signature> one{{id, s["sig"].get<std::string>()}};
-      signed_by = metadata::VerifyThreshold(root.body.keys, metadata::RoleKeys{{id}, 1}, canonical,
+      signed_by = metadata::VerifyThreshold(key_map, metadata::RoleKeys{{id}, 1}, canonical,
                                             one, metadata::Errc::ThresholdNotMet, role)
                       .has_value();
     }
@@ -403,7 +523,9 @@ Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
 
 Result<std::vector<RoleStatus>> Repository::Status() const {
   std::vector<RoleStatus> out;
-  for (const char* role : {"root", "targets"}) {
+  std::vector<std::string> roles{"root"};
+  for (const auto& r : TargetsRoles()) roles.push_back(r);
+  for (const auto& role : roles) {
     UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
     out.push_back(std::move(st));
   }
@@ -412,11 +534,13 @@ Result<std::vector<RoleStatus>> Repository::Status() const {
 
 Result<void> Repository::Publish(const fs::path& out) {
   // Offline roles must carry their threshold before anything is written.
-  for (const char* role : {"root", "targets"}) {
+  std::vector<std::string> offline{"root"};
+  for (const auto& r : TargetsRoles()) offline.push_back(r);
+  for (const auto& role : offline) {
     UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
     if (st.valid_signatures < st.threshold) {
       return Error(Errc::ThresholdNotMet,
-                   std::string(role) + " v" + std::to_string(st.version) + " has " +
+                   role + " v" + std::to_string(st.version) + " has " +
                        std::to_string(st.valid_signatures) + " of " + std::to_string(st.threshold) +
                        " signatures; sign it with: upkeep repo sign REPO " + role + " --key KEY");
     }
@@ -435,38 +559,47 @@ Result<void> Repository::Publish(const fs::path& out) {
     return Ok();
   };
   // 1. Target files under their hash-prefixed names (existing ones are kept).
-  const Json& targets_signed = staged_.at("targets")["signed"];
-  for (const auto& [name, info] : targets_signed["targets"].items()) {
-    const fs::path dest = out / "targets" / HashPrefixed(name, info["hashes"]["sha256"]);
-    if (fs::exists(dest)) continue;
-    if (auto r = fs.CreateDirectories(dest.parent_path()); !r) return Io(r.error());
-    auto copy = fs.CreateAtomic(dest);
-    if (!copy) return Io(copy.error());
-    auto read = fs.ReadChunks(dir_ / "targets" / name, [&](std::span<const char> piece) {
-      return (*copy)->Append(piece);
-    });
-    if (!read) return Io(read.error());
-    if (auto r = (*copy)->Commit(); !r) return Io(r.error());
+  for (const auto& role : TargetsRoles()) {
+    for (const auto& [name, info] : staged_.at(role)["signed"]["targets"].items()) {
+      const fs::path dest = out / "targets" / HashPrefixed(name, info["hashes"]["sha256"]);
+      if (fs::exists(dest)) continue;
+      if (auto r = fs.CreateDirectories(dest.parent_path()); !r) return Io(r.error());
+      auto copy = fs.CreateAtomic(dest);
+      if (!copy) return Io(copy.error());
+      auto read = fs.ReadChunks(dir_ / "targets" / name, [&](std::span<const char> piece) {
+        return (*copy)->Append(piece);
+      });
+      if (!read) return Io(read.error());
+      if (auto r = (*copy)->Commit(); !r) return Io(r.error());
+    }
   }
   // 2. Versioned metadata (never overwritten: a client mid-update still finds what it expects).
+  //    A role name with '/' lands in a subdirectory, where web servers look after decoding %2F.
   const std::string root_bytes = staged_.at("root").dump(1);
   const auto root_version = staged_.at("root")["signed"]["version"].get<std::uint64_t>();
   UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(root_version) + ".root.json"), root_bytes));
-  const std::string targets_bytes = staged_.at("targets").dump(1);
-  const auto targets_version = targets_signed["version"].get<std::uint64_t>();
-  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(targets_version) + ".targets.json"),
-                       targets_bytes));
   auto meta_of = [](std::uint64_t version, const std::string& bytes) {
     return Json{{"version", version},
                 {"length", bytes.size()},
                 {"hashes", {{"sha256", HexEncode(crypto::Sha256(bytes))}}}};
   };
+  Json snapshot_meta = Json::object();
+  Json published = settings_["published"];
+  for (const auto& role : TargetsRoles()) {
+    const std::string bytes = staged_.at(role).dump(1);
+    const auto version = staged_.at(role)["signed"]["version"].get<std::uint64_t>();
+    const fs::path path = out / "metadata" / (std::to_string(version) + "." + role + ".json");
+    if (auto r = fs.CreateDirectories(path.parent_path()); !r) return Io(r.error());
+    UPKEEP_TRY(write_new(path, bytes));
+    snapshot_meta[role + ".json"] = meta_of(version, bytes);
+    published[role] = version;
+  }
   const auto snapshot_version = settings_["published"]["snapshot"].get<std::uint64_t>() + 1;
   Json snapshot = {{"signed",
                     {{"_type", "snapshot"}, {"spec_version", kSpecVersion},
                      {"version", snapshot_version},
                      {"expires", metadata::FormatDateTime(Expiry("snapshot"))},
-                     {"meta", {{"targets.json", meta_of(targets_version, targets_bytes)}}}}},
+                     {"meta", snapshot_meta}}},
                    {"signatures", Json::array()}};
   for (const auto& key : snapshot_keys) UPKEEP_TRY(AddSignature(snapshot, key));
   const std::string snapshot_bytes = snapshot.dump(1);
@@ -486,8 +619,10 @@ Result<void> Repository::Publish(const fs::path& out) {
   if (auto r = fs.WriteFileAtomic(dir_ / "published-root.json", root_bytes); !r) {
     return Io(r.error());
   }
-  settings_["published"] = {{"root", root_version}, {"targets", targets_version},
-                            {"snapshot", snapshot_version}, {"timestamp", timestamp_version}};
+  published["root"] = root_version;
+  published["snapshot"] = snapshot_version;
+  published["timestamp"] = timestamp_version;
+  settings_["published"] = published;
   if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
     return Io(r.error());
   }

@@ -38,6 +38,7 @@ enum class Errc {
   InvalidUpdateMetadata = 8,// the update metadata does not validate
   UnknownRole = 9,
   IoError = 10,
+  InvalidDelegation = 11,   // bad role name, paths, or a role that already exists
 };
 
 }  // namespace upkeep::repository
@@ -72,11 +73,27 @@ class Repository {
   [[nodiscard]] static Result<Repository> Open(const std::filesystem::path& dir,
                                                const Clock& clock, std::string passphrase = {});
 
-  // Adds (or replaces) a target with validated update metadata ({"upkeep": {...}}); targets
-  // then needs its threshold of signatures again.
+  // Adds (or replaces) a target with validated update metadata ({"upkeep": {...}}) in `role`
+  // ("targets" or a delegated role whose paths cover `name`); the role then needs its threshold of
+  // signatures again.
   [[nodiscard]] Result<void> AddTarget(const std::filesystem::path& file, const std::string& name,
-                                       const metadata::Json& custom);
-  [[nodiscard]] Result<void> RemoveTarget(const std::string& name);
+                                       const metadata::Json& custom,
+                                       const std::string& role = "targets");
+  [[nodiscard]] Result<void> RemoveTarget(const std::string& name,
+                                          const std::string& role = "targets");
+
+  struct Delegation {
+    std::string name;
+    std::string delegator = "targets";
+    std::vector<std::string> paths;         // shell-style patterns, or
+    std::vector<std::string> hash_prefixes; // prefixes of the hex SHA-256 of target paths
+    bool terminating = false;
+    std::uint32_t keys = 1, threshold = 1;
+    crypto::KeyAlgorithm key_type = crypto::KeyAlgorithm::Ed25519;
+  };
+  // Delegates to a new role with fresh keys (saved in REPO/keys); the delegator must be signed
+  // again. Returns the new key IDs.
+  [[nodiscard]] Result<std::vector<std::string>> Delegate(const Delegation& d);
   // Stages a new root version that changes `role`'s keys: adds `add_keys` fresh keys (saved in
   // REPO/keys), removes `remove_keyids`, and sets the threshold when given. The new root must then
   // be signed by the threshold of the last published root and by its own. Rotating the timestamp
@@ -103,6 +120,11 @@ class Repository {
   [[nodiscard]] Result<std::vector<crypto::PrivateKey>> OnlineKeys(const std::string& role) const;
   [[nodiscard]] metadata::TimePoint Expiry(const std::string& role) const;
   [[nodiscard]] Result<RoleStatus> StatusOf(const std::string& role) const;
+  // Keys and threshold that sign a targets role: root's for "targets", the delegator's otherwise.
+  [[nodiscard]] Result<std::pair<metadata::KeyMap, metadata::RoleKeys>> SignersOf(
+      const std::string& role) const;
+  [[nodiscard]] std::vector<std::string> TargetsRoles() const;  // "targets" then delegated
+  void Restage(const std::string& role);  // new version, fresh expiry, no signatures
   // Checks the staged root against the last published root's root threshold (TUF 5.3.4).
   [[nodiscard]] Result<void> CheckRootContinuity() const;
 
