@@ -1,4 +1,5 @@
 #include "upkeep/common/encoding.hpp"
+#include "upkeep/common/paths.hpp"
 
 #include <gtest/gtest.h>
 
@@ -30,6 +31,23 @@ TEST(PercentEncodeTest, EncodesPathSegmentsKeepingSlashes) {
   EXPECT_EQ(PercentEncodePath("dir/nested file.bin"), "dir/nested%20file.bin");
   EXPECT_EQ(PercentEncodePath("a%b/c?d"), "a%25b/c%3Fd");
   EXPECT_EQ(PercentEncodePath("/x/"), "/x/");
+}
+
+TEST(SafeRelativePathTest, RefusesPathsThatLeaveTheDirectory) {
+  EXPECT_TRUE(IsSafeRelativePath("fw/rootfs.img"));
+  EXPECT_TRUE(IsSafeRelativePath("a..b/c"));
+  for (const char* bad : {"", "/etc/passwd", "../x", "a/../b", "a//b", "a/", "./a", "a/."}) {
+    EXPECT_FALSE(IsSafeRelativePath(bad)) << bad;
+  }
+  EXPECT_FALSE(IsSafeRelativePath(std::string_view("a\0b", 3)));
+  EXPECT_FALSE(IsSafeRelativePath(std::string(1025, 'a')));
+}
+
+TEST(PercentDecodeTest, DecodesEscapesAndRefusesNul) {
+  EXPECT_EQ(PercentDecode("a%2Fb%20c").value(), "a/b c");
+  EXPECT_EQ(PercentDecode("100%").value(), "100%");
+  EXPECT_EQ(PercentDecode("%zz").value(), "%zz");
+  EXPECT_FALSE(PercentDecode("a%00b"));
 }
 
 }  // namespace

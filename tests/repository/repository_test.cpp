@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 
 #include "http_test_server.hpp"
 #include "temp_dir.hpp"
@@ -60,6 +61,22 @@ class RepositoryTest : public ::testing::Test {
     return out;
   }
 
+  // Downloads `target` from `server` with the tuf-js client, trusting the published root v1.
+  // Returns the exit status, or nullopt when node or the tuf-js tooling is not installed.
+  std::optional<int> TufJsDownload(const testing::HttpTestServer& server,
+                                   const std::string& target) {
+    const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
+    if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
+        std::system("command -v node >/dev/null 2>&1") != 0) {
+      return std::nullopt;
+    }
+    const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
+                            server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
+                            (work_ / "www" / "metadata" / "1.root.json").string() + " " + target +
+                            " >/dev/null 2>&1";
+    return std::system(cmd.c_str());
+  }
+
   SystemClock clock_;
   testing::TempDir work_;
 };
@@ -97,22 +114,16 @@ TEST_F(RepositoryTest, PublishedRepositoryVerifiesWithUpkeepAndTufJs) {
   ASSERT_TRUE(file) << file.error().ToString();
   EXPECT_EQ(testing::ReadFileOrEmpty(*file), "security fix");
 
-  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
-  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
-      std::system("command -v node >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
-  }
-  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
-                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
-                          (work_ / "www" / "metadata" / "1.root.json").string() + " ";
-  EXPECT_EQ(std::system((cmd + "fw/feature.img >/dev/null 2>&1").c_str()), 0);
+  auto feature = TufJsDownload(server, "fw/feature.img");
+  if (!feature) GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  EXPECT_EQ(*feature, 0);
   // A tampered target is refused by tuf-js too.
   for (const auto& e : fs::recursive_directory_iterator(work_ / "www" / "targets")) {
     if (e.is_regular_file() && e.path().filename().string().ends_with("security.img")) {
       std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "security fiX";
     }
   }
-  EXPECT_NE(std::system((cmd + "fw/security.img >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(TufJsDownload(server, "fw/security.img"), 0);
 }
 
 // Publishing again keeps older versions for devices that are mid-update.
@@ -186,16 +197,9 @@ TEST_F(RepositoryTest, RotatesRootAndTimestampKeysWithContinuity) {
   auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "www" / "metadata" / "4.root.json"));
   EXPECT_FALSE(root["signed"]["keys"].contains(old_timestamp));
 
-  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
-  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
-      std::system("command -v node >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
-  }
-  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
-                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
-                          (work_ / "www" / "metadata" / "1.root.json").string() +
-                          " fw/security.img >/dev/null 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  auto accepted = TufJsDownload(server, "fw/security.img");
+  if (!accepted) GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  EXPECT_EQ(*accepted, 0);
 }
 
 // Delegated roles: paths are enforced when adding targets, each role collects its own signatures,
@@ -236,16 +240,9 @@ TEST_F(RepositoryTest, PublishesDelegatedRoles) {
   ASSERT_TRUE(file) << file.error().ToString();
   EXPECT_EQ(testing::ReadFileOrEmpty(*file), "new feature!");
 
-  const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
-  if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
-      std::system("command -v node >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
-  }
-  const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
-                          server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
-                          (work_ / "www" / "metadata" / "1.root.json").string() +
-                          " apps/viewer.img >/dev/null 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  auto accepted = TufJsDownload(server, "apps/viewer.img");
+  if (!accepted) GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  EXPECT_EQ(*accepted, 0);
 }
 
 TEST_F(RepositoryTest, RefusesRotationsThatBreakTheThreshold) {

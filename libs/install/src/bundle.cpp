@@ -13,6 +13,7 @@
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/paths.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/updater.hpp"
 
@@ -24,7 +25,6 @@ using metadata::Json;
 namespace {
 
 constexpr std::size_t kHeaderBytes = 16;  // magic + little-endian u64 TOC length
-constexpr std::size_t kMaxEntryName = 1024;
 
 Error Malformed(const std::string& what) { return Error(Errc::BundleMalformed, what); }
 
@@ -54,21 +54,9 @@ Result<void> ReadAt(int fd, std::uint64_t offset, char* out, std::size_t n) {
   return Ok();
 }
 
-// A relative path without empty, "." or ".." segments, under metadata/ or targets/.
+// A safe relative path under metadata/ or targets/.
 bool IsSafeName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxEntryName || name.front() == '/' || name.back() == '/') {
-    return false;
-  }
-  if (!name.starts_with("metadata/") && !name.starts_with("targets/")) return false;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t slash = name.find('/', start);
-    const std::string segment = name.substr(start, slash == std::string::npos ? slash : slash - start);
-    if (segment.empty() || segment == "." || segment == "..") return false;
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  return name.find('\0') == std::string::npos;
+  return IsSafeRelativePath(name) && (name.starts_with("metadata/") || name.starts_with("targets/"));
 }
 
 // Reads a published repository directory as if it were served, recording what was fetched.

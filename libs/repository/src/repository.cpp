@@ -8,6 +8,7 @@
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/paths.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/update_metadata.hpp"
 
@@ -71,20 +72,6 @@ Result<void> AddSignature(Json& envelope, const crypto::PrivateKey& key) {
   }
   sigs.push_back(sig);
   return Ok();
-}
-
-// A target name usable as a path under targets/: relative, no empty, "." or ".." segments.
-bool IsSafeTargetName(const std::string& name) {
-  if (name.empty() || name.front() == '/' || name.back() == '/' || name.size() > 1024) return false;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t slash = name.find('/', start);
-    const std::string seg = name.substr(start, slash == std::string::npos ? slash : slash - start);
-    if (seg.empty() || seg == "." || seg == "..") return false;
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
-  return name.find('\0') == std::string::npos;
 }
 
 std::string HashPrefixed(const std::string& name, const std::string& sha256) {
@@ -265,7 +252,7 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   if (!staged_.contains(role) || role == "root") {
     return Error(Errc::UnknownRole, "no targets role " + role);
   }
-  if (!IsSafeTargetName(name)) return Error(Errc::InvalidTarget, "bad target name \"" + name + "\"");
+  if (!IsSafeRelativePath(name)) return Error(Errc::InvalidTarget, "bad target name \"" + name + "\"");
   if (role != "targets") {
     // A delegated role may only list paths its delegation covers.
     const std::string delegator = settings_["delegations"][role].get<std::string>();
