@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates
   g++ clang libclang-rt-14-dev
-  libssl-dev libcurl4-openssl-dev libzstd-dev zstd
+  libssl-dev libcurl4-openssl-dev libzstd-dev zstd libp11-dev softhsm2 opensc
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   faketime time

@@ -157,7 +157,16 @@ struct RepoOptions {
   std::vector<std::string> paths;
   std::vector<std::string> hash_prefixes;
   bool terminating = false;
+  std::string pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
+  std::string pkcs11_token;
+  std::string pkcs11_key;
 };
+
+// A token key named on the command line; the PIN comes from UPKEEP_PKCS11_PIN.
+crypto::Pkcs11KeyRef TokenKey(const RepoOptions& o) {
+  const char* pin = std::getenv("UPKEEP_PKCS11_PIN");
+  return {o.pkcs11_module, o.pkcs11_token, o.pkcs11_key, pin == nullptr ? "" : pin};
+}
 
 crypto::KeyAlgorithm KeyType(const std::string& name) {
   if (name == "ecdsa") return crypto::KeyAlgorithm::EcdsaP256;
@@ -182,6 +191,7 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     init.targets_keys = o.targets_keys;
     init.targets_threshold = o.targets_threshold;
     init.passphrase = Passphrase();
+    if (!o.pkcs11_key.empty()) init.targets_token_key = TokenKey(o);
     auto repo = repository::Repository::Init(o.repo, init, clock);
     if (!repo) return Fail(err, repo.error());
     out << "initialised " << o.repo << " (root " << o.root_threshold << "-of-" << o.root_keys
@@ -218,7 +228,16 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     if (!added) return Fail(err, added.error());
     for (const auto& id : *added) out << "new " << o.role << " key " << id << "\n";
   } else if (command == "sign") {
-    done = repo->Sign(o.role, o.key);
+    if (!o.pkcs11_key.empty()) {
+      auto key = crypto::PrivateKey::FromPkcs11(TokenKey(o));
+      if (!key) return Fail(err, key.error());
+      done = repo->SignWith(o.role, *key);
+    } else if (!o.key.empty()) {
+      done = repo->Sign(o.role, o.key);
+    } else {
+      err << "upkeep: sign needs --key FILE or --pkcs11-key LABEL\n";
+      return kUsage;
+    }
   } else if (command == "publish" || command == "refresh") {
     done = repo->Publish(o.out_dir);
   }
@@ -295,6 +314,10 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
       ->check(CLI::Range(1, 16));
   init->add_option("--targets-threshold", r.targets_threshold, "Targets signatures required")
       ->check(CLI::Range(1, 16));
+  init->add_option("--targets-pkcs11-key", r.pkcs11_key,
+                   "Use this PKCS#11 token key as the targets key (PIN in UPKEEP_PKCS11_PIN)");
+  init->add_option("--pkcs11-module", r.pkcs11_module, "PKCS#11 module");
+  init->add_option("--pkcs11-token", r.pkcs11_token, "PKCS#11 token label");
   auto* add = repo->add_subcommand("add-target", "Stage a target with its update metadata");
   add->add_option("REPO", r.repo, "Repository directory")->required();
   add->add_option("FILE", r.file, "Target file")->required();
@@ -322,7 +345,12 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   auto* sign = repo->add_subcommand("sign", "Add one key's signature to a staged offline role");
   sign->add_option("REPO", r.repo, "Repository directory")->required();
   sign->add_option("ROLE", r.role, "root or targets")->required();
-  sign->add_option("--key", r.key, "Private key file (PEM, mode 0600)")->required();
+  auto* key_file = sign->add_option("--key", r.key, "Private key file (PEM, mode 0600)");
+  auto* token_key = sign->add_option("--pkcs11-key", r.pkcs11_key,
+                                     "Label of a key in a PKCS#11 token (PIN in UPKEEP_PKCS11_PIN)");
+  key_file->excludes(token_key);
+  sign->add_option("--pkcs11-module", r.pkcs11_module, "PKCS#11 module");
+  sign->add_option("--pkcs11-token", r.pkcs11_token, "PKCS#11 token label");
   auto* rotate = repo->add_subcommand(
       "rotate", "Stage a new root that adds or removes a role's keys (also revokes online keys)");
   rotate->add_option("REPO", r.repo, "Repository directory")->required();

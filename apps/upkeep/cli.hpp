@@ -16,7 +16,8 @@ namespace upkeep::tool {
 //   upkeep repo delegate REPO ROLE (--paths P... | --hash-prefixes H...) [--terminating]
 //                        [--keys N] [--threshold M] [--delegator ROLE] [--key-type T]
 //   upkeep repo rotate REPO ROLE [--add-keys N] [--remove-key KEYID]... [--threshold N]
-//   upkeep repo sign REPO ROLE --key KEY.pem
+//   upkeep repo sign REPO ROLE (--key KEY.pem | --pkcs11-key LABEL --pkcs11-token TOKEN
+//                              [--pkcs11-module MODULE])
 //   upkeep repo status REPO
 //   upkeep repo publish REPO DIR
 //   upkeep repo refresh REPO DIR

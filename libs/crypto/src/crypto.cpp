@@ -8,6 +8,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <libp11.h>
 
 #include <cstring>
 
@@ -19,8 +20,10 @@ struct PkeyHandle {
   explicit PkeyHandle(EVP_PKEY* p) : pkey(p) {}
   PkeyHandle(const PkeyHandle&) = delete;
   PkeyHandle& operator=(const PkeyHandle&) = delete;
-  ~PkeyHandle() { EVP_PKEY_free(pkey); }
+  ~PkeyHandle() { EVP_PKEY_free(pkey); }  // before `token_session` goes
   EVP_PKEY* pkey;
+  // For token keys: the PKCS#11 session the key lives in; signing uses legacy digests.
+  std::shared_ptr<void> token_session;
 };
 
 namespace {
@@ -38,6 +41,7 @@ const char* ErrcName(int value) {
     case Errc::SigningFailed: return "SigningFailed";
     case Errc::BadPassphrase: return "BadPassphrase";
     case Errc::Internal: return "Internal";
+    case Errc::TokenUnavailable: return "TokenUnavailable";
   }
   return "Unknown";
 }
@@ -129,8 +133,12 @@ const EVP_MD* FetchedMd(HashAlgorithm algorithm) {
 }
 
 // Sets up an EVP_DigestSign/Verify context with the algorithm's parameters.
-bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, EVP_PKEY* pkey, bool sign) {
-  const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr : FetchedMd(HashAlgorithm::Sha256);
+bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, const PkeyHandle& key, bool sign) {
+  EVP_PKEY* pkey = key.pkey;
+  // Token keys use OpenSSL's legacy key methods, which want the legacy digest object.
+  const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr
+                     : key.token_session   ? EVP_sha256()
+                                           : FetchedMd(HashAlgorithm::Sha256);
   EVP_PKEY_CTX* pctx = nullptr;
   const int ok = sign ? EVP_DigestSignInit(ctx, &pctx, md, nullptr, pkey)
                       : EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, pkey);
@@ -208,7 +216,7 @@ Result<PublicKey> PublicKey::FromTuf(std::string_view keytype, std::string_view 
 Result<void> PublicKey::Verify(std::span<const std::uint8_t> message,
                                std::span<const std::uint8_t> signature) const {
   MdCtxPtr ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  bool ok = ctx && InitDigest(ctx.get(), algorithm_, pkey_->pkey, /*sign=*/false) &&
+  bool ok = ctx && InitDigest(ctx.get(), algorithm_, *pkey_, /*sign=*/false) &&
             EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), message.data(),
                              message.size()) == 1;
   ERR_clear_error();
@@ -261,7 +269,95 @@ Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view pa
   return FromOwnedPkey(new PkeyHandle(raw));
 }
 
+namespace {
+
+// A loaded PKCS#11 module with its slots; token keys keep it alive while they exist.
+struct Pkcs11Session {
+  PKCS11_CTX* ctx = PKCS11_CTX_new();
+  PKCS11_SLOT* slots = nullptr;
+  unsigned int slot_count = 0;
+  bool loaded = false;
+  Pkcs11Session() = default;
+  Pkcs11Session(const Pkcs11Session&) = delete;
+  Pkcs11Session& operator=(const Pkcs11Session&) = delete;
+  ~Pkcs11Session() {
+    if (slots != nullptr) PKCS11_release_all_slots(ctx, slots, slot_count);
+    if (loaded) PKCS11_CTX_unload(ctx);
+    if (ctx != nullptr) PKCS11_CTX_free(ctx);
+  }
+};
+
+}  // namespace
+
+Result<PrivateKey> PrivateKey::FromPkcs11(const Pkcs11KeyRef& ref) {
+  auto session = std::make_shared<Pkcs11Session>();
+  if (session->ctx == nullptr) return Error(Errc::Internal, "cannot create a PKCS#11 context");
+  if (PKCS11_CTX_load(session->ctx, ref.module.c_str()) != 0) {
+    ERR_clear_error();
+    return Error(Errc::TokenUnavailable, "cannot load PKCS#11 module " + ref.module);
+  }
+  session->loaded = true;
+  if (PKCS11_enumerate_slots(session->ctx, &session->slots, &session->slot_count) != 0) {
+    ERR_clear_error();
+    return Error(Errc::TokenUnavailable, "cannot list the module's slots");
+  }
+  PKCS11_SLOT* slot = nullptr;
+  for (unsigned int i = 0; i < session->slot_count; ++i) {
+    PKCS11_TOKEN* token = session->slots[i].token;
+    if (token != nullptr && token->label != nullptr && ref.token == token->label) {
+      slot = &session->slots[i];
+      break;
+    }
+  }
+  if (slot == nullptr) return Error(Errc::TokenUnavailable, "no token labelled " + ref.token);
+  if (PKCS11_open_session(slot, 0) != 0 || PKCS11_login(slot, 0, ref.pin.c_str()) != 0) {
+    ERR_clear_error();
+    return Error(Errc::BadPassphrase, "cannot log in to token " + ref.token);
+  }
+  PKCS11_KEY* keys = nullptr;
+  unsigned int key_count = 0;
+  if (PKCS11_enumerate_keys(slot->token, &keys, &key_count) != 0) {
+    ERR_clear_error();
+    return Error(Errc::TokenUnavailable, "cannot list the token's keys");
+  }
+  PKCS11_KEY* key = nullptr;
+  for (unsigned int i = 0; i < key_count; ++i) {
+    if (keys[i].isPrivate && keys[i].label != nullptr && ref.label == keys[i].label) key = &keys[i];
+  }
+  if (key == nullptr) return Error(Errc::TokenUnavailable, "no private key labelled " + ref.label);
+  EVP_PKEY* raw = PKCS11_get_private_key(key);
+  if (raw == nullptr) {
+    ERR_clear_error();
+    return Error(Errc::TokenUnavailable, "cannot use private key " + ref.label);
+  }
+  PrivateKey out;
+  out.pkey_ = std::make_shared<PkeyHandle>(raw);
+  out.pkey_->token_session = session;
+  // The public half, through DER so OpenSSL treats it as an ordinary provider key.
+  const std::vector<std::uint8_t> der = SpkiDer(raw);
+  const unsigned char* p = der.data();
+  EVP_PKEY* pub = der.empty() ? nullptr : d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+  if (pub == nullptr) {
+    ERR_clear_error();
+    return Error(Errc::InvalidKey, "cannot read the public half of " + ref.label);
+  }
+  auto pub_form = TufForm(pub);
+  EVP_PKEY_free(pub);
+  if (!pub_form) return pub_form.error();
+  out.algorithm_ = std::get<0>(*pub_form);
+  if (out.algorithm_ == KeyAlgorithm::Ed25519) {
+    return Error(Errc::UnsupportedKeyType, "token keys must be ECDSA P-256 or RSA");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(out.public_key_, PublicKey::FromTuf(std::get<1>(*pub_form),
+                                                             std::get<2>(*pub_form),
+                                                             std::get<3>(*pub_form)));
+  return out;
+}
+
 Result<std::string> PrivateKey::ToPem(std::string_view passphrase) const {
+  if (pkey_->token_session) {
+    return Error(Errc::UnsupportedKeyType, "a key held in a PKCS#11 token cannot be exported");
+  }
   BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
   if (!bio) return Error(Errc::Internal, "out of memory");
   int ok = 0;
@@ -284,7 +380,7 @@ Result<std::string> PrivateKey::ToPem(std::string_view passphrase) const {
 Result<std::vector<std::uint8_t>> PrivateKey::Sign(std::span<const std::uint8_t> message) const {
   MdCtxPtr ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   std::size_t len = 0;
-  if (!ctx || !InitDigest(ctx.get(), algorithm_, pkey_->pkey, /*sign=*/true) ||
+  if (!ctx || !InitDigest(ctx.get(), algorithm_, *pkey_, /*sign=*/true) ||
       EVP_DigestSign(ctx.get(), nullptr, &len, message.data(), message.size()) != 1) {
     ERR_clear_error();
     return Error(Errc::SigningFailed, "cannot sign");

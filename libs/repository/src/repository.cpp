@@ -103,8 +103,8 @@ Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, c
     if (auto r = fs.CreateDirectories(dir / sub); !r) return Io(r.error());
   }
   ::chmod((dir / "keys").c_str(), 0700);
-  if (o.root_threshold < 1 || o.root_threshold > o.root_keys || o.targets_threshold < 1 ||
-      o.targets_threshold > o.targets_keys) {
+  if (o.root_threshold < 1 || o.root_threshold > o.root_keys ||
+      (!o.targets_token_key && (o.targets_threshold < 1 || o.targets_threshold > o.targets_keys))) {
     return Error(Errc::ThresholdNotMet, "thresholds must be between 1 and the number of keys");
   }
 
@@ -127,8 +127,22 @@ Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, c
       {"targets", {o.targets_keys, o.targets_threshold}},
       {"snapshot", {1, 1}},
       {"timestamp", {1, 1}}};
+  std::optional<crypto::PrivateKey> token_key;
+  if (o.targets_token_key) {
+    auto key = crypto::PrivateKey::FromPkcs11(*o.targets_token_key);
+    if (!key) return std::move(key).error();
+    token_key = std::move(key).value();
+  }
   for (const auto& [role, counts] : plan) {
     Json ids = Json::array();
+    if (std::string_view(role) == "targets" && token_key) {
+      const std::string id = KeyIdOf(token_key->public_key());
+      keys[id] = KeyJson(token_key->public_key());
+      ids.push_back(id);
+      generated[role].push_back(*token_key);
+      roles[role] = {{"keyids", ids}, {"threshold", 1}};
+      continue;
+    }
     for (std::uint32_t i = 0; i < counts.first; ++i) {
       UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(o.key_type));
       const std::string id = KeyIdOf(key.public_key());
@@ -382,6 +396,13 @@ Result<void> Repository::Sign(const std::string& role, const fs::path& key_file)
                                         role);
   }
   UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(key_file));
+  return SignWith(role, key);
+}
+
+Result<void> Repository::SignWith(const std::string& role, const crypto::PrivateKey& key) {
+  if (!staged_.contains(role)) {
+    return Error(Errc::UnknownRole, "no offline role " + role);
+  }
   const std::string id = KeyIdOf(key.public_key());
   auto listed = [&](const Json& root) {
     const Json& ids = root["signed"]["roles"][role]["keyids"];
@@ -401,9 +422,7 @@ Result<void> Repository::Sign(const std::string& role, const fs::path& key_file)
       if (auto doc = metadata::ParseJson(*prev)) authorized = listed(*doc);
     }
   }
-  if (!authorized) {
-    return Error(Errc::KeyNotAuthorized, key_file.string() + " is not a " + role + " key");
-  }
+  if (!authorized) return Error(Errc::KeyNotAuthorized, "key " + id + " is not a " + role + " key");
   UPKEEP_TRY(AddSignature(staged_.at(role), key));
   return Save(role);
 }

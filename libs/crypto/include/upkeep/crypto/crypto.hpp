@@ -22,8 +22,9 @@ enum class Errc {
   WeakKey = 3,             // e.g. RSA below 2048 bits
   BadSignature = 4,        // signature does not verify (including malformed signature bytes)
   SigningFailed = 5,       // the private key could not sign
-  BadPassphrase = 6,       // an encrypted private key could not be decrypted
+  BadPassphrase = 6,       // an encrypted private key could not be decrypted (or a token PIN is wrong)
   Internal = 7,            // OpenSSL failed in a way input cannot explain
+  TokenUnavailable = 8,    // the PKCS#11 module, token or key cannot be found
 };
 
 }  // namespace upkeep::crypto
@@ -33,6 +34,14 @@ UPKEEP_DECLARE_ERRC(upkeep::crypto);
 namespace upkeep::crypto {
 
 enum class KeyAlgorithm { Ed25519, EcdsaP256, RsaPss };
+
+// A private key held in a PKCS#11 token (an HSM, a smart card, softhsm2): the key never leaves it.
+struct Pkcs11KeyRef {
+  std::string module;  // path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so
+  std::string token;   // token label
+  std::string label;   // private key label
+  std::string pin;     // user PIN (never logged)
+};
 
 struct PkeyHandle;  // wraps EVP_PKEY
 
@@ -72,7 +81,11 @@ class PrivateKey {
   // PKCS#8 PEM, encrypted ("ENCRYPTED PRIVATE KEY") when a passphrase is given.
   [[nodiscard]] static Result<PrivateKey> FromPem(std::string_view pem,
                                                   std::string_view passphrase = {});
+  // Errc::UnsupportedKeyType for token-held keys, which never leave their token.
   [[nodiscard]] Result<std::string> ToPem(std::string_view passphrase = {}) const;
+  // A token-held ECDSA P-256 or RSA key (through libp11). Signing happens inside the token.
+  // Errc::TokenUnavailable, Errc::BadPassphrase for a wrong PIN, Errc::UnsupportedKeyType.
+  [[nodiscard]] static Result<PrivateKey> FromPkcs11(const Pkcs11KeyRef& ref);
 
   // Ed25519: pure; ECDSA P-256: SHA-256, DER signature; RSA: PSS, SHA-256, salt = digest length.
   [[nodiscard]] Result<std::vector<std::uint8_t>> Sign(std::span<const std::uint8_t> message) const;

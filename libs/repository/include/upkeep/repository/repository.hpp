@@ -56,6 +56,8 @@ struct InitOptions {
   std::uint32_t root_expiry_days = 365, targets_expiry_days = 90;
   std::uint32_t snapshot_expiry_days = 7, timestamp_expiry_days = 1;
   std::string passphrase;  // encrypts the private key files when not empty
+  // When set, the targets role gets this token-held key instead of generated ones (threshold 1).
+  std::optional<crypto::Pkcs11KeyRef> targets_token_key;
 };
 
 struct RoleStatus {
@@ -107,6 +109,8 @@ class Repository {
   // Adds the signature of the key in `key_file` to the staged `role` (root or targets). For root,
   // keys of the last published root may sign too (continuity across a rotation).
   [[nodiscard]] Result<void> Sign(const std::string& role, const std::filesystem::path& key_file);
+  // The same with a key already loaded (e.g. from a PKCS#11 token).
+  [[nodiscard]] Result<void> SignWith(const std::string& role, const crypto::PrivateKey& key);
   [[nodiscard]] Result<std::vector<RoleStatus>> Status() const;
   // Signs snapshot and timestamp with the online keys and writes a consistent-snapshot layout to
   // `out`: new versioned files first, timestamp.json last (atomic replace), old versions kept.

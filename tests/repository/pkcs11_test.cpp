@@ -1,0 +1,127 @@
+// Keys held in a PKCS#11 token (softhsm2): a repository whose targets key never leaves the token
+// publishes metadata that upkeep's client accepts. Skipped where softhsm2 or OpenSC's pkcs11-tool
+// is not installed.
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "http_test_server.hpp"
+#include "temp_dir.hpp"
+#include "test_util.hpp"
+#include "upkeep/crypto/crypto.hpp"
+#include "upkeep/metadata/updater.hpp"
+#include "upkeep/repository/repository.hpp"
+#include "upkeep/transport/http_fetcher.hpp"
+
+namespace upkeep::repository {
+namespace {
+
+namespace fs = std::filesystem;
+using metadata::Json;
+
+constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+
+class Pkcs11Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kModule) || std::system("command -v softhsm2-util >/dev/null 2>&1") != 0 ||
+        std::system("command -v pkcs11-tool >/dev/null 2>&1") != 0) {
+      GTEST_SKIP() << "softhsm2 and pkcs11-tool are needed";
+    }
+    fs::create_directories(work_ / "tokens");
+    std::ofstream(work_ / "softhsm2.conf")
+        << "directories.tokendir = " << (work_ / "tokens").string()
+        << "\nobjectstore.backend = file\nlog.level = ERROR\n";
+    ::setenv("SOFTHSM2_CONF", (work_ / "softhsm2.conf").c_str(), 1);
+    ASSERT_EQ(std::system("softhsm2-util --init-token --free --label upkeep-test --pin 1234 "
+                          "--so-pin 5678 >/dev/null 2>&1"),
+              0);
+    ASSERT_EQ(std::system((std::string("pkcs11-tool --module ") + kModule +
+                           " --token-label upkeep-test --login --pin 1234 --keypairgen "
+                           "--key-type EC:prime256v1 --label targets-key >/dev/null 2>&1")
+                              .c_str()),
+              0);
+  }
+
+  crypto::Pkcs11KeyRef Ref(std::string pin = "1234") const {
+    return {kModule, "upkeep-test", "targets-key", std::move(pin)};
+  }
+
+  SystemClock clock_;
+  testing::TempDir work_;
+};
+
+// The token signs; the signature verifies with the public key read from the token.
+TEST_F(Pkcs11Test, SignsInsideTheToken) {
+  auto key = crypto::PrivateKey::FromPkcs11(Ref());
+  ASSERT_TRUE(key) << key.error().ToString();
+  EXPECT_EQ(key->algorithm(), crypto::KeyAlgorithm::EcdsaP256);
+  const std::string msg = "signed by the token";
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(msg.data()),
+                                            msg.size());
+  auto sig = key->Sign(bytes);
+  ASSERT_TRUE(sig) << sig.error().ToString();
+  EXPECT_TRUE(key->public_key().Verify(bytes, *sig));
+  EXPECT_ERRC(key->ToPem(), crypto::Errc::UnsupportedKeyType);  // it never leaves the token
+}
+
+TEST_F(Pkcs11Test, ReportsWrongPinAndMissingKeys) {
+  EXPECT_ERRC(crypto::PrivateKey::FromPkcs11(Ref("0000")), crypto::Errc::BadPassphrase);
+  auto ref = Ref();
+  ref.label = "no-such-key";
+  EXPECT_ERRC(crypto::PrivateKey::FromPkcs11(ref), crypto::Errc::TokenUnavailable);
+  ref = Ref();
+  ref.token = "no-such-token";
+  EXPECT_ERRC(crypto::PrivateKey::FromPkcs11(ref), crypto::Errc::TokenUnavailable);
+  ref = Ref();
+  ref.module = "/nonexistent/module.so";
+  EXPECT_ERRC(crypto::PrivateKey::FromPkcs11(ref), crypto::Errc::TokenUnavailable);
+}
+
+// A 2-of-3 root with a token-held targets key: the release is signed inside the token and
+// devices accept it.
+TEST_F(Pkcs11Test, PublishesWithTokenHeldTargetsKey) {
+  InitOptions o;
+  o.root_keys = 3;
+  o.root_threshold = 2;
+  o.targets_token_key = Ref();
+  auto repo = Repository::Init(work_ / "repo", o, clock_);
+  ASSERT_TRUE(repo) << repo.error().ToString();
+  std::ofstream(work_ / "app.bin", std::ios::binary) << "application";
+  Json meta = {{"upkeep",
+                {{"schema", 1}, {"component", "application"}, {"version", "1.0"},
+                 {"hardware", {"acme-cam-v2"}}, {"security_version", 1}, {"kind", {"feature"}},
+                 {"disruption", {{"reboot", false}, {"downtime_seconds", 0},
+                                 {"available_during_update", Json::array()}}},
+                 {"settings_impact", {{"effect", "none"}, {"note", ""}}},
+                 {"payload", {{"format", "raw"}, {"installed_size", 11}}}}}};
+  ASSERT_TRUE(repo->AddTarget(work_ / "app.bin", "apps/app.bin", meta));
+  EXPECT_ERRC(repo->Publish(work_ / "www"), Errc::ThresholdNotMet);
+  auto token_key = crypto::PrivateKey::FromPkcs11(Ref());
+  ASSERT_TRUE(token_key);
+  ASSERT_TRUE(repo->SignWith("targets", *token_key));
+  ASSERT_TRUE(repo->Publish(work_ / "www"));
+  // No targets private key was written to disk.
+  const auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "root.json"));
+  const std::string targets_id = root["signed"]["roles"]["targets"]["keyids"][0];
+  EXPECT_FALSE(fs::exists(work_ / "repo" / "keys" / (targets_id + ".pem")));
+
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                            clock_);
+  auto info = updater.GetTargetInfo("apps/app.bin");
+  ASSERT_TRUE(info) << info.error().ToString();
+  auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
+  ASSERT_TRUE(file) << file.error().ToString();
+  EXPECT_EQ(testing::ReadFileOrEmpty(*file), "application");
+}
+
+}  // namespace
+}  // namespace upkeep::repository
