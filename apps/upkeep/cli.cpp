@@ -157,6 +157,7 @@ struct RepoOptions {
   std::vector<std::string> paths;
   std::vector<std::string> hash_prefixes;
   bool terminating = false;
+  std::uint32_t bin_bits = 0;
   std::string pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
   std::string pkcs11_token;
   std::string pkcs11_key;
@@ -216,6 +217,7 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     d.delegator = o.delegator;
     d.paths = o.paths;
     d.hash_prefixes = o.hash_prefixes;
+    d.bin_bits = o.bin_bits;
     d.terminating = o.terminating;
     d.keys = o.add_keys == 0 ? 1 : o.add_keys;
     d.threshold = o.threshold.value_or(1);
@@ -335,7 +337,12 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   auto* paths = delegate->add_option("--paths", r.paths, "Path patterns (shell style, per segment)");
   auto* prefixes = delegate->add_option("--hash-prefixes", r.hash_prefixes,
                                         "Prefixes of the hex SHA-256 of target paths");
+  auto* bins = delegate->add_option("--hash-bins", r.bin_bits,
+                                    "Succinct hash bins: 2^BITS roles ROLE-<hex> sharing keys")
+                    ->check(CLI::Range(1, 16));
   paths->excludes(prefixes);
+  paths->excludes(bins);
+  prefixes->excludes(bins);
   delegate->add_flag("--terminating", r.terminating, "Stop the search at this role");
   delegate->add_option("--keys", r.add_keys, "Number of keys for the role")->check(CLI::Range(1, 16));
   delegate->add_option("--threshold", r.threshold, "Signatures required")->check(CLI::Range(1, 16));

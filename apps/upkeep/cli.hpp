@@ -13,7 +13,8 @@ namespace upkeep::tool {
 //                         [--targets-keys N --targets-threshold M]
 //   upkeep repo add-target REPO FILE --name PATH --meta META.json [--role ROLE]
 //   upkeep repo remove-target REPO --name PATH [--role ROLE]
-//   upkeep repo delegate REPO ROLE (--paths P... | --hash-prefixes H...) [--terminating]
+//   upkeep repo delegate REPO ROLE (--paths P... | --hash-prefixes H... | --hash-bins BITS)
+//                        [--terminating]
 //                        [--keys N] [--threshold M] [--delegator ROLE] [--key-type T]
 //   upkeep repo rotate REPO ROLE [--add-keys N] [--remove-key KEYID]... [--threshold N]
 //   upkeep repo sign REPO ROLE (--key KEY.pem | --pkcs11-key LABEL --pkcs11-token TOKEN

@@ -10,6 +10,7 @@
 
 #include "http_test_server.hpp"
 #include "temp_dir.hpp"
+#include "tufjs_client.hpp"
 #include "test_util.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/metadata/updater.hpp"
@@ -121,6 +122,116 @@ TEST_F(Pkcs11Test, PublishesWithTokenHeldTargetsKey) {
   auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
   ASSERT_TRUE(file) << file.error().ToString();
   EXPECT_EQ(testing::ReadFileOrEmpty(*file), "application");
+}
+
+Json Release(const char* kind, const char* version) {
+  Json u = {{"schema", 1}, {"component", "rootfs"}, {"version", version},
+            {"hardware", {"acme-cam-v2"}}, {"security_version", 3}, {"kind", {kind}},
+            {"disruption", {{"reboot", true}, {"downtime_seconds", 30},
+                            {"available_during_update", Json::array()}}},
+            {"settings_impact", {{"effect", "none"}, {"note", ""}}},
+            {"payload", {{"format", "raw"}, {"installed_size", 7}}}};
+  if (std::string(kind) == "security") {
+    u["security"] = {{"severity", "high"}, {"cves", {"CVE-2026-1000"}},
+                     {"risks_mitigated", "Fixes remote code execution."}};
+  }
+  return Json{{"upkeep", u}};
+}
+
+// The release lifecycle end to end: a 2-of-3 root and a softhsm2-held targets key; security and
+// feature targets; a delegation; signatures gathered in separate steps; publish; rotate the root
+// and the timestamp key; publish again. upkeep's client and tuf-js accept every published state
+// and both reject a tampered target.
+TEST_F(Pkcs11Test, FullReleaseLifecycle) {
+  InitOptions o;
+  o.root_keys = 3;
+  o.root_threshold = 2;
+  o.targets_token_key = Ref();
+  ASSERT_TRUE(Repository::Init(work_ / "repo", o, clock_));
+  auto open = [&] { return Repository::Open(work_ / "repo", clock_).value(); };
+  auto keys_of = [&](const std::string& role) {
+    auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "root.json"));
+    std::vector<fs::path> out;
+    for (const auto& id : root["signed"]["roles"][role]["keyids"]) {
+      out.push_back(work_ / "repo" / "keys" / (id.get<std::string>() + ".pem"));
+    }
+    return out;
+  };
+  std::ofstream(work_ / "sec.img", std::ios::binary) << "sec-fix";
+  std::ofstream(work_ / "feat.img", std::ios::binary) << "feature";
+  std::ofstream(work_ / "app.img", std::ios::binary) << "app-1.0";
+  auto repo = open();
+  ASSERT_TRUE(repo.AddTarget(work_ / "sec.img", "fw/sec.img", Release("security", "2.0.1")));
+  ASSERT_TRUE(repo.AddTarget(work_ / "feat.img", "fw/feat.img", Release("feature", "2.1.0")));
+  Repository::Delegation d;
+  d.name = "apps";
+  d.paths = {"apps/*"};
+  d.keys = 2;
+  d.threshold = 2;
+  auto app_keys = repo.Delegate(d);
+  ASSERT_TRUE(app_keys);
+  ASSERT_TRUE(repo.AddTarget(work_ / "app.img", "apps/app.img", Release("feature", "1.0"), "apps"));
+  auto token = crypto::PrivateKey::FromPkcs11(Ref()).value();
+  ASSERT_TRUE(open().SignWith("targets", token));
+  for (const auto& id : *app_keys) {  // two separate signing steps
+    ASSERT_TRUE(open().Sign("apps", work_ / "repo" / "keys" / (id + ".pem")));
+  }
+  ASSERT_TRUE(open().Publish(work_ / "www"));
+
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  auto check_state = [&](std::uint64_t root_version) {
+    metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                              clock_);
+    ASSERT_TRUE(updater.Refresh());
+    EXPECT_EQ(updater.trusted()->root().version, root_version);
+    for (const char* t : {"fw/sec.img", "fw/feat.img", "apps/app.img"}) {
+      auto info = updater.GetTargetInfo(t);
+      ASSERT_TRUE(info) << t << ": " << info.error().ToString();
+      EXPECT_TRUE(updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device"))
+          << t;
+      auto tufjs = testing::TufJsDownload(server.base_url(),
+                                          work_ / "www" / "metadata" / "1.root.json", t);
+      if (tufjs) {
+        EXPECT_EQ(*tufjs, 0) << t;
+      }
+    }
+  };
+  check_state(1);
+
+  // Rotate one root key and the timestamp key; the new root collects signatures one at a time.
+  const auto root_keys = keys_of("root");
+  ASSERT_TRUE(open().Rotate("root", 1, {root_keys[0].stem().string()}, std::nullopt,
+                            crypto::KeyAlgorithm::EcdsaP256));
+  ASSERT_TRUE(open().Rotate("timestamp", 1, {keys_of("timestamp")[0].stem().string()},
+                            std::nullopt, crypto::KeyAlgorithm::Ed25519));
+  EXPECT_ERRC(open().Publish(work_ / "www"), Errc::ThresholdNotMet);
+  ASSERT_TRUE(open().Sign("root", root_keys[1]));
+  ASSERT_TRUE(open().Sign("root", root_keys[2]));
+  ASSERT_TRUE(open().Publish(work_ / "www"));
+  check_state(2);
+
+  // A tampered target is rejected by both clients.
+  for (const auto& e : fs::recursive_directory_iterator(work_ / "www" / "targets")) {
+    if (e.is_regular_file() && e.path().filename().string().ends_with("sec.img")) {
+      std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "sec-fiX";
+    }
+  }
+  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                            clock_);
+  auto info = updater.GetTargetInfo("fw/sec.img");
+  ASSERT_TRUE(info);
+  fs::remove(work_ / "device" / "fw%2Fsec.img");
+  EXPECT_ERRC(updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device"),
+              metadata::Errc::TargetHashMismatch);
+  auto tufjs = testing::TufJsDownload(server.base_url(), work_ / "www" / "metadata" / "1.root.json",
+                                      "fw/sec.img");
+  if (tufjs) {
+    EXPECT_NE(*tufjs, 0);
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "http_test_server.hpp"
 #include "temp_dir.hpp"
+#include "tufjs_client.hpp"
 #include "test_util.hpp"
 #include "upkeep/metadata/update_metadata.hpp"
 #include "upkeep/metadata/updater.hpp"
@@ -61,20 +62,11 @@ class RepositoryTest : public ::testing::Test {
     return out;
   }
 
-  // Downloads `target` from `server` with the tuf-js client, trusting the published root v1.
-  // Returns the exit status, or nullopt when node or the tuf-js tooling is not installed.
+  // Downloads `target` from `server` with tuf-js, trusting the published root v1.
   std::optional<int> TufJsDownload(const testing::HttpTestServer& server,
                                    const std::string& target) {
-    const fs::path tufjs = fs::path(UPKEEP_SOURCE_DIR) / "tools" / "tufjs";
-    if (!fs::exists(tufjs / "node_modules" / "tuf-js") ||
-        std::system("command -v node >/dev/null 2>&1") != 0) {
-      return std::nullopt;
-    }
-    const std::string cmd = "timeout 60 node " + (tufjs / "client-download.js").string() + " " +
-                            server.base_url() + "/metadata/ " + server.base_url() + "/targets/ " +
-                            (work_ / "www" / "metadata" / "1.root.json").string() + " " + target +
-                            " >/dev/null 2>&1";
-    return std::system(cmd.c_str());
+    return testing::TufJsDownload(server.base_url(), work_ / "www" / "metadata" / "1.root.json",
+                                  target);
   }
 
   SystemClock clock_;
@@ -245,6 +237,51 @@ TEST_F(RepositoryTest, PublishesDelegatedRoles) {
   EXPECT_EQ(*accepted, 0);
 }
 
+// Succinct hash bins (TAP 15) for large catalogues: targets are routed to the bin their path
+// hashes to, one key signs every bin, and devices find each target in its bin.
+TEST_F(RepositoryTest, PublishesSuccinctHashBins) {
+  auto repo = Open();
+  Repository::Delegation d;
+  d.name = "catalogue";
+  d.bin_bits = 3;
+  auto ids = repo.Delegate(d);
+  ASSERT_TRUE(ids) << ids.error().ToString();
+  d.name = "more";
+  d.paths = {"x/*"};
+  d.bin_bits = 0;
+  EXPECT_ERRC(repo.Delegate(d), Errc::InvalidDelegation);  // cannot mix with the bins
+  std::vector<std::string> paths;
+  for (int i = 0; i < 12; ++i) {
+    paths.push_back("catalogue/item-" + std::to_string(i) + ".bin");
+    ASSERT_TRUE(repo.AddTarget(work_ / "feature.img", paths.back(), Meta(false), "catalogue"));
+  }
+  metadata::SuccinctRoles bins;
+  bins.bit_length = 3;
+  bins.name_prefix = "catalogue";
+  const std::string wrong_bin = bins.RoleForTarget(paths[0]) == "catalogue-0" ? "catalogue-1"
+                                                                              : "catalogue-0";
+  EXPECT_ERRC(repo.AddTarget(work_ / "feature.img", paths[0], Meta(false), wrong_bin),
+              Errc::InvalidTarget);
+  ASSERT_TRUE(repo.Sign("catalogue", work_ / "repo" / "keys" / ((*ids)[0] + ".pem")));
+  for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
+  ASSERT_TRUE(repo.Publish(work_ / "www"));
+
+  testing::HttpTestServer server(work_ / "www");
+  fs::create_directories(work_ / "device");
+  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
+  transport::HttpFetcher fetcher;
+  LocalFilesystem local;
+  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
+                            clock_);
+  for (const auto& p : paths) {
+    auto info = updater.GetTargetInfo(p);
+    ASSERT_TRUE(info) << p << ": " << info.error().ToString();
+  }
+  auto accepted = TufJsDownload(server, paths[5]);
+  if (!accepted) GTEST_SKIP() << "node or the tuf-js test tooling is not installed";
+  EXPECT_EQ(*accepted, 0);
+}
+
 TEST_F(RepositoryTest, RefusesRotationsThatBreakTheThreshold) {
   auto repo = Open();
   const auto keys = KeysOf("targets");
@@ -270,6 +307,15 @@ TEST_F(RepositoryTest, RejectsInvalidUpdateMetadataAndChangesNothing) {
   EXPECT_ERRC(repo.AddTarget(work_ / "missing.img", "fw/x.img", Meta(true)), Errc::InvalidTarget);
   EXPECT_EQ(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "targets.json"), before);
   EXPECT_FALSE(fs::exists(work_ / "repo" / "targets" / "fw" / "security.img"));
+}
+
+// Staged offline metadata that has expired is not published (devices would reject it).
+TEST_F(RepositoryTest, RefusesToPublishExpiredOfflineMetadata) {
+  FakeClock later(clock_.Now() + std::chrono::days(400));  // root expires after 365 days
+  auto repo = Repository::Open(work_ / "repo", later);
+  ASSERT_TRUE(repo);
+  EXPECT_ERRC(repo->Publish(work_ / "www"), Errc::Expired);
+  EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
 }
 
 TEST_F(RepositoryTest, RefusesKeyFilesOthersCanRead) {

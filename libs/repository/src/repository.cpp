@@ -32,6 +32,7 @@ const char* ErrcName(int value) {
     case Errc::UnknownRole: return "UnknownRole";
     case Errc::IoError: return "IoError";
     case Errc::InvalidDelegation: return "InvalidDelegation";
+    case Errc::Expired: return "Expired";
   }
   return "Unknown";
 }
@@ -72,6 +73,14 @@ Result<void> AddSignature(Json& envelope, const crypto::PrivateKey& key) {
   }
   sigs.push_back(sig);
   return Ok();
+}
+
+// The name of hash bin `bin` (TAP 15: prefix, '-', zero-padded lower-case hex).
+std::string BinName(const metadata::SuccinctRoles& bins, std::uint64_t bin) {
+  const std::size_t width = (bins.bit_length + 3) / 4;
+  std::string suffix(width, '0');
+  for (std::size_t i = width; i-- > 0; bin >>= 4) suffix[i] = "0123456789abcdef"[bin & 0xf];
+  return bins.name_prefix + "-" + suffix;
 }
 
 std::string HashPrefixed(const std::string& name, const std::string& sha256) {
@@ -252,6 +261,20 @@ std::vector<std::string> Repository::TargetsRoles() const {
   return out;
 }
 
+std::optional<metadata::SuccinctRoles> Repository::BinsNamed(const std::string& prefix) const {
+  for (const auto& role : TargetsRoles()) {
+    const Json& sig = staged_.at(role)["signed"];
+    if (!sig.contains("delegations") || !sig["delegations"].contains("succinct_roles")) continue;
+    const Json& sr = sig["delegations"]["succinct_roles"];
+    if (sr["name_prefix"] != prefix) continue;
+    metadata::SuccinctRoles bins;
+    bins.bit_length = sr["bit_length"].get<std::uint32_t>();
+    bins.name_prefix = prefix;
+    return bins;
+  }
+  return std::nullopt;
+}
+
 void Repository::Restage(const std::string& role) {
   Json& env = staged_.at(role);
   const Json& published = settings_["published"];
@@ -262,7 +285,10 @@ void Repository::Restage(const std::string& role) {
 }
 
 Result<void> Repository::AddTarget(const fs::path& file, const std::string& name,
-                                   const Json& custom, const std::string& role) {
+                                   const Json& custom, const std::string& requested_role) {
+  // A hash-bin prefix routes the target to the bin its path hashes to.
+  std::string role = requested_role;
+  if (auto bins = BinsNamed(requested_role)) role = bins->RoleForTarget(name);
   if (!staged_.contains(role) || role == "root") {
     return Error(Errc::UnknownRole, "no targets role " + role);
   }
@@ -270,7 +296,16 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   if (role != "targets") {
     // A delegated role may only list paths its delegation covers.
     const std::string delegator = settings_["delegations"][role].get<std::string>();
-    for (const auto& d : staged_.at(delegator)["signed"]["delegations"]["roles"]) {
+    const Json& delegations = staged_.at(delegator)["signed"]["delegations"];
+    if (delegations.contains("succinct_roles")) {
+      metadata::SuccinctRoles bins;
+      bins.bit_length = delegations["succinct_roles"]["bit_length"].get<std::uint32_t>();
+      bins.name_prefix = delegations["succinct_roles"]["name_prefix"].get<std::string>();
+      if (bins.RoleForTarget(name) != role) {
+        return Error(Errc::InvalidTarget, name + " belongs in " + bins.RoleForTarget(name));
+      }
+    }
+    for (const auto& d : delegations.value("roles", Json::array())) {
       if (d["name"] != role) continue;
       metadata::DelegatedRole dr;
       if (d.contains("paths")) dr.paths = d["paths"].get<std::vector<std::string>>();
@@ -327,16 +362,26 @@ Result<std::vector<std::string>> Repository::Delegate(const Delegation& d) {
   if (!staged_.contains(d.delegator) || d.delegator == "root") {
     return Error(Errc::UnknownRole, "no targets role " + d.delegator);
   }
-  if (d.paths.empty() == d.hash_prefixes.empty()) {
-    return Error(Errc::InvalidDelegation, "give either paths or hash prefixes");
+  const bool bins = d.bin_bits > 0;
+  if ((d.paths.empty() ? 0 : 1) + (d.hash_prefixes.empty() ? 0 : 1) + (bins ? 1 : 0) != 1) {
+    return Error(Errc::InvalidDelegation, "give exactly one of paths, hash prefixes or hash bins");
+  }
+  if (bins && d.bin_bits > 16) {
+    return Error(Errc::InvalidDelegation, "at most 16 bits of hash bins (65536 roles)");
   }
   if (d.threshold < 1 || d.threshold > d.keys) {
     return Error(Errc::InvalidDelegation, "threshold must be between 1 and the number of keys");
   }
   LocalFilesystem fs;
   Json& delegator = staged_.at(d.delegator)["signed"];
+  if (delegator.contains("delegations") &&
+      (bins || delegator["delegations"].contains("succinct_roles"))) {
+    return Error(Errc::InvalidDelegation,
+                 d.delegator + " already delegates; hash bins cannot be mixed with other roles");
+  }
   if (!delegator.contains("delegations")) {
-    delegator["delegations"] = {{"keys", Json::object()}, {"roles", Json::array()}};
+    delegator["delegations"] = {{"keys", Json::object()}};
+    if (!bins) delegator["delegations"]["roles"] = Json::array();
   }
   Json role = {{"name", d.name}, {"keyids", Json::array()}, {"threshold", d.threshold},
                {"terminating", d.terminating}};
@@ -356,17 +401,34 @@ Result<std::vector<std::string>> Repository::Delegate(const Delegation& d) {
     ids.push_back(id);
     keys.push_back(std::move(key));
   }
-  delegator["delegations"]["roles"].push_back(role);
+  std::vector<std::string> new_roles;
+  if (bins) {
+    delegator["delegations"]["succinct_roles"] = {
+        {"keyids", role["keyids"]}, {"threshold", d.threshold}, {"bit_length", d.bin_bits},
+        {"name_prefix", d.name}};
+    metadata::SuccinctRoles succinct;
+    succinct.bit_length = d.bin_bits;
+    succinct.name_prefix = d.name;
+    for (std::uint64_t bin = 0; bin < succinct.NumberOfBins(); ++bin) {
+      new_roles.push_back(BinName(succinct, bin));
+    }
+  } else {
+    delegator["delegations"]["roles"].push_back(role);
+    new_roles.push_back(d.name);
+  }
   Restage(d.delegator);
 
-  Json body = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
-               {"expires", metadata::FormatDateTime(Expiry(d.name))},
-               {"targets", Json::object()}};
-  staged_[d.name] = {{"signed", body}, {"signatures", Json::array()}};
-  for (const auto& key : keys) UPKEEP_TRY(AddSignature(staged_[d.name], key));
-  settings_["delegations"][d.name] = d.delegator;
+  for (const auto& name : new_roles) {
+    if (staged_.contains(name)) return Error(Errc::InvalidDelegation, name + " exists already");
+    Json body = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
+                 {"expires", metadata::FormatDateTime(Expiry(name))},
+                 {"targets", Json::object()}};
+    staged_[name] = {{"signed", body}, {"signatures", Json::array()}};
+    for (const auto& key : keys) UPKEEP_TRY(AddSignature(staged_[name], key));
+    settings_["delegations"][name] = d.delegator;
+    UPKEEP_TRY(Save(name));
+  }
   UPKEEP_TRY(Save(d.delegator));
-  UPKEEP_TRY(Save(d.name));
   if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
     return Io(r.error());
   }
@@ -391,15 +453,21 @@ Result<std::pair<metadata::KeyMap, metadata::RoleKeys>> Repository::SignersOf(
 }
 
 Result<void> Repository::Sign(const std::string& role, const fs::path& key_file) {
-  if (!staged_.contains(role)) {
-    return Error(Errc::UnknownRole, "only root, targets and delegated roles are signed offline; got " +
-                                        role);
+  if (!staged_.contains(role) && !BinsNamed(role)) {
+    return Error(Errc::UnknownRole,
+                 "only root, targets and delegated roles are signed offline; got " + role);
   }
   UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(key_file));
   return SignWith(role, key);
 }
 
 Result<void> Repository::SignWith(const std::string& role, const crypto::PrivateKey& key) {
+  if (auto bins = BinsNamed(role)) {  // every bin shares the same keys
+    for (std::uint64_t bin = 0; bin < bins->NumberOfBins(); ++bin) {
+      UPKEEP_TRY(SignWith(BinName(*bins, bin), key));
+    }
+    return Ok();
+  }
   if (!staged_.contains(role)) {
     return Error(Errc::UnknownRole, "no offline role " + role);
   }
@@ -543,6 +611,12 @@ Result<void> Repository::Publish(const fs::path& out) {
   std::vector<std::string> offline{"root"};
   for (const auto& r : TargetsRoles()) offline.push_back(r);
   for (const auto& role : offline) {
+    const auto expires = metadata::ParseDateTime(staged_.at(role)["signed"]["expires"].get<std::string>());
+    if (!expires || *expires <= clock_->Now()) {
+      return Error(Errc::Expired, role + " expired at " +
+                                      staged_.at(role)["signed"]["expires"].get<std::string>() +
+                                      "; restage it (add-target, rotate) and sign it again");
+    }
     UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
     if (st.valid_signatures < st.threshold) {
       return Error(Errc::ThresholdNotMet,

@@ -39,6 +39,7 @@ enum class Errc {
   UnknownRole = 9,
   IoError = 10,
   InvalidDelegation = 11,   // bad role name, paths, or a role that already exists
+  Expired = 12,             // a staged offline role would be published already expired
 };
 
 }  // namespace upkeep::repository
@@ -88,13 +89,16 @@ class Repository {
     std::string name;
     std::string delegator = "targets";
     std::vector<std::string> paths;         // shell-style patterns, or
-    std::vector<std::string> hash_prefixes; // prefixes of the hex SHA-256 of target paths
+    std::vector<std::string> hash_prefixes; // prefixes of the hex SHA-256 of target paths, or
+    std::uint32_t bin_bits = 0;  // > 0: succinct hash bins "<name>-<hex>", 2^bin_bits roles
+                                 // sharing one key set (TAP 15), for large catalogues
     bool terminating = false;
     std::uint32_t keys = 1, threshold = 1;
     crypto::KeyAlgorithm key_type = crypto::KeyAlgorithm::Ed25519;
   };
   // Delegates to a new role with fresh keys (saved in REPO/keys); the delegator must be signed
-  // again. Returns the new key IDs.
+  // again. Returns the new key IDs. For hash bins, AddTarget/Sign accept the bin prefix as the
+  // role: a target goes to the bin its path hashes to, and Sign signs every bin.
   [[nodiscard]] Result<std::vector<std::string>> Delegate(const Delegation& d);
   // Stages a new root version that changes `role`'s keys: adds `add_keys` fresh keys (saved in
   // REPO/keys), removes `remove_keyids`, and sets the threshold when given. The new root must then
@@ -129,6 +133,8 @@ class Repository {
       const std::string& role) const;
   [[nodiscard]] std::vector<std::string> TargetsRoles() const;  // "targets" then delegated
   void Restage(const std::string& role);  // new version, fresh expiry, no signatures
+  // The succinct hash bins delegated under `prefix`, if `prefix` names some.
+  [[nodiscard]] std::optional<metadata::SuccinctRoles> BinsNamed(const std::string& prefix) const;
   // Checks the staged root against the last published root's root threshold (TUF 5.3.4).
   [[nodiscard]] Result<void> CheckRootContinuity() const;
 
