@@ -182,5 +182,58 @@ TEST(ConstantTimeEqualTest, ComparesContentAndLength) {
   EXPECT_TRUE(ConstantTimeEqual({}, {}));
 }
 
+// One key written two ways (openssl ec -pubin -conv_form compressed -pubout).
+constexpr const char* kEcdsaUncompressedPub =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERvFLZLXNCIEbTiUqkexJl4O8Ir1I\n"
+    "rUTb+bP3eYBsCCbUlmVLYHa2UNII8sKVGo0Ki5JcRyteruHB+m+BRevw2A==\n"
+    "-----END PUBLIC KEY-----\n";
+constexpr const char* kEcdsaCompressedPub =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgACRvFLZLXNCIEbTiUqkexJl4O8Ir1I\n"
+    "rUTb+bP3eYBsCCY=\n"
+    "-----END PUBLIC KEY-----\n";
+
+// The same key is one spki_der however its point is encoded: thresholds count by spki_der.
+TEST(PublicKeyTest, GivesSameSpkiDerForCompressedAndUncompressedEcdsaPoint) {
+  auto uncompressed = PublicKey::FromTuf("ecdsa", "ecdsa-sha2-nistp256", kEcdsaUncompressedPub);
+  auto compressed = PublicKey::FromTuf("ecdsa", "ecdsa-sha2-nistp256", kEcdsaCompressedPub);
+  ASSERT_TRUE(uncompressed);
+  ASSERT_TRUE(compressed);
+  EXPECT_EQ(compressed->spki_der(), uncompressed->spki_der());
+}
+
+// openssl ecparam -name prime256v1 -param_enc explicit -genkey -noout | openssl ec -pubout
+// Explicit curve parameters are refused, even when they spell out P-256.
+TEST(PublicKeyTest, RejectsEcdsaKeyWithExplicitCurveParameters) {
+  const char* pem =
+      "-----BEGIN PUBLIC KEY-----\n"
+      "MIIBSzCCAQMGByqGSM49AgEwgfcCAQEwLAYHKoZIzj0BAQIhAP////8AAAABAAAA\n"
+      "AAAAAAAAAAAA////////////////MFsEIP////8AAAABAAAAAAAAAAAAAAAA////\n"
+      "///////////8BCBaxjXYqjqT57PrvVV2mIa8ZR0GsMxTsPY7zjw+J9JgSwMVAMSd\n"
+      "NgiG5wSTamZ44ROdJreBn36QBEEEaxfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5\n"
+      "RdiYwpZP40Li/hp/m47n60p8D54WK84zV2sxXs7LtkBoN79R9QIhAP////8AAAAA\n"
+      "//////////+85vqtpxeehPO5ysL8YyVRAgEBA0IABNqROTYiTSi654dGCOZfjWba\n"
+      "jXAjGIHpmsjuHFy8PWQjbJyJE9TSrfZKw/KLA7HOn3zSK0KErFL1j4b7h6E8ZWE=\n"
+      "-----END PUBLIC KEY-----\n";
+  EXPECT_ERRC(PublicKey::FromTuf("ecdsa", "ecdsa-sha2-nistp256", pem), Errc::InvalidKey);
+}
+
+// openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_keygen_bits:2048 | openssl pkey -pubout
+// The id-RSASSA-PSS identifier would give a second spki_der for an rsaEncryption key.
+TEST(PublicKeyTest, RejectsRsaKeyWithPssAlgorithmIdentifier) {
+  const char* pem =
+      "-----BEGIN PUBLIC KEY-----\n"
+      "MIIBIDALBgkqhkiG9w0BAQoDggEPADCCAQoCggEBAKA3olyN5SJsJrh/I/1xPrbG\n"
+      "7skZLf+3XeZ5a8Pu6DQysu2GxpTRCMK8mfeu+g5te4hOn/boa2jiH/Ba6ZUgsypb\n"
+      "YhdnD82iIgbacuElvq6lf8r4C7nniskVeEXL13su500qe4sWub6MtH9nTWXfCC68\n"
+      "yUbVxQ2/1h+5JCo02pfm08+cOK+mHHPYyGNVpw+VeT6aliEMw6ESyT8WMZ/VFbMV\n"
+      "6GvxhM6ELHqsmPPotVaZnAM9iB25RT9Meu1pKoyNJp1h/6Gif6TUVYgx++CRlXgj\n"
+      "LdoPkLpRcBB0fiOcTaKH9xVzPzwB9kqI+VVtjuNHw22g49vFjkkz4dsayIk6drkC\n"
+      "AwEAAQ==\n"
+      "-----END PUBLIC KEY-----\n";
+  EXPECT_ERRC(PublicKey::FromTuf("rsa", "rsassa-pss-sha256", pem), Errc::InvalidKey);
+}
+
 }  // namespace
 }  // namespace upkeep::crypto

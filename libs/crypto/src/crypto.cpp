@@ -84,14 +84,29 @@ Result<std::string> PublicPem(EVP_PKEY* pkey) {
   return BioString(bio.get());
 }
 
+// P-256 given by its OID. Explicit curve parameters are refused: they are another encoding of
+// the same key (a different spki_der) and a classic source of parser bugs.
 bool IsP256(EVP_PKEY* pkey) {
   char group[64] = {0};
+  char encoding[32] = {0};
   std::size_t len = 0;
   if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                     &len) != 1) {
+                                     &len) != 1 ||
+      EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_EC_ENCODING, encoding,
+                                     sizeof encoding, &len) != 1) {
     return false;
   }
-  return std::strcmp(group, "prime256v1") == 0 || std::strcmp(group, "P-256") == 0;
+  return (std::strcmp(group, "prime256v1") == 0 || std::strcmp(group, "P-256") == 0) &&
+         std::strcmp(encoding, OSSL_PKEY_EC_ENCODING_GROUP) == 0;
+}
+
+// Hands OpenSSL the caller's passphrase. With no callback OpenSSL falls back to its default
+// one, which prompts on the terminal: an encrypted key without a passphrase would block.
+int PassphraseCallback(char* buf, int size, int /*rwflag*/, void* u) {
+  const auto* pass = static_cast<const std::string_view*>(u);
+  if (pass->empty() || size < 0 || pass->size() > static_cast<std::size_t>(size)) return -1;
+  std::memcpy(buf, pass->data(), pass->size());
+  return static_cast<int>(pass->size());
 }
 
 // The TUF form (keytype, scheme, public value) of an OpenSSL key.
@@ -112,8 +127,7 @@ Result<std::tuple<KeyAlgorithm, std::string, std::string, std::string>> TufForm(
       return std::tuple{KeyAlgorithm::EcdsaP256, std::string(kEcdsa), std::string(kEcdsaScheme),
                         pem};
     }
-    case EVP_PKEY_RSA:
-    case EVP_PKEY_RSA_PSS: {
+    case EVP_PKEY_RSA: {  // rsaEncryption only, as FromTuf accepts
       if (EVP_PKEY_get_bits(pkey) < kMinRsaBits) {
         return Error(Errc::WeakKey, "RSA keys must have at least 2048 bits");
       }
@@ -180,19 +194,24 @@ Result<PublicKey> PublicKey::FromTuf(std::string_view keytype, std::string_view 
     auto bio = MemBio(public_value);
     raw = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
     if (raw == nullptr) return Error(Errc::InvalidKey, "ecdsa public key is not PEM SPKI");
-    if (EVP_PKEY_get_base_id(raw) != EVP_PKEY_EC || !IsP256(raw)) {
+    // spki_der must be one encoding per key: compressed and uncompressed points are the same
+    // key, and metadata counts a threshold by spki_der.
+    if (EVP_PKEY_get_base_id(raw) != EVP_PKEY_EC || !IsP256(raw) ||
+        EVP_PKEY_set_utf8_string_param(raw, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                       OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) != 1) {
       EVP_PKEY_free(raw);
-      return Error(Errc::InvalidKey, "ecdsa-sha2-nistp256 needs a P-256 key");
+      return Error(Errc::InvalidKey, "ecdsa-sha2-nistp256 needs a P-256 key (named curve)");
     }
     key.algorithm_ = KeyAlgorithm::EcdsaP256;
   } else if (keytype == kRsa && scheme == kRsaScheme) {
     auto bio = MemBio(public_value);
     raw = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
     if (raw == nullptr) return Error(Errc::InvalidKey, "rsa public key is not PEM SPKI");
-    const int id = EVP_PKEY_get_base_id(raw);
-    if (id != EVP_PKEY_RSA && id != EVP_PKEY_RSA_PSS) {
+    // rsaEncryption only: the same modulus under the id-RSASSA-PSS identifier would be a
+    // second spki_der for one key.
+    if (EVP_PKEY_get_base_id(raw) != EVP_PKEY_RSA) {
       EVP_PKEY_free(raw);
-      return Error(Errc::InvalidKey, "rsassa-pss-sha256 needs an RSA key");
+      return Error(Errc::InvalidKey, "rsassa-pss-sha256 needs an rsaEncryption RSA key");
     }
     if (EVP_PKEY_get_bits(raw) < kMinRsaBits) {
       EVP_PKEY_free(raw);
@@ -256,10 +275,7 @@ Result<PrivateKey> PrivateKey::FromOwnedPkey(PkeyHandle* raw_handle) {
 
 Result<PrivateKey> PrivateKey::FromPem(std::string_view pem, std::string_view passphrase) {
   auto bio = MemBio(pem);
-  std::string pass(passphrase);
-  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr,
-                                          pass.empty() ? nullptr : pass.data());
-  OPENSSL_cleanse(pass.data(), pass.size());
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, &PassphraseCallback, &passphrase);
   if (raw == nullptr) {
     const bool encrypted = pem.find("ENCRYPTED") != std::string_view::npos;
     ERR_clear_error();
