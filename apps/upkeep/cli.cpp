@@ -158,6 +158,7 @@ struct RepoOptions {
   std::vector<std::string> hash_prefixes;
   bool terminating = false;
   std::uint32_t bin_bits = 0;
+  std::uint32_t root_days = 365, targets_days = 90, snapshot_days = 7, timestamp_days = 1;
   std::string pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
   std::string pkcs11_token;
   std::string pkcs11_key;
@@ -191,6 +192,10 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     init.root_threshold = o.root_threshold;
     init.targets_keys = o.targets_keys;
     init.targets_threshold = o.targets_threshold;
+    init.root_expiry_days = o.root_days;
+    init.targets_expiry_days = o.targets_days;
+    init.snapshot_expiry_days = o.snapshot_days;
+    init.timestamp_expiry_days = o.timestamp_days;
     init.passphrase = Passphrase();
     if (!o.pkcs11_key.empty()) init.targets_token_key = TokenKey(o);
     auto repo = repository::Repository::Init(o.repo, init, clock);
@@ -319,6 +324,15 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   init->add_option("--targets-pkcs11-key", r.pkcs11_key,
                    "Use this PKCS#11 token key as the targets key (PIN in UPKEEP_PKCS11_PIN)");
   init->add_option("--pkcs11-module", r.pkcs11_module, "PKCS#11 module");
+  init->add_option("--root-expiry-days", r.root_days, "Lifetime of each root version")
+      ->check(CLI::Range(1, 3650));
+  init->add_option("--targets-expiry-days", r.targets_days,
+                   "Lifetime of targets and delegated roles")->check(CLI::Range(1, 3650));
+  init->add_option("--snapshot-expiry-days", r.snapshot_days, "Lifetime of each snapshot")
+      ->check(CLI::Range(1, 365));
+  init->add_option("--timestamp-expiry-days", r.timestamp_days,
+                   "Lifetime of each timestamp (refresh more often than this)")
+      ->check(CLI::Range(1, 365));
   init->add_option("--pkcs11-token", r.pkcs11_token, "PKCS#11 token label");
   auto* add = repo->add_subcommand("add-target", "Stage a target with its update metadata");
   add->add_option("REPO", r.repo, "Repository directory")->required();
