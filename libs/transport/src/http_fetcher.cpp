@@ -2,9 +2,14 @@
 
 #include <curl/curl.h>
 
-#include <cstdlib>
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <exception>
+#include <limits>
 #include <mutex>
 #include <optional>
+#include <string_view>
 
 #include "upkeep/common/errc.hpp"
 
@@ -14,10 +19,31 @@ namespace {
 
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
+using CurlLong = long;  // NOLINT(google-runtime-int): libcurl's option and info type
 
+// libcurl's global state is set up once per process, before the first handle, thread-safely.
 void GlobalInit() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+bool IsSuccess(CurlLong status) { return status >= 200 && status <= 299; }
+
+bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() &&
+         std::equal(prefix.begin(), prefix.end(), text.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) ==
+                  std::tolower(static_cast<unsigned char>(b));
+         });
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
 }
 
 // State shared with libcurl's callbacks for one transfer.
@@ -25,59 +51,95 @@ struct Transfer {
   const Fetcher::Sink* sink = nullptr;
   std::uint64_t max_bytes = 0;
   std::uint64_t delivered = 0;
-  long status = 0;  // NOLINT(google-runtime-int): libcurl's type
-  bool too_large = false;
-  bool bad_status = false;
+  CurlLong status = 0;      // of the response being received (the last status line seen)
+  bool too_large = false;   // announced or delivered more than max_bytes
+  bool bad_status = false;  // a body arrived for a non-2xx response
   std::optional<Error> sink_error;
-  CURL* curl = nullptr;
+  std::exception_ptr sink_exception;  // rethrown after curl_easy_perform; never crosses libcurl
 };
 
-// Status line and Content-Length are checked before any body byte reaches the sink.
+// Runs before any body byte: records the status of each response (interim, redirect, final) and
+// refuses a success response whose Content-Length is already over the limit.
 std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
-  const std::string_view line(data, size * count);
-  if (line.starts_with("HTTP/")) {
-    t->bad_status = false;
-    const auto space = line.find(' ');
-    if (space != std::string_view::npos && line.size() >= space + 4) {
-      t->status = std::strtol(std::string(line.substr(space + 1, 3)).c_str(), nullptr, 10);
-    }
-  }
-  return size * count;
-}
-
-std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) {
-  auto* t = static_cast<Transfer*>(user);
   const std::size_t n = size * count;
-  if (t->status < 200 || t->status > 299) {
-    t->bad_status = true;
-    return 0;  // never hand an error page to the sink
-  }
-  if (t->delivered + n > t->max_bytes) {
-    // Deliver what still fits, then abort: the sink never sees more than the limit.
-    const std::size_t room = static_cast<std::size_t>(t->max_bytes - t->delivered);
-    if (room > 0) {
-      auto r = (*t->sink)(std::span<const char>(data, room));
-      if (!r) t->sink_error = std::move(r).error();
-      t->delivered += room;
+  const std::string_view line(data, n);
+  if (line.starts_with("HTTP/")) {
+    t->status = 0;
+    const auto space = line.find(' ');
+    if (space != std::string_view::npos) {
+      const std::string_view code = line.substr(space + 1, 3);
+      int value = 0;
+      const auto [end, ec] = std::from_chars(code.data(), code.data() + code.size(), value);
+      if (ec == std::errc() && end == code.data() + code.size()) t->status = value;
     }
-    t->too_large = true;
-    return 0;
+  } else if (IsSuccess(t->status) && StartsWithNoCase(line, "content-length:")) {
+    const std::string_view value = Trim(line.substr(15));
+    std::uint64_t length = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    if (ec == std::errc::result_out_of_range ||
+        (ec == std::errc() && end == value.data() + value.size() && length > t->max_bytes)) {
+      t->too_large = true;
+      return 0;  // abort before the body: nothing reaches the sink
+    }
   }
-  auto r = (*t->sink)(std::span<const char>(data, n));
-  if (!r) {
-    t->sink_error = std::move(r).error();
-    return 0;
-  }
-  t->delivered += n;
   return n;
 }
 
-Error StatusError(long status, const std::string& url) {  // NOLINT(google-runtime-int)
-  if (status == 404 || status == 403) {
-    return Error(common::Errc::RemoteNotFound, "HTTP " + std::to_string(status) + " for " + url);
+// Delivers body bytes to the sink, never more than max_bytes in total, and never the body of an
+// error response.
+std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  if (!IsSuccess(t->status)) {
+    t->bad_status = true;
+    return 0;
   }
-  return Error(common::Errc::HttpStatus, "HTTP " + std::to_string(status) + " for " + url);
+  const std::uint64_t room = t->max_bytes - t->delivered;
+  const bool over = n > room;
+  const std::size_t take = over ? static_cast<std::size_t>(room) : n;
+  if (take > 0) {
+    try {
+      auto r = (*t->sink)(std::span<const char>(data, take));
+      if (!r) {
+        t->sink_error = std::move(r).error();
+        return 0;
+      }
+    } catch (...) {
+      t->sink_exception = std::current_exception();
+      return 0;
+    }
+    t->delivered += take;
+  }
+  if (over) {
+    // The sink has exactly max_bytes; the byte after the limit aborts the transfer.
+    t->too_large = true;
+    return 0;
+  }
+  return n;
+}
+
+Error StatusError(CurlLong status, const std::string& url) {
+  const std::string message = "HTTP " + std::to_string(status) + " for " + url;
+  if (status == 404 || status == 403) return Error(common::Errc::RemoteNotFound, message);
+  return Error(common::Errc::HttpStatus, message);
+}
+
+Error CurlError(CURLcode rc, const char* detail, const std::string& url) {
+  std::string message = url + ": " + curl_easy_strerror(rc);
+  if (detail[0] != '\0') message += std::string(" (") + detail + ")";
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+      return Error(common::Errc::Timeout, message);
+    case CURLE_URL_MALFORMAT:
+      return Error(common::Errc::InvalidArgument, message);
+    default:
+      return Error(common::Errc::NetworkError, message);
+  }
+}
+
+bool HasHttpScheme(std::string_view url) {
+  return StartsWithNoCase(url, "http://") || StartsWithNoCase(url, "https://");
 }
 
 }  // namespace
@@ -85,6 +147,7 @@ Error StatusError(long status, const std::string& url) {  // NOLINT(google-runti
 struct HttpFetcher::Impl {
   HttpFetcherOptions options;
   CurlPtr curl{nullptr, &curl_easy_cleanup};
+  SlistPtr headers{nullptr, &curl_slist_free_all};
 };
 
 HttpFetcher::HttpFetcher(HttpFetcherOptions options) : impl_(std::make_unique<Impl>()) {
@@ -94,68 +157,71 @@ HttpFetcher::HttpFetcher(HttpFetcherOptions options) : impl_(std::make_unique<Im
 
 HttpFetcher::~HttpFetcher() = default;
 
-Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
-                                const Sink& sink) {
-  if (!url.starts_with("http://") && !url.starts_with("https://")) {
+Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes, const Sink& sink) {
+  if (!HasHttpScheme(url)) {
     return Error(common::Errc::InvalidArgument, "only http and https URLs: " + url);
   }
   if (!impl_->curl) impl_->curl.reset(curl_easy_init());
+  if (!impl_->headers) {
+    // Identity only, so that byte counts and limits apply to the file's own bytes.
+    impl_->headers.reset(curl_slist_append(nullptr, "Accept-Encoding: identity"));
+  }
   CURL* c = impl_->curl.get();
-  if (c == nullptr) return Error(common::Errc::NetworkError, "cannot create a transfer");
-  curl_easy_reset(c);
+  if (c == nullptr || !impl_->headers) {
+    return Error(common::Errc::NetworkError, "cannot create a transfer for " + url);
+  }
+  curl_easy_reset(c);  // keeps the connection cache, forgets the previous transfer's options
 
   Transfer t;
   t.sink = &sink;
   t.max_bytes = max_bytes;
-  t.curl = c;
+  char error_detail[CURL_ERROR_SIZE] = {};
   const auto& o = impl_->options;
+  const auto secs = [](std::chrono::seconds s) { return static_cast<CurlLong>(s.count()); };
 
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, o.follow_redirects ? 1L : 0L);
-  curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, static_cast<long>(o.connect_timeout.count()));
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(o.low_speed_bytes_per_second));
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.low_speed_time.count()));
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, static_cast<long>(o.total_timeout.count()));
-  // Refuse up front when the server announces more than allowed (checked before the body).
-  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_bytes));
-  curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, nullptr);  // identity: count on-wire file bytes
-  curl_easy_setopt(c, CURLOPT_USERAGENT, o.user_agent.c_str());
-  if (!o.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, o.ca_file.c_str());
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &OnHeader);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnBody);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  // Every option is checked: a fetcher that silently lost its protocol or size rules must not run.
+  bool ok = true;
+  const auto set = [&](CURLoption option, auto value) {
+    ok = ok && curl_easy_setopt(c, option, value) == CURLE_OK;
+  };
+  set(CURLOPT_ERRORBUFFER, static_cast<char*>(error_detail));
+  set(CURLOPT_URL, url.c_str());
+  set(CURLOPT_PROTOCOLS_STR, "http,https");
+  set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  set(CURLOPT_FOLLOWLOCATION, o.follow_redirects ? CurlLong{1} : CurlLong{0});
+  set(CURLOPT_MAXREDIRS, CurlLong{3});
+  set(CURLOPT_NOSIGNAL, CurlLong{1});
+  set(CURLOPT_FAILONERROR, CurlLong{0});  // statuses are handled here, before any body byte
+  set(CURLOPT_CONNECTTIMEOUT, secs(o.connect_timeout));
+  set(CURLOPT_LOW_SPEED_LIMIT, static_cast<CurlLong>(o.low_speed_bytes_per_second));
+  set(CURLOPT_LOW_SPEED_TIME, secs(o.low_speed_time));
+  set(CURLOPT_TIMEOUT, secs(o.total_timeout));
+  set(CURLOPT_HTTPHEADER, impl_->headers.get());
+  set(CURLOPT_HTTP_CONTENT_DECODING, CurlLong{0});
+  set(CURLOPT_USERAGENT, o.user_agent.c_str());
+  if (!o.ca_file.empty()) set(CURLOPT_CAINFO, o.ca_file.c_str());
+  set(CURLOPT_HEADERFUNCTION, &OnHeader);
+  set(CURLOPT_HEADERDATA, &t);
+  set(CURLOPT_WRITEFUNCTION, &OnBody);
+  set(CURLOPT_WRITEDATA, &t);
+  if (!ok) return Error(common::Errc::NetworkError, "cannot configure the transfer for " + url);
 
   const CURLcode rc = curl_easy_perform(c);
-  long status = 0;  // NOLINT(google-runtime-int)
+  CurlLong status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 
+  if (t.sink_exception) std::rethrow_exception(t.sink_exception);  // the caller's own exception
   if (t.sink_error) return std::move(*t.sink_error);
-  if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-    if (status >= 200 && status <= 299) {
-      return Error(common::Errc::LengthExceeded,
-                   url + ": more than " + std::to_string(max_bytes) + " bytes");
-    }
+  if (t.too_large) {
+    return Error(common::Errc::LengthExceeded,
+                 url + ": more than " + std::to_string(max_bytes) + " bytes");
   }
-  if (t.bad_status || (rc == CURLE_OK && (status < 200 || status > 299)) ||
-      (rc == CURLE_FILESIZE_EXCEEDED && (status < 200 || status > 299))) {
+  // The server's answer wins over what happened to the connection afterwards.
+  if (t.bad_status || (!IsSuccess(status) && (status != 0 || rc == CURLE_OK))) {
     return StatusError(status, url);
   }
-  switch (rc) {
-    case CURLE_OK:
-      return Ok();
-    case CURLE_OPERATION_TIMEDOUT:
-      return Error(common::Errc::Timeout, url + ": " + curl_easy_strerror(rc));
-    case CURLE_UNSUPPORTED_PROTOCOL:
-      return Error(common::Errc::InvalidArgument, url + ": " + curl_easy_strerror(rc));
-    default:
-      return Error(common::Errc::NetworkError, url + ": " + curl_easy_strerror(rc));
-  }
+  if (rc != CURLE_OK) return CurlError(rc, error_detail, url);
+  return Ok();
 }
 
 }  // namespace upkeep::transport

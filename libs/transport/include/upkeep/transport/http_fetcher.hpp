@@ -1,6 +1,8 @@
 #pragma once
 
-// libcurl implementation of upkeep::Fetcher.
+// libcurl implementation of upkeep::Fetcher: http and https only, identity encoding (limits count
+// the file's own bytes), redirects refused unless enabled, every response status checked before
+// any body byte reaches the sink.
 
 #include <chrono>
 #include <cstdint>
@@ -27,6 +29,8 @@ struct HttpFetcherOptions {
   std::string user_agent = "upkeep/0.1";
 };
 
+// One transfer at a time: a fetcher owns one libcurl handle (and its connection cache), so
+// threads that download in parallel use one fetcher each.
 class HttpFetcher final : public Fetcher {
  public:
   explicit HttpFetcher(HttpFetcherOptions options = {});
@@ -34,9 +38,20 @@ class HttpFetcher final : public Fetcher {
   HttpFetcher(const HttpFetcher&) = delete;
   HttpFetcher& operator=(const HttpFetcher&) = delete;
 
-  // Only http:// and https:// URLs. 404/403 -> common::Errc::RemoteNotFound; other non-2xx ->
-  // HttpStatus; more than max_bytes -> LengthExceeded (aborted as soon as the limit is passed,
-  // or before the transfer when Content-Length already says so); timeouts -> Timeout.
+  // Errors (all common::Errc):
+  //   InvalidArgument  the URL is not http:// or https:// (file://, ftp://, ...) or is malformed;
+  //                    nothing is contacted
+  //   RemoteNotFound   the server answered 404 or 403
+  //   HttpStatus       any other non-2xx answer, including a redirect that is not followed
+  //                    (follow_redirects off, more than 3 hops, or to a scheme other than http(s))
+  //   LengthExceeded   a 2xx Content-Length over max_bytes (refused before the body; the sink
+  //                    gets nothing), or a body that passes max_bytes (the sink gets exactly
+  //                    max_bytes, then the transfer is aborted)
+  //   Timeout          connect_timeout, the low-speed limit, or total_timeout
+  //   NetworkError     connection refused, reset or cut short, TLS failure
+  // The body of a non-2xx response never reaches the sink. An error returned by the sink aborts
+  // the transfer and is returned exactly; an exception thrown by the sink is rethrown after
+  // libcurl has unwound.
   [[nodiscard]] Result<void> Fetch(const std::string& url, std::uint64_t max_bytes,
                                    const Sink& sink) override;
 
