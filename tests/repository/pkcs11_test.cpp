@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "device.hpp"
 #include "http_test_server.hpp"
 #include "temp_dir.hpp"
 #include "tufjs_client.hpp"
@@ -110,13 +111,9 @@ TEST_F(Pkcs11Test, PublishesWithTokenHeldTargetsKey) {
   const std::string targets_id = root["signed"]["roles"]["targets"]["keyids"][0];
   EXPECT_FALSE(fs::exists(work_ / "repo" / "keys" / (targets_id + ".pem")));
 
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
-  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                            clock_);
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
+  metadata::Updater updater = device.Client();
   auto info = updater.GetTargetInfo("apps/app.bin");
   ASSERT_TRUE(info) << info.error().ToString();
   auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
@@ -178,14 +175,10 @@ TEST_F(Pkcs11Test, FullReleaseLifecycle) {
   }
   ASSERT_TRUE(open().Publish(work_ / "www"));
 
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
   auto check_state = [&](std::uint64_t root_version) {
-    metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                              clock_);
+    metadata::Updater updater = device.Client();
     ASSERT_TRUE(updater.Refresh());
     EXPECT_EQ(updater.trusted()->root().version, root_version);
     for (const char* t : {"fw/sec.img", "fw/feat.img", "apps/app.img"}) {
@@ -220,8 +213,7 @@ TEST_F(Pkcs11Test, FullReleaseLifecycle) {
       std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "sec-fiX";
     }
   }
-  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                            clock_);
+  metadata::Updater updater = device.Client();
   auto info = updater.GetTargetInfo("fw/sec.img");
   ASSERT_TRUE(info);
   fs::remove(work_ / "device" / "fw%2Fsec.img");

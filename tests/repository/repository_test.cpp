@@ -10,6 +10,7 @@
 #include <fstream>
 #include <optional>
 
+#include "device.hpp"
 #include "http_test_server.hpp"
 #include "temp_dir.hpp"
 #include "tufjs_client.hpp"
@@ -89,13 +90,9 @@ TEST_F(RepositoryTest, PublishedRepositoryVerifiesWithUpkeepAndTufJs) {
   repo = Open();
   ASSERT_TRUE(repo.Publish(work_ / "www"));
 
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
-  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                            clock_);
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
+  metadata::Updater updater = device.Client();
   ASSERT_TRUE(updater.Refresh());
   auto info = updater.GetTargetInfo("fw/security.img");
   ASSERT_TRUE(info) << info.error().ToString();
@@ -137,14 +134,10 @@ TEST_F(RepositoryTest, RotatesRootAndTimestampKeysWithContinuity) {
   ASSERT_TRUE(repo.AddTarget(work_ / "security.img", "fw/security.img", Meta(true)));
   for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
   ASSERT_TRUE(repo.Publish(work_ / "www"));
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
   auto device_refresh = [&]() -> Result<std::uint64_t> {
-    metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                              clock_);
+    metadata::Updater updater = device.Client();
     UPKEEP_TRY(updater.Refresh());
     UPKEEP_TRY(updater.GetTargetInfo("fw/security.img"));
     return updater.trusted()->root().version;
@@ -219,13 +212,9 @@ TEST_F(RepositoryTest, PublishesDelegatedRoles) {
   ASSERT_TRUE(Open().Sign("apps/team:1", work_ / "repo" / "keys" / ((*ids)[1] + ".pem")));
   ASSERT_TRUE(Open().Publish(work_ / "www"));
 
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
-  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                            clock_);
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
+  metadata::Updater updater = device.Client();
   auto info = updater.GetTargetInfo("apps/viewer.img");
   ASSERT_TRUE(info) << info.error().ToString();
   auto file = updater.DownloadTarget(*info, server.base_url() + "/targets/", work_ / "device");
@@ -266,13 +255,9 @@ TEST_F(RepositoryTest, PublishesSuccinctHashBins) {
   for (const auto& k : KeysOf("targets")) ASSERT_TRUE(repo.Sign("targets", k));
   ASSERT_TRUE(repo.Publish(work_ / "www"));
 
-  testing::HttpTestServer server(work_ / "www");
-  fs::create_directories(work_ / "device");
-  fs::copy_file(work_ / "www" / "metadata" / "1.root.json", work_ / "device" / "root.json");
-  transport::HttpFetcher fetcher;
-  LocalFilesystem local;
-  metadata::Updater updater(work_ / "device", server.base_url() + "/metadata/", fetcher, local,
-                            clock_);
+  testing::Device device(work_ / "www", work_ / "device", clock_);
+  auto& server = device.server;
+  metadata::Updater updater = device.Client();
   for (const auto& p : paths) {
     auto info = updater.GetTargetInfo(p);
     ASSERT_TRUE(info) << p << ": " << info.error().ToString();
