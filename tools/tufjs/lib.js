@@ -20,6 +20,11 @@ const ROLES = ['root', 'timestamp', 'snapshot', 'targets'];
 
 const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
+// Percent-encodes a role name for use in a file name or URL, like Python's
+// urllib.parse.quote(name, safe=''): encodeURIComponent plus ! ' ( ) *.
+const quote = (name) => encodeURIComponent(name)
+  .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
 // A fresh key of the given type ('ed25519' | 'ecdsa' | 'rsa') in TUF form with its private half.
 function newKey(type) {
   let pair;
@@ -78,9 +83,12 @@ function writeFile(file, data) {
 
 // A repository under construction. Bodies are rebuilt from plain state on each publish.
 class Repo {
-  constructor({ consistent = true, metaHashes = false } = {}) {
+  // snapshotMetaHashes: timestamp's meta for snapshot carries length and hashes.
+  // targetsMetaHashes: snapshot's meta for each targets role carries length and hashes.
+  constructor({ consistent = true, snapshotMetaHashes = false, targetsMetaHashes = false } = {}) {
     this.consistent = consistent;
-    this.metaHashes = metaHashes;
+    this.snapshotMetaHashes = snapshotMetaHashes;
+    this.targetsMetaHashes = targetsMetaHashes;
     this.rootVersion = 1;
     this.rootKeys = {}; // role -> [key]
     this.thresholds = { root: 1, timestamp: 1, snapshot: 1, targets: 1 };
@@ -139,8 +147,8 @@ class Repo {
     });
   }
 
-  metaFile(version, bytes) {
-    if (!this.metaHashes) return new MetaFile({ version });
+  static metaFile(version, bytes, withHashes) {
+    if (!withHashes) return new MetaFile({ version });
     return new MetaFile({ version, length: Buffer.byteLength(bytes), hashes: { sha256: sha256(bytes) } });
   }
 
@@ -157,10 +165,13 @@ class Repo {
     for (const role of ['targets', ...this.delegatedRoles]) {
       const bytes = envelope(this.targetsBody(role), this.signers[role]);
       const version = this.versions[role] || 1;
-      // Role names are percent-encoded in URLs; a web server decodes them, so a name with '/'
-      // lives in a subdirectory.
-      writeFile(path.join(md, name(role, version)), bytes);
-      meta[`${role}.json`] = this.metaFile(version, bytes);
+      // Clients request a role by its percent-encoded name, and that is the file's name. A web
+      // server that decodes the request path (%2F included, as most do) looks for the decoded
+      // name instead, so a name that changes when encoded is also stored decoded (a name with
+      // '/' then lives in a subdirectory). Both copies hold the same bytes.
+      writeFile(path.join(md, name(quote(role), version)), bytes);
+      if (quote(role) !== role) writeFile(path.join(md, ...name(role, version).split('/')), bytes);
+      meta[`${role}.json`] = Repo.metaFile(version, bytes, this.targetsMetaHashes);
     }
     const snapshotBytes = envelope(new Snapshot({
       version: this.versions.snapshot, specVersion: SPEC_VERSION, expires: this.expires.snapshot, meta,
@@ -168,7 +179,7 @@ class Repo {
     writeFile(path.join(md, name('snapshot', this.versions.snapshot)), snapshotBytes);
     const timestampBytes = envelope(new Timestamp({
       version: this.versions.timestamp, specVersion: SPEC_VERSION, expires: this.expires.timestamp,
-      snapshotMeta: this.metaFile(this.versions.snapshot, snapshotBytes),
+      snapshotMeta: Repo.metaFile(this.versions.snapshot, snapshotBytes, this.snapshotMetaHashes),
     }), this.signers.timestamp);
     writeFile(path.join(md, 'timestamp.json'), timestampBytes);
 
@@ -183,26 +194,45 @@ class Repo {
   }
 }
 
-// Serves a directory on 127.0.0.1 (port 0), decoding URL paths like a typical static server.
-function serveDirectory(root) {
+// Serves a directory on 127.0.0.1 (port 0). By default the request path is percent-decoded
+// (%2F included) before it is looked up, like a typical static web server; with
+// { literalFirst: true } the undecoded path is tried first, like a server that maps URL path
+// segments to file names verbatim.
+function serveDirectory(root, { literalFirst = false } = {}) {
+  const base = path.resolve(root);
+  const lookup = (urlPath) => {
+    const candidates = [];
+    if (literalFirst) candidates.push(urlPath);
+    try {
+      candidates.push(decodeURIComponent(urlPath));
+    } catch (e) {
+      // Malformed escapes: only the literal form, if any.
+    }
+    for (const c of candidates) {
+      if (c.includes('\0')) continue;
+      const file = path.join(base, c);
+      if (file.startsWith(base + path.sep) && fs.existsSync(file) && fs.statSync(file).isFile()) return file;
+    }
+    return null;
+  };
   const server = http.createServer((req, res) => {
-    const p = decodeURIComponent(req.url.split('?')[0]);
-    const file = path.join(path.resolve(root), p);
-    if (!file.startsWith(path.resolve(root) + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+    const file = req.method === 'GET' ? lookup(req.url.split('?')[0]) : null;
+    if (!file) {
       res.writeHead(404, { 'Content-Length': 0 });
       res.end();
       return;
     }
     const data = fs.readFileSync(file);
-    res.writeHead(200, { 'Content-Length': data.length });
+    res.writeHead(200, { 'Content-Length': data.length, 'Content-Type': 'application/octet-stream' });
     res.end(data);
   });
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
   });
 }
 
 module.exports = {
   DelegatedRole, SuccinctRoles, Delegations,
-  newKey, signWith, envelope, writeFile, Repo, serveDirectory, sha256, SPEC_VERSION, FAR_FUTURE,
+  newKey, signWith, envelope, writeFile, Repo, serveDirectory, sha256, quote, SPEC_VERSION, FAR_FUTURE,
 };
