@@ -868,6 +868,33 @@ TEST_F(DelegationTest, PercentEncodesRoleNames) {
   EXPECT_TRUE(std::filesystem::exists(dir_ / "team%2Fns%3A1%20x.json"));
 }
 
+// 5.6.7: a role trusted through one delegator, then reached through another, must also carry the
+// other delegator's threshold for it.
+TEST_F(DelegationTest, VerifiesCachedRoleAgainstEachDelegator) {
+  sim_.AddDelegation("targets", {{"name", "a"}, {"terminating", false}, {"paths", {"*"}}});
+  sim_.AddDelegation("targets", {{"name", "b"}, {"terminating", false}, {"paths", {"*"}}});
+  sim_.AddDelegation("a", {{"name", "c"}, {"terminating", false}, {"paths", {"*"}}});
+  // b delegates the same role c, but to a key of its own.
+  auto key_b = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519).value();
+  const std::string id_b = RepositorySimulator::KeyId(key_b);
+  sim_.delegated["b"]["delegations"] = {
+      {"keys", {{id_b, RepositorySimulator::KeyJson(key_b)}}},
+      {"roles", {{{"name", "c"}, {"keyids", {id_b}}, {"threshold", 1}, {"terminating", false},
+                  {"paths", {"*"}}}}}};
+  sim_.Publish();  // c is signed by a's key only
+  {
+    auto updater = MakeUpdater();
+    EXPECT_ERRC(updater.GetTargetInfo("nothing"), Errc::ThresholdNotMet);
+  }
+  sim_.signers["c"].push_back(key_b);  // a new version of c signed by both delegations' keys
+  sim_.Bump("c");
+  sim_.Bump("snapshot");
+  sim_.Bump("timestamp");
+  sim_.Publish();
+  auto updater = MakeUpdater();
+  EXPECT_ERRC(updater.GetTargetInfo("nothing"), Errc::TargetNotFound);
+}
+
 // A delegated role that the snapshot does not list is rejected.
 TEST_F(DelegationTest, RejectsDelegatedRoleMissingFromSnapshot) {
   sim_.AddDelegation("targets", {{"name", "apps"}, {"terminating", false}, {"paths", {"apps/*"}}});

@@ -147,23 +147,8 @@ Result<void> TrustedMetadataSet::UpdateDelegatedTargets(std::string_view bytes,
   if (!snapshot_) return NotTrusted("targets need a trusted snapshot");
   UPKEEP_TRY(CheckFinalSnapshot());
 
-  // Who may sign this role.
-  const KeyMap* keys = nullptr;
-  std::optional<RoleKeys> role_keys;
-  if (delegator_name == kRootRole) {
-    keys = &root_.body.keys;
-    role_keys = root_.body.roles.at(std::string(kTargetsRole));
-  } else {
-    const Targets* delegator = targets(delegator_name);
-    if (delegator == nullptr) return NotTrusted("delegator " + delegator_name + " is not trusted");
-    if (delegator->body.delegations) {
-      keys = &delegator->body.delegations->keys;
-      role_keys = delegator->body.delegations->KeysFor(role_name);
-    }
-    if (!role_keys) {
-      return NotTrusted(delegator_name + " does not delegate to " + role_name);
-    }
-  }
+  UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersFor(role_name, delegator_name));
+  const auto& [keys, role_keys] = signers;
 
   // 5.6.2: the snapshot must list the role, and the bytes must match its length/hashes.
   auto meta = snapshot_->body.meta.find(role_name + ".json");
@@ -174,7 +159,7 @@ Result<void> TrustedMetadataSet::UpdateDelegatedTargets(std::string_view bytes,
 
   UPKEEP_ASSIGN_OR_RETURN(Targets t, ParseTargets(bytes));
   // 5.6.3
-  UPKEEP_TRY(VerifyThreshold(*keys, *role_keys, t.canonical_signed, t.signatures,
+  UPKEEP_TRY(VerifyThreshold(*keys, role_keys, t.canonical_signed, t.signatures,
                              Errc::ThresholdNotMet, role_name));
   // 5.6.4
   if (t.version != meta->second.version) {
@@ -186,6 +171,28 @@ Result<void> TrustedMetadataSet::UpdateDelegatedTargets(std::string_view bytes,
   if (t.IsExpired(reference_time_)) return ExpiredError(role_name, t.expires);
   targets_.insert_or_assign(role_name, std::move(t));
   return Ok();
+}
+
+Result<std::pair<const KeyMap*, RoleKeys>> TrustedMetadataSet::SignersFor(
+    const std::string& role_name, const std::string& delegator_name) const {
+  if (delegator_name == kRootRole) {
+    return std::pair(&root_.body.keys, root_.body.roles.at(std::string(kTargetsRole)));
+  }
+  const Targets* delegator = targets(delegator_name);
+  if (delegator == nullptr) return NotTrusted("delegator " + delegator_name + " is not trusted");
+  std::optional<RoleKeys> role_keys;
+  if (delegator->body.delegations) role_keys = delegator->body.delegations->KeysFor(role_name);
+  if (!role_keys) return NotTrusted(delegator_name + " does not delegate to " + role_name);
+  return std::pair(&delegator->body.delegations->keys, *role_keys);
+}
+
+Result<void> TrustedMetadataSet::CheckDelegatedBy(const std::string& role_name,
+                                                  const std::string& delegator_name) const {
+  const Targets* t = targets(role_name);
+  if (t == nullptr) return NotTrusted(role_name + " is not trusted");
+  UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersFor(role_name, delegator_name));
+  return VerifyThreshold(*signers.first, signers.second, t->canonical_signed, t->signatures,
+                         Errc::ThresholdNotMet, role_name + " (delegated by " + delegator_name + ")");
 }
 
 const Targets* TrustedMetadataSet::targets(std::string_view role_name) const {

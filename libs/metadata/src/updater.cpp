@@ -242,7 +242,10 @@ Result<void> Updater::LoadSnapshot() {
 
 Result<const Targets*> Updater::LoadTargets(const std::string& role,
                                             const std::string& delegator) {
-  if (const Targets* t = trusted_->targets(role)) return t;
+  if (const Targets* t = trusted_->targets(role)) {
+    UPKEEP_TRY(trusted_->CheckDelegatedBy(role, delegator));  // reached through another delegator
+    return t;
+  }
   // A stored copy that matches the trusted snapshot needs no download.
   UPKEEP_ASSIGN_OR_RETURN(auto local, ReadLocal(role, config_.targets_max_length));
   if (local) {

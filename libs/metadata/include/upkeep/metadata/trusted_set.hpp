@@ -50,6 +50,12 @@ class TrustedMetadataSet {
                                                     const std::string& role_name,
                                                     const std::string& delegator_name);
 
+  // A role already trusted through one delegator and reached again through another must also
+  // carry the threshold of the other delegator's keys for it (5.6.7: each delegation is checked
+  // with its own keys). Errc::ThresholdNotMet.
+  [[nodiscard]] Result<void> CheckDelegatedBy(const std::string& role_name,
+                                              const std::string& delegator_name) const;
+
   [[nodiscard]] const Root& root() const { return root_; }
   [[nodiscard]] const std::optional<Timestamp>& timestamp() const { return timestamp_; }
   [[nodiscard]] const std::optional<Snapshot>& snapshot() const { return snapshot_; }
@@ -62,6 +68,9 @@ class TrustedMetadataSet {
       : root_(std::move(root)), reference_time_(reference_time) {}
   [[nodiscard]] Result<void> CheckFinalTimestamp() const;
   [[nodiscard]] Result<void> CheckFinalSnapshot() const;
+  // Keys and threshold `delegator_name` gives `role_name` ("root" for top-level targets).
+  [[nodiscard]] Result<std::pair<const KeyMap*, RoleKeys>> SignersFor(
+      const std::string& role_name, const std::string& delegator_name) const;
 
   Root root_;
   TimePoint reference_time_;
