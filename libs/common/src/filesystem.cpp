@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "upkeep/common/errc.hpp"
+#include "upkeep/common/unique_fd.hpp"
 
 namespace upkeep {
 
@@ -22,24 +23,8 @@ Error IoError(const std::string& what, const fs::path& path, int err) {
                what + " " + path.string() + ": " + std::strerror(err));
 }
 
-// Closes a file descriptor on scope exit.
-class FdGuard {
- public:
-  explicit FdGuard(int fd) : fd_(fd) {}
-  FdGuard(const FdGuard&) = delete;
-  FdGuard& operator=(const FdGuard&) = delete;
-  ~FdGuard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  [[nodiscard]] int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 Result<void> FsyncDirectory(const fs::path& dir) {
-  FdGuard fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return IoError("open directory", dir, errno);
   if (::fsync(fd.get()) != 0) return IoError("fsync directory", dir, errno);
   return Ok();
@@ -49,7 +34,7 @@ Result<void> FsyncDirectory(const fs::path& dir) {
 
 Result<std::string> LocalFilesystem::ReadFile(const fs::path& path,
                                               std::uint64_t max_bytes) const {
-  FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return IoError("open", path, errno);
   std::string out;
   char buf[65536];
@@ -108,7 +93,7 @@ class LocalAtomicFile final : public AtomicFile {
  private:
   fs::path path_;
   fs::path tmp_;
-  FdGuard fd_;
+  UniqueFd fd_;
   bool committed_ = false;
 };
 
@@ -134,7 +119,7 @@ Result<void> LocalFilesystem::WriteFileAtomic(const fs::path& path, std::string_
 Result<void> LocalFilesystem::SyncDirectory(const fs::path& dir) { return FsyncDirectory(dir); }
 
 Result<void> LocalFilesystem::ReadChunks(const fs::path& path, const ChunkSink& sink) const {
-  FdGuard fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return IoError("open", path, errno);
   std::vector<char> buf(1 << 20);
   for (;;) {

@@ -14,6 +14,7 @@
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/paths.hpp"
+#include "upkeep/common/unique_fd.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/updater.hpp"
 
@@ -27,20 +28,6 @@ namespace {
 constexpr std::size_t kHeaderBytes = 16;  // magic + little-endian u64 TOC length
 
 Error Malformed(const std::string& what) { return Error(Errc::BundleMalformed, what); }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Result<void> ReadAt(int fd, std::uint64_t offset, char* out, std::size_t n) {
   while (n > 0) {
@@ -111,7 +98,7 @@ class ScratchDir {
 }  // namespace
 
 Result<Bundle> Bundle::Open(const fs::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Error(Errc::ReadFailed, path.string() + ": " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Error(Errc::ReadFailed, path.string());
@@ -178,7 +165,7 @@ Result<void> BundleFetcher::Fetch(const std::string& url, std::uint64_t max_byte
   if (entry->length > max_bytes) {
     return Error(common::Errc::LengthExceeded, url + ": more than " + std::to_string(max_bytes));
   }
-  Fd fd(::open(bundle_.path().c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(bundle_.path().c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Error(common::Errc::IoError, bundle_.path().string());
   std::vector<char> buf(64 * 1024);
   for (std::uint64_t done = 0; done < entry->length;) {

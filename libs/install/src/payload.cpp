@@ -15,6 +15,7 @@
 
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/unique_fd.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 
@@ -164,12 +165,9 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
   if (options.chunk_size < kMinChunkSize || options.chunk_size > kMaxChunkSize) {
     return Error(Errc::InvalidChunkIndex, "chunk size must be between 4 KiB and 64 MiB");
   }
-  const int in = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+  const UniqueFd image_fd(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  const int in = image_fd.get();
   if (in < 0) return Error(Errc::ReadFailed, image.string() + ": " + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{in};
 
   LocalFilesystem fs;
   auto out = fs.CreateAtomic(payload);
