@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "upkeep/common/unique_fd.hpp"
 #include "upkeep/modules/module.hpp"
@@ -142,7 +143,12 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv,
   if (options.max_output_bytes == 0) {
     return Error(Errc::InvalidSpec, "max_output_bytes must be positive");
   }
-  if (::access(argv[0].c_str(), X_OK) != 0) {
+  // Resolved against the caller's directory, not options.cwd (the child changes directory
+  // before exec).
+  std::error_code ec;
+  const std::string exec_path = std::filesystem::absolute(argv[0], ec).string();
+  if (ec) return Error(Errc::ModuleNotFound, argv[0] + ": " + ec.message());
+  if (::access(exec_path.c_str(), X_OK) != 0) {
     return Error(Errc::ModuleNotFound, argv[0] + ": " + std::strerror(errno));
   }
 
@@ -194,7 +200,8 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv,
 
   const auto start = Clock::now();
   pid_t pid = -1;
-  rc = ::posix_spawn(&pid, argv[0].c_str(), actions.get(), attr.get(), c_argv.data(), c_env.data());
+  rc = ::posix_spawn(&pid, exec_path.c_str(), actions.get(), attr.get(), c_argv.data(),
+                     c_env.data());
   write_end.reset();
   if (rc != 0) {
     if (rc == ENOENT || rc == EACCES || rc == ENOEXEC) {
