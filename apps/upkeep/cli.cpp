@@ -33,6 +33,7 @@ struct ImageOptions {
   std::uint64_t chunk_size = install::kDefaultChunkSize;
   int level = 3;
   unsigned threads = 0;
+  std::string compression = "zstd";
   std::string index;
   std::string payload;
   std::string image_out;
@@ -48,6 +49,8 @@ int ImageBuild(const ImageOptions& o, std::ostream& out, std::ostream& err) {
   options.chunk_size = o.chunk_size;
   options.level = o.level;
   options.threads = o.threads;
+  options.compression =
+      o.compression == "none" ? install::ChunkCompression::None : install::ChunkCompression::Zstd;
   auto index = install::BuildPayload(o.image, payload, options);
   if (!index) return Fail(err, index.error());
   if (auto r = fs.WriteFileAtomic(index_path, install::SerializeChunkIndex(*index)); !r) {
@@ -283,6 +286,9 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   build->add_option("--chunk-size", o.chunk_size, "Uncompressed bytes per chunk")
       ->check(CLI::Range(install::kMinChunkSize, install::kMaxChunkSize));
   build->add_option("--level", o.level, "zstd level")->check(CLI::Range(1, 19));
+  build->add_option("--compression", o.compression,
+                    "zstd, or none for images that do not compress (chunks stored as they are)")
+      ->check(CLI::IsMember({"zstd", "none"}));
   build->add_option("--threads", o.threads,
                     "Compression threads (default: one per core but one, which hashes)")
       ->check(CLI::Range(1, 64));

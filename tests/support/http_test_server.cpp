@@ -256,6 +256,12 @@ std::vector<std::string> HttpTestServer::requests() const {
 void HttpTestServer::ClearRequests() {
   std::lock_guard lock(mu_);
   requests_.clear();
+  ranges_.clear();
+}
+
+std::vector<std::string> HttpTestServer::ranges() const {
+  std::lock_guard lock(mu_);
+  return ranges_;
 }
 
 void HttpTestServer::SetFault(const std::string& path, Fault fault) {
@@ -338,8 +344,12 @@ void HttpTestServer::Handle(int fd) {
   {
     std::lock_guard lock(mu_);
     requests_.push_back(request->target);
+    ranges_.push_back(request->range.value_or(""));
     const std::string path = request->target.substr(0, request->target.find('?'));
-    if (auto it = faults_.find(path); it != faults_.end()) fault = it->second;
+    if (auto it = faults_.find(path); it != faults_.end()) {
+      if (!it->second.times || *it->second.times > 0) fault = it->second;
+      if (it->second.times && *it->second.times > 0) --*it->second.times;
+    }
   }
   if (request->method != "GET" && request->method != "HEAD") {
     SendSimple(fd, false, 405, {"Allow: GET, HEAD"});
@@ -422,6 +432,7 @@ void HttpTestServer::Handle(int fd) {
     const auto got = static_cast<std::size_t>(in.gcount());
     if (got == 0 || !body.Write(buf.data(), got)) return;
     sent += got;
+    body_bytes_sent_ += got;
     if (dripping && (out_of_time() || !SleepUnlessStopping(*fault.drip_interval))) return;
   }
   if (sent == count) body.Finish();  // a dropped connection gets no final chunk

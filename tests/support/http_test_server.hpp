@@ -36,6 +36,8 @@ struct Fault {
   std::optional<std::string> redirect_to;   // 302 with this Location (and a small body)
   std::uint64_t drip_after = 0;             // with drip_interval: bytes sent at full speed first
   bool chunked = false;                     // Transfer-Encoding: chunked, no Content-Length
+  // Misbehave for this many requests to the path, then serve it normally; unset: always.
+  std::optional<int> times;
 };
 
 class HttpTestServer {
@@ -52,6 +54,10 @@ class HttpTestServer {
   // Request targets ("/path?query" as sent), in arrival order.
   [[nodiscard]] std::vector<std::string> requests() const;
   void ClearRequests();
+  // Body bytes written to clients so far (all paths), to check what a resumed download costs.
+  [[nodiscard]] std::uint64_t body_bytes_sent() const { return body_bytes_sent_.load(); }
+  // The Range header of each request, in arrival order ("" when there was none).
+  [[nodiscard]] std::vector<std::string> ranges() const;
 
   // Misbehave for requests to exactly `path` (e.g. "/metadata/timestamp.json"; no query).
   void SetFault(const std::string& path, Fault fault);
@@ -81,6 +87,8 @@ class HttpTestServer {
 
   mutable std::mutex mu_;
   std::vector<std::string> requests_;    // guarded by mu_
+  std::vector<std::string> ranges_;      // guarded by mu_
+  std::atomic<std::uint64_t> body_bytes_sent_{0};
   std::map<std::string, Fault> faults_;  // guarded by mu_
   std::set<int> open_fds_;               // guarded by mu_: connections not yet closed
   std::condition_variable stop_cv_;      // with mu_: wakes sleeping drips on stop

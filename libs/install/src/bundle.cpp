@@ -157,20 +157,38 @@ const BundleEntry* Bundle::Find(std::string_view name) const {
 
 Result<void> BundleFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
                                   const Sink& sink) {
+  UPKEEP_ASSIGN_OR_RETURN(const BundleEntry* entry, Lookup(url));
+  if (entry->length > max_bytes) {
+    return Error(common::Errc::LengthExceeded, url + ": more than " + std::to_string(max_bytes));
+  }
+  return Stream(*entry, 0, entry->length, sink);
+}
+
+Result<void> BundleFetcher::FetchRange(const std::string& url, std::uint64_t offset,
+                                       std::uint64_t length, const Sink& sink) {
+  UPKEEP_ASSIGN_OR_RETURN(const BundleEntry* entry, Lookup(url));
+  if (offset >= entry->length) return Ok();
+  return Stream(*entry, offset, std::min(length, entry->length - offset), sink);
+}
+
+Result<const BundleEntry*> BundleFetcher::Lookup(const std::string& url) const {
   constexpr std::string_view kScheme = "bundle:/";
   if (!url.starts_with(kScheme)) return Error(common::Errc::InvalidArgument, url);
   auto name = PercentDecode(std::string_view(url).substr(kScheme.size()));
   const BundleEntry* entry = name ? bundle_.Find(*name) : nullptr;
   if (entry == nullptr) return Error(common::Errc::RemoteNotFound, url + " is not in the bundle");
-  if (entry->length > max_bytes) {
-    return Error(common::Errc::LengthExceeded, url + ": more than " + std::to_string(max_bytes));
-  }
+  return entry;
+}
+
+Result<void> BundleFetcher::Stream(const BundleEntry& entry, std::uint64_t offset,
+                                   std::uint64_t length, const Sink& sink) {
   UniqueFd fd(::open(bundle_.path().c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Error(common::Errc::IoError, bundle_.path().string());
-  std::vector<char> buf(64 * 1024);
-  for (std::uint64_t done = 0; done < entry->length;) {
-    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), entry->length - done));
-    if (!ReadAt(fd.get(), entry->offset + done, buf.data(), n)) {
+  // Large reads: an image payload streams from here at the speed of the medium.
+  std::vector<char> buf(std::min<std::uint64_t>(length, 1 << 20));
+  for (std::uint64_t done = 0; done < length;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
+    if (!ReadAt(fd.get(), entry.offset + offset + done, buf.data(), n)) {
       return Error(common::Errc::IoError, bundle_.path().string() + " changed while reading");
     }
     UPKEEP_TRY(sink(std::span<const char>(buf.data(), n)));

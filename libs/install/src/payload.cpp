@@ -38,6 +38,13 @@ const char* ErrcName(int value) {
     case Errc::PayloadTruncated: return "PayloadTruncated";
     case Errc::TrailingData: return "TrailingData";
     case Errc::BundleMalformed: return "BundleMalformed";
+    case Errc::SlotUnavailable: return "SlotUnavailable";
+    case Errc::SlotTooSmall: return "SlotTooSmall";
+    case Errc::ReadBackMismatch: return "ReadBackMismatch";
+    case Errc::ImageSizeMismatch: return "ImageSizeMismatch";
+    case Errc::DownloadFailed: return "DownloadFailed";
+    case Errc::BootloaderFailed: return "BootloaderFailed";
+    case Errc::BootEnvInvalid: return "BootEnvInvalid";
   }
   return "Unknown";
 }
@@ -82,12 +89,17 @@ struct Job {
   Buffer raw;
   Buffer compressed;
   std::string sha256;
+  std::string content_sha256;
   bool done = false;    // compressed (or failed)
   bool hashed = false;  // raw bytes added to the image digest
   bool failed = false;
 };
 
 }  // namespace
+
+const char* ToString(ChunkCompression c) {
+  return c == ChunkCompression::None ? "none" : "zstd";
+}
 
 const std::error_category& ErrcCategory() noexcept {
   static const NamedErrorCategory category("install", &ErrcName);
@@ -102,6 +114,16 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
   UPKEEP_ASSIGN_OR_RETURN(index.format, Uint(*doc, "format"));
   if (index.format != kChunkIndexFormat) {
     return BadIndex("unsupported chunk index format " + std::to_string(index.format));
+  }
+  if (auto c = doc->find("compression"); c != doc->end()) {
+    if (!c->is_string()) return BadIndex("\"compression\" must be a string");
+    if (*c == "zstd") {
+      index.compression = ChunkCompression::Zstd;
+    } else if (*c == "none") {
+      index.compression = ChunkCompression::None;
+    } else {
+      return BadIndex("unknown compression \"" + c->get<std::string>() + "\"");
+    }
   }
   UPKEEP_ASSIGN_OR_RETURN(index.chunk_size, Uint(*doc, "chunk_size"));
   if (index.chunk_size < kMinChunkSize || index.chunk_size > kMaxChunkSize) {
@@ -132,8 +154,22 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
       return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
     }
     e.sha256 = h->get<std::string>();
+    if (auto ch = c.find("content_sha256"); ch != c.end()) {
+      if (!ch->is_string() || !IsSha256Hex(ch->get<std::string>())) {
+        return BadIndex(at + "\"content_sha256\" must be 64 lower-case hex characters");
+      }
+      e.content_sha256 = ch->get<std::string>();
+    }
     if (e.offset != offset) return BadIndex(at + "chunks must be contiguous");
     if (e.length == 0 || e.length > max_length) return BadIndex(at + "length out of range");
+    if (index.compression == ChunkCompression::None) {
+      // Stored bytes are the image bytes: one length, one digest.
+      if (e.length != e.size) return BadIndex(at + "uncompressed chunk length must equal size");
+      if (e.content_sha256.empty()) e.content_sha256 = e.sha256;
+      if (e.content_sha256 != e.sha256) {
+        return BadIndex(at + "uncompressed chunk has two different digests");
+      }
+    }
     const bool last = i + 1 == chunks->size();
     if (e.size == 0 || e.size > index.chunk_size || (!last && e.size != index.chunk_size)) {
       return BadIndex(at + "size must be chunk_size (the last chunk may be shorter)");
@@ -150,10 +186,12 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
 std::string SerializeChunkIndex(const ChunkIndex& index) {
   Json chunks = Json::array();
   for (const auto& c : index.chunks) {
-    chunks.push_back(
-        {{"offset", c.offset}, {"length", c.length}, {"sha256", c.sha256}, {"size", c.size}});
+    Json entry = {{"offset", c.offset}, {"length", c.length}, {"sha256", c.sha256}, {"size", c.size}};
+    if (!c.content_sha256.empty()) entry["content_sha256"] = c.content_sha256;
+    chunks.push_back(std::move(entry));
   }
   Json doc = {{"format", index.format},         {"chunk_size", index.chunk_size},
+              {"compression", ToString(index.compression)},
               {"image_size", index.image_size}, {"image_sha256", index.image_sha256},
               {"payload_size", index.payload_size}, {"chunks", std::move(chunks)}};
   return metadata::Canonicalize(doc).value();  // integers and strings only: always canonical
@@ -191,14 +229,20 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
       auto job = queue.front();
       queue.pop_front();
       lock.unlock();
-      job->compressed.Allocate(ZSTD_compressBound(job->raw.size));
-      const std::size_t n = cctx == nullptr ? 0 : ZSTD_compressCCtx(
-          cctx, job->compressed.data.get(), job->compressed.size, job->raw.data.get(),
-          job->raw.size, options.level);
-      const bool ok = cctx != nullptr && !ZSTD_isError(n);
-      if (ok) {
-        job->compressed.size = n;
-        job->sha256 = Sha256Hex(job->compressed.view());
+      job->content_sha256 = Sha256Hex(job->raw.view());
+      bool ok = true;
+      if (options.compression == ChunkCompression::None) {
+        job->sha256 = job->content_sha256;
+      } else {
+        job->compressed.Allocate(ZSTD_compressBound(job->raw.size));
+        const std::size_t n = cctx == nullptr ? 0 : ZSTD_compressCCtx(
+            cctx, job->compressed.data.get(), job->compressed.size, job->raw.data.get(),
+            job->raw.size, options.level);
+        ok = cctx != nullptr && !ZSTD_isError(n);
+        if (ok) {
+          job->compressed.size = n;
+          job->sha256 = Sha256Hex(job->compressed.view());
+        }
       }
       lock.lock();
       job->done = true;
@@ -238,6 +282,7 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
 
   ChunkIndex index;
   index.chunk_size = options.chunk_size;
+  index.compression = options.compression;
   std::optional<Error> failure;
   std::size_t written = 0;  // chunks appended to the payload so far
   bool eof = false;
@@ -264,7 +309,7 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
       if (filled == 0) continue;
       job->raw.size = filled;
       index.image_size += filled;
-      index.chunks.push_back({0, 0, "", filled});
+      index.chunks.push_back({0, 0, "", filled, ""});
       in_order.push_back(job);
       queue.push_back(job);
       to_hash.push_back(job);
@@ -278,12 +323,15 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
     if (job->failed) {
       failure = Error(Errc::CompressFailed, "zstd could not compress a chunk");
     } else {
+      const Buffer& stored =
+          options.compression == ChunkCompression::None ? job->raw : job->compressed;
       ChunkEntry& e = index.chunks[written++];
       e.offset = index.payload_size;
-      e.length = job->compressed.size;
+      e.length = stored.size;
       e.sha256 = job->sha256;
+      e.content_sha256 = job->content_sha256;
       index.payload_size += e.length;
-      auto w = (*out)->Append(job->compressed.view());
+      auto w = (*out)->Append(stored.view());
       if (!w) failure = Error(Errc::WriteFailed, w.error().message());
     }
     lock.lock();
@@ -308,7 +356,10 @@ struct PayloadVerifier::State {
 
 PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink)
     : index_(index), sink_(std::move(sink)), state_(std::make_unique<State>()) {
-  state_->image_chunk.resize(index.chunk_size);
+  if (index.compression == ChunkCompression::Zstd) {
+    state_->image_chunk.resize(static_cast<std::size_t>(index.chunk_size));
+  }
+  pending_.reserve(ZSTD_compressBound(static_cast<std::size_t>(index.chunk_size)));
 }
 
 PayloadVerifier::~PayloadVerifier() = default;
@@ -345,25 +396,54 @@ Result<void> PayloadVerifier::CompleteChunk() {
     return Error(Errc::ChunkDigestMismatch, "chunk " + std::to_string(next_) + " at payload offset " +
                                                 std::to_string(chunk.offset) + " does not match the index");
   }
-  const std::size_t n = ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
-                                            static_cast<std::size_t>(chunk.size), pending_.data(),
-                                            pending_.size());
-  if (ZSTD_isError(n)) {
-    return Error(Errc::DecompressFailed, "chunk " + std::to_string(next_) + ": " +
-                                             ZSTD_getErrorName(n));
+  std::span<const char> out(pending_.data(), pending_.size());
+  if (index_.compression == ChunkCompression::Zstd) {
+    const std::size_t n = ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
+                                              static_cast<std::size_t>(chunk.size),
+                                              pending_.data(), pending_.size());
+    if (ZSTD_isError(n)) {
+      return Error(Errc::DecompressFailed, "chunk " + std::to_string(next_) + ": " +
+                                               ZSTD_getErrorName(n));
+    }
+    if (n != chunk.size) {
+      return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) +
+                                                " decompressed to " + std::to_string(n) +
+                                                " bytes, index says " + std::to_string(chunk.size));
+    }
+    out = std::span<const char>(state_->image_chunk.data(), n);
   }
-  if (n != chunk.size) {
-    return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) + " decompressed to " +
-                                              std::to_string(n) + " bytes, index says " +
-                                              std::to_string(chunk.size));
-  }
-  const std::span<const char> out(state_->image_chunk.data(), n);
-  state_->image_hash.Update(std::string_view(out.data(), out.size()));
-  UPKEEP_TRY(sink_(out));
-  image_out_ += n;
+  UPKEEP_TRY(Emit(out, true));
   pending_.clear();
+  return Ok();
+}
+
+Result<void> PayloadVerifier::Emit(std::span<const char> content, bool to_sink) {
+  state_->image_hash.Update(std::string_view(content.data(), content.size()));
+  if (to_sink) UPKEEP_TRY(sink_(content));
+  image_out_ += content.size();
   ++next_;
   return Ok();
+}
+
+Result<bool> PayloadVerifier::TryLocalChunk(std::span<const char> content, bool to_sink) {
+  if (failed_) return Error(Errc::ChunkDigestMismatch, "payload already rejected");
+  if (next_ >= index_.chunks.size() || !pending_.empty()) return false;
+  const ChunkEntry& chunk = index_.chunks[next_];
+  if (chunk.content_sha256.empty() || content.size() != chunk.size) return false;
+  const auto expected = HexDecode(chunk.content_sha256);
+  const auto actual = crypto::Sha256(std::string_view(content.data(), content.size()));
+  if (!expected || !crypto::ConstantTimeEqual(actual, *expected)) return false;
+  auto r = Emit(content, to_sink);
+  if (!r) {
+    failed_ = true;
+    return r.error();
+  }
+  return true;
+}
+
+std::uint64_t PayloadVerifier::payload_offset() const {
+  if (next_ >= index_.chunks.size()) return index_.payload_size;
+  return index_.chunks[next_].offset + pending_.size();
 }
 
 Result<void> PayloadVerifier::Finish() {

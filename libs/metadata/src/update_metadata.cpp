@@ -234,6 +234,15 @@ Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
   }
   UPKEEP_TRY(p.NoUnknownKeys());
 
+  UPKEEP_ASSIGN_OR_RETURN(const Json* rollback, r.Get("authorised_rollback", false));
+  if (rollback != nullptr) {
+    UPKEEP_ASSIGN_OR_RETURN(Reader ar, r.Object("authorised_rollback"));
+    UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t sequence, ar.Uint("sequence"));
+    if (sequence == 0) return Bad("authorised_rollback.sequence", "must be at least 1");
+    m.authorised_rollback_sequence = sequence;
+    UPKEEP_TRY(ar.NoUnknownKeys());
+  }
+
   UPKEEP_TRY(r.NoUnknownKeys());
   return m;
 }
@@ -270,6 +279,9 @@ Json ToCustomJson(const UpdateMetadata& m) {
                      {"risks_mitigated", m.security->risks_mitigated}};
   }
   if (m.payload.chunk_index) u["payload"]["chunk_index"] = *m.payload.chunk_index;
+  if (m.authorised_rollback_sequence) {
+    u["authorised_rollback"] = {{"sequence", *m.authorised_rollback_sequence}};
+  }
   return Json{{"upkeep", u}};
 }
 

@@ -329,19 +329,24 @@ Result<std::optional<fs::path>> Updater::FindCachedTarget(const TargetFile& targ
   return std::optional<fs::path>(path);
 }
 
-Result<fs::path> Updater::DownloadTarget(const TargetFile& target,
-                                         const std::string& target_base_url,
-                                         const fs::path& target_dir) {
-  if (target.path.empty()) return Error(Errc::InvalidTargetPath, "empty target path");
+std::string Updater::TargetUrl(const TargetFile& target, const std::string& target_base_url) const {
   std::string remote = target.path;
-  if (trusted_ && trusted_->root().body.consistent_snapshot && config_.prefix_targets_with_hash) {
+  if (trusted_ && trusted_->root().body.consistent_snapshot && config_.prefix_targets_with_hash &&
+      !target.hashes.empty()) {
     // 5.7.3: <dir>/<hash>.<basename>, using the first listed hash.
     const auto slash = remote.rfind('/');
     const std::string dir = slash == std::string::npos ? "" : remote.substr(0, slash + 1);
     const std::string base = slash == std::string::npos ? remote : remote.substr(slash + 1);
     remote = dir + target.hashes.begin()->second + "." + base;
   }
-  const std::string url = WithSlash(target_base_url) + PercentEncodePath(remote);
+  return WithSlash(target_base_url) + PercentEncodePath(remote);
+}
+
+Result<fs::path> Updater::DownloadTarget(const TargetFile& target,
+                                         const std::string& target_base_url,
+                                         const fs::path& target_dir) {
+  if (target.path.empty()) return Error(Errc::InvalidTargetPath, "empty target path");
+  const std::string url = TargetUrl(target, target_base_url);
   const fs::path path = target_dir / TargetFileName(target.path);
 
   auto file = fs_.CreateAtomic(path);

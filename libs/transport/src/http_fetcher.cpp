@@ -54,6 +54,11 @@ struct Transfer {
   CurlLong status = 0;      // of the response being received (the last status line seen)
   bool too_large = false;   // announced or delivered more than max_bytes
   bool bad_status = false;  // a body arrived for a non-2xx response
+  // Range requests: the first byte wanted; a 200 answer (Range ignored) skips up to it, a 206
+  // answer must start exactly there.
+  std::optional<std::uint64_t> range_offset;
+  std::uint64_t skipped = 0;
+  bool bad_range = false;
   std::optional<Error> sink_error;
   std::exception_ptr sink_exception;  // rethrown after curl_easy_perform; never crosses libcurl
 };
@@ -73,7 +78,20 @@ std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user
       const auto [end, ec] = std::from_chars(code.data(), code.data() + code.size(), value);
       if (ec == std::errc() && end == code.data() + code.size()) t->status = value;
     }
-  } else if (IsSuccess(t->status) && StartsWithNoCase(line, "content-length:")) {
+  } else if (t->range_offset && t->status == 206 && StartsWithNoCase(line, "content-range:")) {
+    // "bytes FIRST-LAST/TOTAL": a window elsewhere than asked would corrupt the stream.
+    const std::string_view value = Trim(line.substr(14));
+    std::uint64_t first = 0;
+    const bool prefixed = StartsWithNoCase(value, "bytes ");
+    const auto [end, ec] = std::from_chars(value.data() + (prefixed ? 6 : 0),
+                                           value.data() + value.size(), first);
+    if (!prefixed || ec != std::errc() || end == value.data() + value.size() || *end != '-' ||
+        first != *t->range_offset) {
+      t->bad_range = true;
+      return 0;
+    }
+  } else if (!t->range_offset && IsSuccess(t->status) &&
+             StartsWithNoCase(line, "content-length:")) {
     const std::string_view value = Trim(line.substr(15));
     std::uint64_t length = 0;
     const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
@@ -94,6 +112,15 @@ std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) 
   if (!IsSuccess(t->status)) {
     t->bad_status = true;
     return 0;
+  }
+  if (t->range_offset && t->status != 206 && t->skipped < *t->range_offset) {
+    // The server ignored Range and sends the whole file: drop what precedes the window.
+    const auto drop =
+        static_cast<std::size_t>(std::min<std::uint64_t>(n, *t->range_offset - t->skipped));
+    t->skipped += drop;
+    data += drop;
+    if (drop == n) return n;
+    return drop + OnBody(data, 1, n - drop, user);
   }
   const std::uint64_t room = t->max_bytes - t->delivered;
   const bool over = n > room;
@@ -158,6 +185,17 @@ HttpFetcher::HttpFetcher(HttpFetcherOptions options) : impl_(std::make_unique<Im
 HttpFetcher::~HttpFetcher() = default;
 
 Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes, const Sink& sink) {
+  return Perform(url, max_bytes, std::nullopt, sink);
+}
+
+Result<void> HttpFetcher::FetchRange(const std::string& url, std::uint64_t offset,
+                                     std::uint64_t length, const Sink& sink) {
+  if (length == 0) return Ok();
+  return Perform(url, length, offset, sink);
+}
+
+Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_bytes,
+                                  std::optional<std::uint64_t> range_offset, const Sink& sink) {
   if (!HasHttpScheme(url)) {
     return Error(common::Errc::InvalidArgument, "only http and https URLs: " + url);
   }
@@ -175,6 +213,10 @@ Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
   Transfer t;
   t.sink = &sink;
   t.max_bytes = max_bytes;
+  t.range_offset = range_offset;
+  const std::string range =
+      range_offset ? std::to_string(*range_offset) + "-" + std::to_string(*range_offset + max_bytes - 1)
+                   : std::string();
   char error_detail[CURL_ERROR_SIZE] = {};
   const auto& o = impl_->options;
   const auto secs = [](std::chrono::seconds s) { return static_cast<CurlLong>(s.count()); };
@@ -204,6 +246,7 @@ Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
   set(CURLOPT_HEADERDATA, &t);
   set(CURLOPT_WRITEFUNCTION, &OnBody);
   set(CURLOPT_WRITEDATA, &t);
+  if (range_offset) set(CURLOPT_RANGE, range.c_str());
   if (!ok) return Error(common::Errc::NetworkError, "cannot configure the transfer for " + url);
 
   const CURLcode rc = curl_easy_perform(c);
@@ -212,6 +255,11 @@ Result<void> HttpFetcher::Fetch(const std::string& url, std::uint64_t max_bytes,
 
   if (t.sink_exception) std::rethrow_exception(t.sink_exception);  // the caller's own exception
   if (t.sink_error) return std::move(*t.sink_error);
+  if (t.bad_range) {
+    return Error(common::Errc::HttpStatus, url + ": the server answered another range than asked");
+  }
+  // A range request stops at the window's end: a longer answer is cut there, not an error.
+  if (t.too_large && range_offset && t.delivered == max_bytes) return Ok();
   if (t.too_large) {
     return Error(common::Errc::LengthExceeded,
                  url + ": more than " + std::to_string(max_bytes) + " bytes");

@@ -26,6 +26,13 @@ class Fetcher {
   [[nodiscard]] virtual Result<void> Fetch(const std::string& url, std::uint64_t max_bytes,
                                            const Sink& sink) = 0;
 
+  // Streams bytes [offset, offset + length) of `url`, to resume a download or skip what is already
+  // on the device. A file that ends inside the window delivers what it has and succeeds: the caller
+  // counts bytes. The default fetches from the start and passes on only the window; fetchers that
+  // can seek (HTTP Range, bundles) override it.
+  [[nodiscard]] virtual Result<void> FetchRange(const std::string& url, std::uint64_t offset,
+                                                std::uint64_t length, const Sink& sink);
+
   // Convenience: the whole body in memory (for metadata, which is small and bounded).
   [[nodiscard]] Result<std::string> FetchBytes(const std::string& url, std::uint64_t max_bytes);
 };

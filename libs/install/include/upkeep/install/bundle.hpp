@@ -49,8 +49,14 @@ class BundleFetcher final : public Fetcher {
   explicit BundleFetcher(const Bundle& bundle) : bundle_(bundle) {}
   [[nodiscard]] Result<void> Fetch(const std::string& url, std::uint64_t max_bytes,
                                    const Sink& sink) override;
+  // Reads the window straight from the bundle file.
+  [[nodiscard]] Result<void> FetchRange(const std::string& url, std::uint64_t offset,
+                                        std::uint64_t length, const Sink& sink) override;
 
  private:
+  [[nodiscard]] Result<const BundleEntry*> Lookup(const std::string& url) const;
+  [[nodiscard]] Result<void> Stream(const BundleEntry& entry, std::uint64_t offset,
+                                    std::uint64_t length, const Sink& sink);
   const Bundle& bundle_;
 };
 

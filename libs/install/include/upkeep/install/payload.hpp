@@ -32,6 +32,13 @@ enum class Errc {
   PayloadTruncated = 15,     // the payload ended before the last chunk
   TrailingData = 16,         // bytes after the last chunk
   BundleMalformed = 20,      // an offline bundle's header, table of contents or size is wrong
+  SlotUnavailable = 30,      // the slot cannot be opened, or is neither a file nor a block device
+  SlotTooSmall = 31,         // the image is larger than the slot
+  ReadBackMismatch = 32,     // the slot does not read back what was written
+  ImageSizeMismatch = 33,    // the image's size differs from what the release declares
+  DownloadFailed = 34,       // the payload could not be fetched, even after resuming
+  BootloaderFailed = 40,     // the boot environment cannot be read or written
+  BootEnvInvalid = 41,       // the boot environment holds values the adapter does not accept
 };
 
 }  // namespace upkeep::install
@@ -45,15 +52,25 @@ inline constexpr std::uint64_t kDefaultChunkSize = 1ull << 20;
 inline constexpr std::uint64_t kMinChunkSize = 4096;
 inline constexpr std::uint64_t kMaxChunkSize = 64ull << 20;
 
+// How each chunk is stored in the payload: an independent zstd frame, or the image bytes as they
+// are (for images that do not compress, or media faster than the decompressor).
+enum class ChunkCompression { Zstd, None };
+[[nodiscard]] const char* ToString(ChunkCompression c);
+
 struct ChunkEntry {
   std::uint64_t offset = 0;  // of the compressed frame in the payload
   std::uint64_t length = 0;  // compressed bytes
   std::string sha256;        // of the compressed bytes, lower-case hex
   std::uint64_t size = 0;    // decompressed bytes
+  // SHA-256 of the decompressed bytes, lower-case hex; empty when the index has none. Lets a
+  // device reuse a chunk it already holds instead of downloading it, and check what an
+  // interrupted install left on the slot.
+  std::string content_sha256;
 };
 
 struct ChunkIndex {
   std::uint64_t format = kChunkIndexFormat;
+  ChunkCompression compression = ChunkCompression::Zstd;
   std::uint64_t chunk_size = kDefaultChunkSize;
   std::uint64_t image_size = 0;
   std::string image_sha256;  // of the whole decompressed image
@@ -69,6 +86,7 @@ struct ChunkIndex {
 
 struct BuildOptions {
   std::uint64_t chunk_size = kDefaultChunkSize;  // uncompressed bytes per chunk
+  ChunkCompression compression = ChunkCompression::Zstd;
   int level = 3;                                 // zstd compression level
   // Compression workers; 0 picks one per core but one (the image digest has its own thread).
   unsigned threads = 0;
@@ -95,13 +113,24 @@ class PayloadVerifier {
   // After the last byte: every chunk seen and the whole image's digest matches.
   [[nodiscard]] Result<void> Finish();
 
+  // Offers the image bytes of the next chunk from a local source (the active slot, or what an
+  // interrupted install already wrote): accepted when the index has the chunk's content_sha256
+  // and the bytes match it and its size; they join the image digest and, if `to_sink`, go to the
+  // sink. False (nothing changed) when they do not match or the index cannot vouch for them.
+  // Only between chunks (no payload bytes of the next chunk fed yet).
+  [[nodiscard]] Result<bool> TryLocalChunk(std::span<const char> content, bool to_sink);
+
   // Decompressed bytes passed to the sink so far (all authenticated).
   [[nodiscard]] std::uint64_t image_bytes_out() const { return image_out_; }
   // Index of the chunk being assembled.
   [[nodiscard]] std::size_t current_chunk() const { return next_; }
+  // Payload offset of the next byte Feed expects: where a dropped download resumes.
+  [[nodiscard]] std::uint64_t payload_offset() const;
+  [[nodiscard]] bool failed() const { return failed_; }
 
  private:
   [[nodiscard]] Result<void> CompleteChunk();
+  [[nodiscard]] Result<void> Emit(std::span<const char> content, bool to_sink);
   struct State;
   const ChunkIndex& index_;
   ImageSink sink_;

@@ -59,6 +59,10 @@ struct UpdateMetadata {
   Disruption disruption;
   SettingsImpact settings_impact;
   Payload payload;
+  // A signed permission to install a lower security_version than the device has (NIST IR 8259A's
+  // authorised rollback). Each device accepts a given sequence once: it must exceed the highest
+  // sequence the device has used, so a captured rollback target cannot be replayed.
+  std::optional<std::uint64_t> authorised_rollback_sequence;
 };
 
 // Validates `custom["upkeep"]`. Unknown keys are rejected. Errors: Errc::InvalidUpdateMetadata

@@ -57,6 +57,10 @@ class Updater {
       const TargetFile& target, const std::string& target_base_url,
       const std::filesystem::path& target_dir);
 
+  // Where a target is fetched from below `target_base_url` (hash-prefixed with consistent
+  // snapshots, 5.7.3), for callers that stream a target themselves.
+  [[nodiscard]] std::string TargetUrl(const TargetFile& target,
+                                      const std::string& target_base_url) const;
   // Local file name used for a target path: the path percent-encoded into one name.
   [[nodiscard]] static std::string TargetFileName(const std::string& target_path);
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "upkeep/common/fetcher.hpp"
@@ -54,8 +55,15 @@ class HttpFetcher final : public Fetcher {
   // libcurl has unwound.
   [[nodiscard]] Result<void> Fetch(const std::string& url, std::uint64_t max_bytes,
                                    const Sink& sink) override;
+  // `Range: bytes=offset-(offset+length-1)`. A 206 answer must start at `offset` (else
+  // HttpStatus); a 200 answer (the server ignores ranges) is skipped up to `offset`; either is
+  // cut after `length` bytes. Other errors as Fetch.
+  [[nodiscard]] Result<void> FetchRange(const std::string& url, std::uint64_t offset,
+                                        std::uint64_t length, const Sink& sink) override;
 
  private:
+  [[nodiscard]] Result<void> Perform(const std::string& url, std::uint64_t max_bytes,
+                                     std::optional<std::uint64_t> range_offset, const Sink& sink);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,0 +1,113 @@
+#pragma once
+
+// The device agent's operations: install a release into the inactive slot and switch to it,
+// report status, commit or roll back after the reboot. Every step moves the journal along the
+// transition table (flow.hpp) before acting, so each operation can be repeated after a crash and
+// picks up where the journal says. `upkeep-agent` calls these; the daemon will too.
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "upkeep/agent/config.hpp"
+#include "upkeep/agent/flow.hpp"
+#include "upkeep/agent/state.hpp"
+#include "upkeep/common/clock.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/install/bootloader.hpp"
+#include "upkeep/install/events.hpp"
+#include "upkeep/install/image_installer.hpp"
+#include "upkeep/metadata/update_metadata.hpp"
+
+namespace upkeep::agent {
+
+struct InstallOutcome {
+  std::string target;
+  std::string version;
+  std::string component;
+  std::string to_slot;                 // rootfs only
+  bool reboot_required = false;        // rootfs: reboot into to_slot, then commit
+  install::ImageInstallReport report;  // rootfs only
+};
+
+struct StatusReport {
+  AgentConfig config;
+  DeviceState state;
+  std::optional<install::BootStatus> boot;  // nullopt when the environment cannot be read
+  std::string boot_error;
+  std::string booted_slot;  // "" when unknown
+};
+
+class Agent {
+ public:
+  Agent(AgentConfig config, Filesystem& fs, const Clock& clock);
+  ~Agent();
+
+  // Lifecycle events (also appended to data_dir/events.jsonl).
+  void SetEventSink(install::EventSink sink) { extra_sink_ = std::move(sink); }
+  void SetProgress(std::function<void(const install::ImageProgress&)> p) { progress_ = std::move(p); }
+
+  // Installs `target` from `source`: an offline bundle file, or an http(s) repository base URL
+  // (empty: the configured repository). With a bundle, `target` may be omitted: the bundle's
+  // release for this device is chosen. Errors: metadata::Errc (TUF), install::Errc (payload,
+  // slot), agent::Errc (WrongHardware, SecurityVersionRollback, UnsupportedPayload,
+  // UpdatePending, NoInstallableTarget, UnknownComponent, ModuleFailed, Journal*).
+  [[nodiscard]] Result<InstallOutcome> Install(const std::string& source,
+                                               const std::optional<std::string>& target);
+  // The post-boot step: on the trial slot, run the health checks and commit, or revert
+  // (HealthCheckFailed; reboot to finish). NotRebooted before the reboot, NothingToCommit when
+  // nothing is on trial.
+  [[nodiscard]] Result<DeviceState> Commit();
+  // Abandons or reverts the update in progress. NothingToRollBack when there is none.
+  [[nodiscard]] Result<DeviceState> Rollback();
+  // Applies what the current boot tells about a pending update (trial started, firmware fell
+  // back, revert finished). Install, Commit and Rollback call it first.
+  [[nodiscard]] Result<DeviceState> Reconcile();
+  [[nodiscard]] Result<StatusReport> Status();
+  // Simulated devices (bootloader type "file"): what the firmware does at power-on, then the
+  // kernel command line and a new boot ID. Returns the slot booted.
+  [[nodiscard]] Result<std::string> SimulateBoot();
+
+  [[nodiscard]] StateStore& store() { return store_; }
+  [[nodiscard]] install::Bootloader& bootloader() { return *bootloader_; }
+  [[nodiscard]] std::filesystem::path SlotPath(const std::string& slot) const;
+
+ private:
+  struct Source;
+  [[nodiscard]] Result<void> Advance(DeviceState& state, Trigger trigger,
+                                     const std::string& detail = "");
+  void Emit(const char* id, std::string message, metadata::Json data);
+  [[nodiscard]] Result<std::string> BootedSlot() const;
+  [[nodiscard]] Result<std::string> BootId() const;
+  [[nodiscard]] Result<void> CheckPolicy(const DeviceState& state,
+                                         const metadata::UpdateMetadata& m,
+                                         const std::string& component) const;
+  [[nodiscard]] Result<InstallOutcome> InstallRootfs(DeviceState& state, Source& source,
+                                                     const metadata::TargetFile& target,
+                                                     const metadata::UpdateMetadata& m);
+  [[nodiscard]] Result<InstallOutcome> InstallModule(DeviceState& state, Source& source,
+                                                     const metadata::TargetFile& target,
+                                                     const metadata::UpdateMetadata& m,
+                                                     const std::string& component);
+  [[nodiscard]] Result<void> RunHealthChecks();
+  void RaiseFloor(DeviceState& state, const std::string& component, std::uint64_t security_version,
+                  std::optional<std::uint64_t> rollback_sequence);
+
+  AgentConfig config_;
+  Filesystem& fs_;
+  const Clock& clock_;
+  StateStore store_;
+  std::unique_ptr<install::Bootloader> bootloader_;
+  install::EventSink extra_sink_;
+  std::function<void(const install::ImageProgress&)> progress_;
+};
+
+// The component a release installs: "rootfs" for root filesystem images; otherwise the first
+// directory of the target path ("app/web-2.1.tar" installs component "app"), or for a path
+// without one the kind ("application", "configuration", ...). Modules are configured per name.
+[[nodiscard]] std::string ComponentOf(const metadata::TargetFile& target,
+                                      const metadata::UpdateMetadata& m);
+
+}  // namespace upkeep::agent

@@ -1,0 +1,130 @@
+#pragma once
+
+// The device agent's configuration (TOML, docs/agent.md). One struct per section with defaults in
+// the class; parsing rejects unknown sections and keys and validates every value, so a typo never
+// silently falls back to a default. `upkeep-agent --dump-config` prints the effective result.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "upkeep/common/result.hpp"
+
+namespace upkeep::agent {
+
+enum class Errc {
+  InvalidConfig = 1,            // the configuration file is missing, malformed or has bad values
+  WrongHardware = 10,           // the release is not built for this device's model
+  SecurityVersionRollback = 11, // the release's security_version is below the installed floor
+  UnsupportedPayload = 12,      // the release's payload cannot go into a slot (not chunked)
+  UpdatePending = 13,           // an installed update waits for reboot, commit or rollback
+  NothingToCommit = 14,         // no update is on trial
+  NothingToRollBack = 15,       // no update is in progress
+  NotRebooted = 16,             // commit asked before the device booted the new slot
+  HealthCheckFailed = 17,       // the trial system failed its health checks; rolling back
+  JournalCorrupt = 20,          // the state journal cannot be parsed
+  JournalWriteFailed = 21,      // the state journal cannot be written
+  NoInstallableTarget = 22,     // a bundle holds no release for this device
+  UnknownComponent = 23,        // the release's component has no slot or module configured
+  ModuleFailed = 24,            // an update module failed; the component was rolled back
+  AlreadyInstalled = 25,        // the release is what the device already runs
+};
+
+}  // namespace upkeep::agent
+
+UPKEEP_DECLARE_ERRC(upkeep::agent);
+
+namespace upkeep::agent {
+
+struct DeviceConfig {
+  // Model identifier, matched against a release's "hardware" list.
+  std::string hardware;
+  // Agent state: journal, trusted metadata, event log, work files.
+  std::filesystem::path data_dir = "/var/lib/upkeep";
+};
+
+struct TrustConfig {
+  // Initial trusted root metadata (provisioned at manufacture); copied into data_dir on first use.
+  std::filesystem::path root = "/etc/upkeep/root.json";
+};
+
+struct RepositoryConfig {
+  // Base URL of the image repository (metadata/ and targets/ below it); empty: offline only.
+  std::string url;
+};
+
+struct SlotsConfig {
+  // The two root filesystem slots: block devices, partitions, or files (simulated devices).
+  std::filesystem::path a;
+  std::filesystem::path b;
+  // File slots only: capacity in bytes (0: unlimited).
+  std::uint64_t file_size = 0;
+  // Read the written image back from the medium and check its digest before switching.
+  bool read_back = false;
+};
+
+struct BootloaderConfig {
+  // "file" (simulated devices), "uboot" (libubootenv) or "grub" (grubenv).
+  std::string type = "file";
+  // file: the environment file; uboot: the fw_env.config file; grub: the grubenv file.
+  std::filesystem::path env;
+  // Boot variable naming the slot to boot.
+  std::string slot_variable = "upkeep_slot";
+  // Trial boots before the firmware falls back.
+  unsigned boot_limit = 3;
+  // Where the booted slot is read from (`upkeep.slot=` word).
+  std::filesystem::path cmdline = "/proc/cmdline";
+  // Changes on every boot; tells the agent whether a reboot happened.
+  std::filesystem::path boot_id = "/proc/sys/kernel/random/boot_id";
+  // Run after switching when `install --reboot` is given; empty: the user reboots.
+  std::vector<std::string> reboot_command;
+};
+
+struct HealthConfig {
+  // Commands that must all exit 0 on the trial system before it is committed.
+  std::vector<std::vector<std::string>> commands;
+  // For each command.
+  std::chrono::seconds timeout{120};
+};
+
+struct InstallConfig {
+  // Sync the slot and checkpoint the journal about every this many MiB.
+  std::uint64_t checkpoint_mib = 32;
+  // Resumes of a dropped download before giving up, and the pause before each.
+  unsigned max_resumes = 5;
+  std::chrono::milliseconds resume_delay{1000};
+  // Copy chunks the active slot already holds instead of downloading them.
+  bool reuse_chunks = true;
+};
+
+struct ModuleConfig {
+  // Executable and leading arguments; the agent appends STAGE WORKDIR (docs/formats/update-module.md).
+  std::vector<std::string> command;
+  std::chrono::seconds timeout{300};
+  // Free-form arguments handed to the module in header.json ("module_args"), as JSON text.
+  std::string args_json = "{}";
+};
+
+struct AgentConfig {
+  DeviceConfig device;
+  TrustConfig trust;
+  RepositoryConfig repository;
+  SlotsConfig slots;
+  BootloaderConfig bootloader;
+  HealthConfig health;
+  InstallConfig install;
+  // Components other than the root filesystem, by name ("app", "config", ...).
+  std::map<std::string, ModuleConfig> components;
+};
+
+// Errc::InvalidConfig with the offending key in the message.
+[[nodiscard]] Result<AgentConfig> ParseConfig(std::string_view toml_text);
+[[nodiscard]] Result<AgentConfig> LoadConfig(const std::filesystem::path& file);
+// The effective configuration as TOML.
+[[nodiscard]] std::string DumpConfig(const AgentConfig& config);
+
+}  // namespace upkeep::agent

@@ -1,0 +1,585 @@
+#include "upkeep/agent/agent.hpp"
+
+#include <algorithm>
+#include <random>
+
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/common/log.hpp"
+#include "upkeep/install/bundle.hpp"
+#include "upkeep/metadata/errc.hpp"
+#include "upkeep/metadata/updater.hpp"
+#include "upkeep/modules/module.hpp"
+#include "upkeep/transport/http_fetcher.hpp"
+
+namespace upkeep::agent {
+
+namespace fs = std::filesystem;
+using metadata::Json;
+
+namespace {
+
+constexpr const char* kRootfs = "rootfs";
+constexpr std::uint64_t kMaxSmallFile = 64 * 1024;
+constexpr std::uint64_t kMaxEventLog = 1 << 20;
+
+std::string RandomId() {
+  std::random_device rd;
+  std::vector<unsigned char> bytes(16);
+  for (auto& b : bytes) b = static_cast<unsigned char>(rd() & 0xff);
+  return HexEncode(bytes);
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+std::unique_ptr<install::Bootloader> MakeBootloader(const BootloaderConfig& c) {
+  std::unique_ptr<install::BootEnv> env;
+  if (c.type == "uboot") {
+    env = install::MakeUBootEnv(c.env);
+  } else if (c.type == "grub") {
+    env = install::MakeGrubEnv(c.env);
+  } else {
+    env = install::MakeFileBootEnv(c.env);
+  }
+  install::BootloaderOptions o;
+  o.slot_variable = c.slot_variable;
+  o.boot_limit = c.boot_limit;
+  return std::make_unique<install::Bootloader>(std::move(env), o);
+}
+
+}  // namespace
+
+std::string ComponentOf(const metadata::TargetFile& target, const metadata::UpdateMetadata& m) {
+  if (m.component == metadata::Component::Rootfs) return kRootfs;
+  const auto slash = target.path.find('/');
+  if (slash != std::string::npos && slash > 0) return target.path.substr(0, slash);
+  return metadata::ToString(m.component);
+}
+
+// Where releases come from: an offline bundle or an HTTP repository, read through the same
+// TUF updater and trusted metadata.
+struct Agent::Source {
+  std::optional<install::Bundle> bundle;
+  std::unique_ptr<Fetcher> fetcher;
+  std::string metadata_url;
+  std::string targets_url;
+  std::unique_ptr<metadata::Updater> updater;
+};
+
+Agent::Agent(AgentConfig config, Filesystem& fs, const Clock& clock)
+    : config_(std::move(config)),
+      fs_(fs),
+      clock_(clock),
+      store_(config_.device.data_dir, fs),
+      bootloader_(MakeBootloader(config_.bootloader)) {}
+
+Agent::~Agent() = default;
+
+fs::path Agent::SlotPath(const std::string& slot) const {
+  return slot == bootloader_->options().slot_a ? config_.slots.a : config_.slots.b;
+}
+
+void Agent::Emit(const char* id, std::string message, Json data) {
+  install::Event e{id, std::move(message), std::move(data)};
+  log::info("[{}] {}", e.id, e.message);
+  // The event log is for the fleet and support: best effort, bounded, never fatal.
+  const fs::path log = config_.device.data_dir / "events.jsonl";
+  std::error_code ec;
+  if (fs::exists(log, ec) && fs::file_size(log, ec) > kMaxEventLog) {
+    fs::rename(log, config_.device.data_dir / "events.1.jsonl", ec);
+  }
+  const Json line = {{"time", static_cast<std::int64_t>(clock_.Now().time_since_epoch().count())},
+                     {"id", e.id},
+                     {"message", e.message},
+                     {"data", e.data}};
+  if (auto f = std::fopen(log.c_str(), "a")) {
+    const std::string text = line.dump() + "\n";
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  }
+  if (extra_sink_) extra_sink_(e);
+}
+
+Result<void> Agent::Advance(DeviceState& state, Trigger trigger, const std::string& detail) {
+  const UpdateState from = state.update ? state.update->state : UpdateState::Idle;
+  UPKEEP_ASSIGN_OR_RETURN(const Transition* t, FindTransition(from, trigger));
+  PendingUpdate previous = state.update.value_or(PendingUpdate{});
+  if (t->to == UpdateState::Idle) {
+    if (from != UpdateState::Idle) {
+      std::string outcome = "failed";
+      if (trigger == Trigger::HealthPassed) outcome = "committed";
+      if (trigger == Trigger::BootedOld) outcome = "rolled_back";
+      if (trigger == Trigger::Cancel) outcome = "cancelled";
+      state.last = LastResult{outcome, previous.target, previous.version, detail};
+    }
+    state.update.reset();
+  } else {
+    state.update->state = t->to;
+  }
+  UPKEEP_TRY(store_.Save(state));
+  if (t->event != nullptr) {
+    Json data = {{"from", ToString(from)}, {"to", ToString(t->to)}, {"target", previous.target},
+                 {"version", previous.version}, {"update_id", previous.id}};
+    if (!detail.empty()) data["detail"] = detail;
+    Emit(t->event,
+         std::string(ToString(trigger)) + ": " + ToString(from) + " -> " + ToString(t->to) +
+             (detail.empty() ? "" : " (" + detail + ")"),
+         std::move(data));
+  }
+  return Ok();
+}
+
+Result<std::string> Agent::BootedSlot() const {
+  auto text = fs_.ReadFile(config_.bootloader.cmdline, kMaxSmallFile);
+  if (!text) return Error(install::Errc::BootEnvInvalid, text.error().ToString());
+  UPKEEP_ASSIGN_OR_RETURN(std::string slot, install::BootedSlotFromCmdline(*text));
+  if (slot != bootloader_->options().slot_a && slot != bootloader_->options().slot_b) {
+    return Error(install::Errc::BootEnvInvalid, "booted from unknown slot " + slot);
+  }
+  return slot;
+}
+
+Result<std::string> Agent::BootId() const {
+  auto text = fs_.ReadFile(config_.bootloader.boot_id, kMaxSmallFile);
+  if (!text) return Error(install::Errc::BootEnvInvalid, text.error().ToString());
+  return Trim(*text);
+}
+
+Result<void> Agent::CheckPolicy(const DeviceState& state, const metadata::UpdateMetadata& m,
+                                const std::string& component) const {
+  if (std::find(m.hardware.begin(), m.hardware.end(), config_.device.hardware) == m.hardware.end()) {
+    return Error(Errc::WrongHardware, "release " + m.version + " is not built for " +
+                                          config_.device.hardware);
+  }
+  SecurityFloor floor;
+  if (auto it = state.security.find(component); it != state.security.end()) floor = it->second;
+  if (m.security_version < floor.security_version) {
+    const bool authorised = m.authorised_rollback_sequence &&
+                            *m.authorised_rollback_sequence > floor.rollback_sequence;
+    if (!authorised) {
+      return Error(Errc::SecurityVersionRollback,
+                   "security_version " + std::to_string(m.security_version) + " is below " +
+                       std::to_string(floor.security_version) + " installed on " + component);
+    }
+  }
+  return Ok();
+}
+
+void Agent::RaiseFloor(DeviceState& state, const std::string& component,
+                       std::uint64_t security_version,
+                       std::optional<std::uint64_t> rollback_sequence) {
+  SecurityFloor& floor = state.security[component];
+  if (rollback_sequence && security_version < floor.security_version) {
+    floor.security_version = security_version;  // the signed, one-time way down
+    floor.rollback_sequence = std::max(floor.rollback_sequence, *rollback_sequence);
+  } else {
+    floor.security_version = std::max(floor.security_version, security_version);
+    if (rollback_sequence) {
+      floor.rollback_sequence = std::max(floor.rollback_sequence, *rollback_sequence);
+    }
+  }
+}
+
+Result<InstallOutcome> Agent::Install(const std::string& source_arg,
+                                      const std::optional<std::string>& target_arg) {
+  std::error_code ec;
+  fs::create_directories(config_.device.data_dir / "metadata", ec);
+  fs::create_directories(config_.device.data_dir / "work", ec);
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
+  if (state.update && state.update->state != UpdateState::Writing &&
+      state.update->state != UpdateState::Written) {
+    return Error(Errc::UpdatePending, std::string("update ") + state.update->version + " is " +
+                                          ToString(state.update->state) +
+                                          ": reboot, commit or roll back first");
+  }
+
+  // The trusted root provisioned at manufacture starts the chain.
+  const fs::path metadata_dir = config_.device.data_dir / "metadata";
+  UPKEEP_ASSIGN_OR_RETURN(const bool has_root, fs_.Exists(metadata_dir / "root.json"));
+  if (!has_root) {
+    auto root = fs_.ReadFile(config_.trust.root, 512'000);
+    if (!root) return Error(Errc::InvalidConfig, "trust.root: " + root.error().ToString());
+    UPKEEP_TRY(fs_.WriteFileAtomic(metadata_dir / "root.json", *root));
+  }
+
+  Source source;
+  const std::string where = source_arg.empty() ? config_.repository.url : source_arg;
+  if (where.starts_with("http://") || where.starts_with("https://")) {
+    source.fetcher = std::make_unique<transport::HttpFetcher>();
+    const std::string base = where.ends_with('/') ? where : where + "/";
+    source.metadata_url = base + "metadata/";
+    source.targets_url = base + "targets/";
+  } else if (!where.empty()) {
+    UPKEEP_ASSIGN_OR_RETURN(auto bundle, install::Bundle::Open(where));
+    source.bundle.emplace(std::move(bundle));
+    source.fetcher = std::make_unique<install::BundleFetcher>(*source.bundle);
+    source.metadata_url = install::kBundleMetadataUrl;
+    source.targets_url = install::kBundleTargetsUrl;
+  } else {
+    return Error(Errc::InvalidConfig, "no source given and no repository.url configured");
+  }
+  source.updater = std::make_unique<metadata::Updater>(metadata_dir, source.metadata_url,
+                                                       *source.fetcher, fs_, clock_);
+  UPKEEP_TRY(source.updater->Refresh());
+
+  // Which release: as asked, or the bundle's one for this device.
+  std::string target_path;
+  if (target_arg) {
+    target_path = *target_arg;
+  } else if (source.bundle) {
+    const auto* top = source.updater->trusted()->targets("targets");
+    std::vector<std::string> candidates;
+    std::vector<std::string> indexes;  // chunk indexes travel with their payloads
+    if (top != nullptr) {
+      for (const auto& [path, file] : top->body.targets) {
+        auto m = metadata::UpdateMetadataOf(file);
+        if (!m || std::find(m->hardware.begin(), m->hardware.end(), config_.device.hardware) ==
+                      m->hardware.end()) {
+          continue;
+        }
+        if (m->payload.chunk_index) indexes.push_back(*m->payload.chunk_index);
+        const std::string url = source.updater->TargetUrl(file, install::kBundleTargetsUrl);
+        const auto entry = PercentDecode(std::string_view(url).substr(std::string_view("bundle:/").size()));
+        if (entry && source.bundle->Find(*entry) != nullptr) candidates.push_back(path);
+      }
+    }
+    std::erase_if(candidates, [&](const std::string& c) {
+      return std::find(indexes.begin(), indexes.end(), c) != indexes.end();
+    });
+    if (candidates.size() != 1) {
+      return Error(Errc::NoInstallableTarget,
+                   candidates.empty() ? "the bundle holds no release for " + config_.device.hardware
+                                      : "the bundle holds several releases for " +
+                                            config_.device.hardware + "; name one");
+    }
+    target_path = candidates.front();
+  } else {
+    return Error(Errc::InvalidConfig, "a repository install needs a target name");
+  }
+
+  UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile target, source.updater->GetTargetInfo(target_path));
+  UPKEEP_ASSIGN_OR_RETURN(const metadata::UpdateMetadata m, metadata::UpdateMetadataOf(target));
+  const std::string component = ComponentOf(target, m);
+  if (auto it = state.components.find(component);
+      it != state.components.end() && it->second.target == target.path &&
+      it->second.version == m.version && !state.update) {
+    return Error(Errc::AlreadyInstalled, component + " " + m.version + " is installed");
+  }
+  if (auto policy = CheckPolicy(state, m, component); !policy) {
+    Emit(install::event::kInstallRefused, policy.error().message(),
+         {{"target", target.path}, {"version", m.version}, {"error", policy.error().ToString()}});
+    return policy.error();
+  }
+  if (component == kRootfs) return InstallRootfs(state, source, target, m);
+  return InstallModule(state, source, target, m, component);
+}
+
+Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
+                                            const metadata::TargetFile& target,
+                                            const metadata::UpdateMetadata& m) {
+  if (m.payload.format != metadata::PayloadFormat::Chunked || !m.payload.chunk_index) {
+    return Error(Errc::UnsupportedPayload,
+                 "root filesystem releases must be chunked payloads (upkeep image build)");
+  }
+  // The chunk index is a TUF target of its own: verified in full before any payload byte.
+  const fs::path work = config_.device.data_dir / "work";
+  UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile index_target,
+                          source.updater->GetTargetInfo(*m.payload.chunk_index));
+  UPKEEP_ASSIGN_OR_RETURN(const fs::path index_file,
+                          source.updater->DownloadTarget(index_target, source.targets_url, work));
+  UPKEEP_ASSIGN_OR_RETURN(const std::string index_text, fs_.ReadFile(index_file, 64 << 20));
+  UPKEEP_ASSIGN_OR_RETURN(const install::ChunkIndex index, install::ParseChunkIndex(index_text));
+  if (index.image_size != m.payload.installed_size) {
+    return Error(install::Errc::ImageSizeMismatch,
+                 "chunk index image_size " + std::to_string(index.image_size) +
+                     " differs from the release's installed_size " +
+                     std::to_string(m.payload.installed_size));
+  }
+  if (index.payload_size != target.length) {
+    return Error(install::Errc::InvalidChunkIndex,
+                 "chunk index payload_size differs from the signed payload length");
+  }
+
+  UPKEEP_ASSIGN_OR_RETURN(const std::string booted, BootedSlot());
+  const std::string to_slot = bootloader_->OtherSlot(booted);
+
+  const bool same = state.update && state.update->target == target.path &&
+                    state.update->image_sha256 == index.image_sha256 &&
+                    state.update->to_slot == to_slot;
+  if (!same) {
+    // A different release replaces an unfinished one: its partial image is simply overwritten.
+    PendingUpdate p;
+    p.id = RandomId();
+    p.component = kRootfs;
+    p.target = target.path;
+    p.version = m.version;
+    p.security_version = m.security_version;
+    p.rollback_sequence = m.authorised_rollback_sequence;
+    p.from_slot = booted;
+    p.to_slot = to_slot;
+    p.image_sha256 = index.image_sha256;
+    p.image_size = index.image_size;
+    state.update.reset();
+    state.update = p;
+    state.update->state = UpdateState::Idle;  // Begin moves it to Writing
+    const auto t = FindTransition(UpdateState::Idle, Trigger::Begin);
+    state.update->state = t.value()->to;
+    UPKEEP_TRY(store_.Save(state));
+    Emit(install::event::kInstallStarted, "installing " + target.path + " into slot " + to_slot,
+         {{"target", target.path}, {"version", m.version}, {"update_id", p.id},
+          {"slot", to_slot}, {"image_size", index.image_size}});
+  } else {
+    UPKEEP_TRY(Advance(state, Trigger::Begin));
+  }
+
+  InstallOutcome outcome;
+  outcome.target = target.path;
+  outcome.version = m.version;
+  outcome.component = kRootfs;
+  outcome.to_slot = to_slot;
+  if (state.update->state == UpdateState::Writing) {
+    install::ImageInstallOptions o;
+    o.target = SlotPath(to_slot);
+    o.target_capacity = config_.slots.file_size;
+    if (config_.install.reuse_chunks) {
+      o.reuse_from = SlotPath(booted);
+      if (auto it = state.components.find(kRootfs); it != state.components.end()) {
+        o.reuse_scan_bytes = it->second.image_size;
+      }
+    }
+    o.start_chunk = static_cast<std::size_t>(state.update->durable_chunks);
+    o.checkpoint_bytes = config_.install.checkpoint_mib << 20;
+    o.on_checkpoint = [&](std::size_t durable) -> Result<void> {
+      state.update->durable_chunks = durable;
+      return store_.Save(state);
+    };
+    o.on_progress = progress_;
+    o.on_event = [this](const install::Event& e) { Emit(e.id.c_str(), e.message, e.data); };
+    o.max_resumes = config_.install.max_resumes;
+    o.resume_delay = config_.install.resume_delay;
+    o.read_back = config_.slots.read_back;
+    auto report = install::InstallImage(index, *source.fetcher,
+                                        source.updater->TargetUrl(target, source.targets_url), o);
+    if (!report) {
+      // A transfer that keeps failing leaves the journal where it is, to resume later; anything
+      // else (a rejected chunk, a bad slot) ends this update.
+      if (report.error().code() != install::Errc::DownloadFailed &&
+          report.error().code() != install::Errc::PayloadTruncated) {
+        UPKEEP_TRY(Advance(state, Trigger::Fail, report.error().ToString()));
+      } else {
+        Emit(install::event::kInstallFailed, report.error().message(),
+             {{"target", target.path}, {"error", report.error().ToString()}, {"resumable", true}});
+      }
+      return report.error();
+    }
+    outcome.report = *report;
+    state.update->durable_chunks = index.chunks.size();
+    UPKEEP_TRY(Advance(state, Trigger::ImageVerified));
+  }
+  // Switch: journal first (with this boot's ID), then the bootloader; both are repeatable.
+  UPKEEP_ASSIGN_OR_RETURN(state.update->boot_id, BootId());
+  UPKEEP_TRY(Advance(state, Trigger::Switch));
+  UPKEEP_TRY(bootloader_->StartTrial(to_slot, state.update->id));
+  outcome.reboot_required = true;
+  return outcome;
+}
+
+Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
+                                            const metadata::TargetFile& target,
+                                            const metadata::UpdateMetadata& m,
+                                            const std::string& component) {
+  auto it = config_.components.find(component);
+  if (it == config_.components.end()) {
+    return Error(Errc::UnknownComponent, "no module configured for component " + component);
+  }
+  if (state.update) {
+    return Error(Errc::UpdatePending, "a root filesystem update is in progress");
+  }
+  // The artifact is verified in full (length and hashes) before the module sees it.
+  const fs::path work = config_.device.data_dir / "modules" / component;
+  const fs::path download = config_.device.data_dir / "work";
+  UPKEEP_ASSIGN_OR_RETURN(const fs::path file,
+                          source.updater->DownloadTarget(target, source.targets_url, download));
+  modules::ComponentHeader header;
+  header.component = component;
+  header.version = m.version;
+  header.target = target.path;
+  header.module_args_json = it->second.args_json;
+  const fs::path artifacts[] = {file};
+  UPKEEP_TRY(modules::PrepareWorkDir(work, header, artifacts));
+  modules::ModuleSpec spec;
+  spec.command = it->second.command;
+  spec.timeout = it->second.timeout;
+  Emit(install::event::kInstallStarted, "installing " + target.path + " with the " + component +
+                                            " module",
+       {{"target", target.path}, {"version", m.version}, {"component", component}});
+  auto installed = modules::InstallComponent(spec, work);
+  std::error_code ec;
+  fs::remove(file, ec);
+  if (!installed) {
+    state.last = LastResult{"failed", target.path, m.version, installed.error().ToString()};
+    UPKEEP_TRY(store_.Save(state));
+    Emit(install::event::kModuleFailed, installed.error().message(),
+         {{"target", target.path}, {"component", component},
+          {"rolled_back", installed.error().code() == modules::Errc::RolledBack},
+          {"error", installed.error().ToString()}});
+    return Error(Errc::ModuleFailed, installed.error().ToString());
+  }
+  state.components[component] = InstalledComponent{m.version, target.path, target.hashes.begin()->second,
+                                                    target.length, m.security_version, ""};
+  RaiseFloor(state, component, m.security_version, m.authorised_rollback_sequence);
+  state.last = LastResult{"committed", target.path, m.version, ""};
+  UPKEEP_TRY(store_.Save(state));
+  Emit(install::event::kModuleInstalled, component + " " + m.version + " installed",
+       {{"target", target.path}, {"component", component}, {"version", m.version}});
+  InstallOutcome outcome;
+  outcome.target = target.path;
+  outcome.version = m.version;
+  outcome.component = component;
+  return outcome;
+}
+
+Result<DeviceState> Agent::Reconcile() {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, store_.Load());
+  if (!state.update) return state;
+  PendingUpdate& u = *state.update;
+  if (u.state == UpdateState::Writing || u.state == UpdateState::Written) return state;
+  UPKEEP_ASSIGN_OR_RETURN(const std::string booted, BootedSlot());
+  UPKEEP_ASSIGN_OR_RETURN(const std::string boot_id, BootId());
+  const bool rebooted = boot_id != u.boot_id;
+  switch (u.state) {
+    case UpdateState::Switched:
+      if (!rebooted) {
+        UPKEEP_TRY(bootloader_->StartTrial(u.to_slot, u.id));  // finish an interrupted switch
+      } else if (booted == u.to_slot) {
+        u.boot_id = boot_id;
+        UPKEEP_TRY(Advance(state, Trigger::BootedNew));
+      } else {
+        UPKEEP_ASSIGN_OR_RETURN(const std::string marker, bootloader_->TrialUpdateId());
+        if (marker == u.id) {
+          UPKEEP_TRY(Advance(state, Trigger::BootedOld, "the new slot did not boot"));
+        } else {
+          // The switch never reached the boot environment before the reboot: switch now.
+          u.boot_id = boot_id;
+          UPKEEP_TRY(Advance(state, Trigger::Switch));
+          UPKEEP_TRY(bootloader_->StartTrial(u.to_slot, u.id));
+        }
+      }
+      break;
+    case UpdateState::Trial:
+      if (rebooted && booted == u.from_slot) {
+        UPKEEP_TRY(Advance(state, Trigger::BootedOld, "the firmware fell back during the trial"));
+      }
+      break;
+    case UpdateState::Reverting:
+      if (booted == u.from_slot && rebooted) {
+        UPKEEP_TRY(Advance(state, Trigger::BootedOld, "reverted"));
+      } else {
+        UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+      }
+      break;
+    default:
+      break;
+  }
+  return state;
+}
+
+Result<void> Agent::RunHealthChecks() {
+  for (const auto& command : config_.health.commands) {
+    modules::ProcessOptions o;
+    o.timeout = config_.health.timeout;
+    o.kill_grace = std::chrono::seconds(2);
+    o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+    auto r = modules::RunProcess(command, o);
+    std::string why;
+    if (!r) {
+      why = r.error().message();
+    } else if (!r->Succeeded()) {
+      why = r->timed_out ? "timed out" : "exit code " + std::to_string(r->exit_code);
+      if (r->term_signal != 0) why = "signal " + std::to_string(r->term_signal);
+    }
+    if (!why.empty()) {
+      return Error(Errc::HealthCheckFailed, command.front() + ": " + why);
+    }
+  }
+  return Ok();
+}
+
+Result<DeviceState> Agent::Commit() {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
+  if (!state.update) return Error(Errc::NothingToCommit, "no update is on trial");
+  if (state.update->state == UpdateState::Switched) {
+    return Error(Errc::NotRebooted, "reboot into slot " + state.update->to_slot + " first");
+  }
+  if (state.update->state != UpdateState::Trial) {
+    return Error(Errc::NothingToCommit,
+                 std::string("the update is ") + ToString(state.update->state) + ", not on trial");
+  }
+  const PendingUpdate u = *state.update;
+  if (auto health = RunHealthChecks(); !health) {
+    UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+    UPKEEP_TRY(Advance(state, Trigger::HealthFailed, health.error().message()));
+    return health.error();
+  }
+  Emit(install::event::kHealthPassed, "health checks passed on slot " + u.to_slot,
+       {{"slot", u.to_slot}, {"checks", config_.health.commands.size()}});
+  // Bootloader first: if the journal write is lost, the next commit finds the trial slot already
+  // permanent and records it again.
+  UPKEEP_TRY(bootloader_->Commit());
+  state.components[kRootfs] = InstalledComponent{u.version, u.target, u.image_sha256,
+                                                 u.image_size, u.security_version, u.to_slot};
+  RaiseFloor(state, kRootfs, u.security_version, u.rollback_sequence);
+  UPKEEP_TRY(Advance(state, Trigger::HealthPassed));
+  return state;
+}
+
+Result<DeviceState> Agent::Rollback() {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
+  if (!state.update) return Error(Errc::NothingToRollBack, "no update is in progress");
+  const PendingUpdate u = *state.update;
+  switch (u.state) {
+    case UpdateState::Writing:
+    case UpdateState::Written:
+      UPKEEP_TRY(Advance(state, Trigger::Cancel, "abandoned before the switch"));
+      break;
+    case UpdateState::Switched:
+      UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+      UPKEEP_TRY(Advance(state, Trigger::Cancel, "reverted before the reboot"));
+      break;
+    default:  // Trial, Reverting: back to the old slot at the next boot
+      UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+      UPKEEP_TRY(Advance(state, Trigger::Cancel, "rollback requested"));
+      break;
+  }
+  return state;
+}
+
+Result<StatusReport> Agent::Status() {
+  StatusReport r;
+  r.config = config_;
+  UPKEEP_ASSIGN_OR_RETURN(r.state, store_.Load());
+  auto boot = bootloader_->Status();
+  if (boot) {
+    r.boot = *boot;
+  } else {
+    r.boot_error = boot.error().ToString();
+  }
+  r.booted_slot = BootedSlot().value_or("");
+  return r;
+}
+
+Result<std::string> Agent::SimulateBoot() {
+  if (config_.bootloader.type != "file") {
+    return Error(Errc::InvalidConfig, "simulated boots need bootloader.type = \"file\"");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(const std::string slot,
+                          install::SimulateFirmwareBoot(bootloader_->env(), bootloader_->options()));
+  UPKEEP_TRY(fs_.WriteFileAtomic(config_.bootloader.cmdline, "root=" + SlotPath(slot).string() +
+                                                                 " upkeep.slot=" + slot + "\n"));
+  UPKEEP_TRY(fs_.WriteFileAtomic(config_.bootloader.boot_id, RandomId() + "\n"));
+  return slot;
+}
+
+}  // namespace upkeep::agent

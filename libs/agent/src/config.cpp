@@ -1,0 +1,350 @@
+#include "upkeep/agent/config.hpp"
+
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+
+namespace upkeep::agent {
+
+namespace {
+
+const char* ErrcName(int value) {
+  switch (static_cast<Errc>(value)) {
+    case Errc::InvalidConfig: return "InvalidConfig";
+    case Errc::WrongHardware: return "WrongHardware";
+    case Errc::SecurityVersionRollback: return "SecurityVersionRollback";
+    case Errc::UnsupportedPayload: return "UnsupportedPayload";
+    case Errc::UpdatePending: return "UpdatePending";
+    case Errc::NothingToCommit: return "NothingToCommit";
+    case Errc::NothingToRollBack: return "NothingToRollBack";
+    case Errc::NotRebooted: return "NotRebooted";
+    case Errc::HealthCheckFailed: return "HealthCheckFailed";
+    case Errc::JournalCorrupt: return "JournalCorrupt";
+    case Errc::JournalWriteFailed: return "JournalWriteFailed";
+    case Errc::NoInstallableTarget: return "NoInstallableTarget";
+    case Errc::UnknownComponent: return "UnknownComponent";
+    case Errc::ModuleFailed: return "ModuleFailed";
+    case Errc::AlreadyInstalled: return "AlreadyInstalled";
+  }
+  return "Unknown";
+}
+
+Error Bad(const std::string& key, const std::string& what) {
+  return Error(Errc::InvalidConfig, key + ": " + what);
+}
+
+// Reads one table's keys, remembering which were read, so that leftovers are rejected.
+class Section {
+ public:
+  Section(const toml::table* table, std::string name) : table_(table), name_(std::move(name)) {}
+
+  [[nodiscard]] std::string Key(std::string_view key) const {
+    return name_.empty() ? std::string(key) : name_ + "." + std::string(key);
+  }
+  const toml::node* Get(std::string_view key) {
+    seen_.insert(std::string(key));
+    return table_ == nullptr ? nullptr : table_->get(key);
+  }
+  Result<void> String(std::string_view key, std::string& out, bool required = false) {
+    const auto* n = Get(key);
+    if (n == nullptr) return required ? Bad(Key(key), "required") : Ok();
+    if (!n->is_string()) return Bad(Key(key), "must be a string");
+    out = n->as_string()->get();
+    if (required && out.empty()) return Bad(Key(key), "must not be empty");
+    return Ok();
+  }
+  Result<void> Path(std::string_view key, std::filesystem::path& out, bool required = false) {
+    std::string s = out.string();
+    UPKEEP_TRY(String(key, s, required));
+    out = s;
+    return Ok();
+  }
+  Result<void> Uint(std::string_view key, std::uint64_t& out, std::uint64_t min, std::uint64_t max) {
+    const auto* n = Get(key);
+    if (n == nullptr) return Ok();
+    if (!n->is_integer()) return Bad(Key(key), "must be an integer");
+    const std::int64_t v = n->as_integer()->get();
+    if (v < 0 || static_cast<std::uint64_t>(v) < min || static_cast<std::uint64_t>(v) > max) {
+      return Bad(Key(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    }
+    out = static_cast<std::uint64_t>(v);
+    return Ok();
+  }
+  Result<void> Bool(std::string_view key, bool& out) {
+    const auto* n = Get(key);
+    if (n == nullptr) return Ok();
+    if (!n->is_boolean()) return Bad(Key(key), "must be true or false");
+    out = n->as_boolean()->get();
+    return Ok();
+  }
+  Result<void> Argv(std::string_view key, std::vector<std::string>& out, const toml::node* n) {
+    if (!n->is_array()) return Bad(Key(key), "must be an array of strings");
+    std::vector<std::string> argv;
+    for (const auto& e : *n->as_array()) {
+      if (!e.is_string() || e.as_string()->get().empty()) {
+        return Bad(Key(key), "must be an array of non-empty strings");
+      }
+      argv.push_back(e.as_string()->get());
+    }
+    out = std::move(argv);
+    return Ok();
+  }
+  Result<void> Command(std::string_view key, std::vector<std::string>& out, bool required = false) {
+    const auto* n = Get(key);
+    if (n == nullptr) return required ? Bad(Key(key), "required") : Ok();
+    UPKEEP_TRY(Argv(key, out, n));
+    if (required && out.empty()) return Bad(Key(key), "must name a program");
+    return Ok();
+  }
+  Result<void> NoUnknownKeys() const {
+    if (table_ == nullptr) return Ok();
+    for (const auto& [k, v] : *table_) {
+      if (!seen_.contains(std::string(k.str()))) return Bad(Key(k.str()), "unknown key");
+    }
+    return Ok();
+  }
+
+ private:
+  const toml::table* table_;
+  std::string name_;
+  std::set<std::string> seen_;
+};
+
+metadata::Json ToJson(const toml::node& n) {
+  if (n.is_table()) {
+    metadata::Json o = metadata::Json::object();
+    for (const auto& [k, v] : *n.as_table()) o[std::string(k.str())] = ToJson(v);
+    return o;
+  }
+  if (n.is_array()) {
+    metadata::Json a = metadata::Json::array();
+    for (const auto& e : *n.as_array()) a.push_back(ToJson(e));
+    return a;
+  }
+  if (n.is_string()) return n.as_string()->get();
+  if (n.is_integer()) return n.as_integer()->get();
+  if (n.is_boolean()) return n.as_boolean()->get();
+  if (n.is_floating_point()) return n.as_floating_point()->get();
+  std::ostringstream out;  // dates and times as TOML writes them
+  n.visit([&](const auto& v) {
+    if constexpr (toml::is_date<decltype(v)> || toml::is_time<decltype(v)> ||
+                  toml::is_date_time<decltype(v)>) {
+      out << v;
+    }
+  });
+  return out.str();
+}
+
+// JSON from ToJson back to TOML, for --dump-config.
+void InsertJson(toml::table& t, const std::string& key, const metadata::Json& j);
+void AppendJson(toml::array& a, const metadata::Json& j) {
+  if (j.is_object()) {
+    toml::table t;
+    for (const auto& [k, v] : j.items()) InsertJson(t, k, v);
+    a.push_back(std::move(t));
+  } else if (j.is_array()) {
+    toml::array inner;
+    for (const auto& e : j) AppendJson(inner, e);
+    a.push_back(std::move(inner));
+  } else if (j.is_string()) {
+    a.push_back(j.get<std::string>());
+  } else if (j.is_boolean()) {
+    a.push_back(j.get<bool>());
+  } else if (j.is_number_integer()) {
+    a.push_back(j.get<std::int64_t>());
+  } else if (j.is_number()) {
+    a.push_back(j.get<double>());
+  }
+}
+void InsertJson(toml::table& t, const std::string& key, const metadata::Json& j) {
+  if (j.is_object()) {
+    toml::table sub;
+    for (const auto& [k, v] : j.items()) InsertJson(sub, k, v);
+    t.insert(key, std::move(sub));
+  } else if (j.is_array()) {
+    toml::array a;
+    for (const auto& e : j) AppendJson(a, e);
+    t.insert(key, std::move(a));
+  } else if (j.is_string()) {
+    t.insert(key, j.get<std::string>());
+  } else if (j.is_boolean()) {
+    t.insert(key, j.get<bool>());
+  } else if (j.is_number_integer()) {
+    t.insert(key, j.get<std::int64_t>());
+  } else if (j.is_number()) {
+    t.insert(key, j.get<double>());
+  }
+}
+
+}  // namespace
+
+const std::error_category& ErrcCategory() noexcept {
+  static const NamedErrorCategory category("agent", &ErrcName);
+  return category;
+}
+
+Result<AgentConfig> ParseConfig(std::string_view text) {
+  toml::table root;
+  try {
+    root = toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream where;
+    where << e.source().begin;
+    return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
+  }
+  AgentConfig c;
+  const std::set<std::string> sections = {"device", "trust",  "repository", "slots",
+                                          "bootloader", "health", "install", "components"};
+  for (const auto& [k, v] : root) {
+    if (!sections.contains(std::string(k.str()))) return Bad(std::string(k.str()), "unknown section");
+    if (!v.is_table()) return Bad(std::string(k.str()), "must be a table");
+  }
+  auto table = [&](const char* name) { return root.get_as<toml::table>(name); };
+
+  Section device(table("device"), "device");
+  UPKEEP_TRY(device.String("hardware", c.device.hardware, true));
+  UPKEEP_TRY(device.Path("data_dir", c.device.data_dir));
+  UPKEEP_TRY(device.NoUnknownKeys());
+
+  Section trust(table("trust"), "trust");
+  UPKEEP_TRY(trust.Path("root", c.trust.root));
+  UPKEEP_TRY(trust.NoUnknownKeys());
+
+  Section repo(table("repository"), "repository");
+  UPKEEP_TRY(repo.String("url", c.repository.url));
+  UPKEEP_TRY(repo.NoUnknownKeys());
+  if (!c.repository.url.empty() && !c.repository.url.starts_with("http://") &&
+      !c.repository.url.starts_with("https://")) {
+    return Bad("repository.url", "must be an http:// or https:// URL");
+  }
+
+  Section slots(table("slots"), "slots");
+  UPKEEP_TRY(slots.Path("a", c.slots.a, true));
+  UPKEEP_TRY(slots.Path("b", c.slots.b, true));
+  UPKEEP_TRY(slots.Uint("file_size", c.slots.file_size, 0, UINT64_MAX >> 1));
+  UPKEEP_TRY(slots.Bool("read_back", c.slots.read_back));
+  UPKEEP_TRY(slots.NoUnknownKeys());
+  if (c.slots.a == c.slots.b) return Bad("slots.b", "must differ from slots.a");
+
+  Section boot(table("bootloader"), "bootloader");
+  UPKEEP_TRY(boot.String("type", c.bootloader.type));
+  if (c.bootloader.type != "file" && c.bootloader.type != "uboot" && c.bootloader.type != "grub") {
+    return Bad("bootloader.type", "must be file, uboot or grub");
+  }
+  UPKEEP_TRY(boot.Path("env", c.bootloader.env, true));
+  UPKEEP_TRY(boot.String("slot_variable", c.bootloader.slot_variable));
+  std::uint64_t limit = c.bootloader.boot_limit;
+  UPKEEP_TRY(boot.Uint("boot_limit", limit, 1, 100));
+  c.bootloader.boot_limit = static_cast<unsigned>(limit);
+  UPKEEP_TRY(boot.Path("cmdline", c.bootloader.cmdline));
+  UPKEEP_TRY(boot.Path("boot_id", c.bootloader.boot_id));
+  UPKEEP_TRY(boot.Command("reboot_command", c.bootloader.reboot_command));
+  UPKEEP_TRY(boot.NoUnknownKeys());
+
+  Section health(table("health"), "health");
+  if (const auto* cmds = health.Get("commands")) {
+    if (!cmds->is_array()) return Bad("health.commands", "must be an array of commands");
+    for (const auto& cmd : *cmds->as_array()) {
+      std::vector<std::string> argv;
+      UPKEEP_TRY(health.Argv("commands", argv, &cmd));
+      if (argv.empty()) return Bad("health.commands", "a command must name a program");
+      c.health.commands.push_back(std::move(argv));
+    }
+  }
+  std::uint64_t timeout = static_cast<std::uint64_t>(c.health.timeout.count());
+  UPKEEP_TRY(health.Uint("timeout_seconds", timeout, 1, 3600));
+  c.health.timeout = std::chrono::seconds(timeout);
+  UPKEEP_TRY(health.NoUnknownKeys());
+
+  Section install(table("install"), "install");
+  UPKEEP_TRY(install.Uint("checkpoint_mib", c.install.checkpoint_mib, 1, 4096));
+  std::uint64_t resumes = c.install.max_resumes;
+  UPKEEP_TRY(install.Uint("max_resumes", resumes, 0, 1000));
+  c.install.max_resumes = static_cast<unsigned>(resumes);
+  std::uint64_t delay = static_cast<std::uint64_t>(c.install.resume_delay.count());
+  UPKEEP_TRY(install.Uint("resume_delay_ms", delay, 0, 600'000));
+  c.install.resume_delay = std::chrono::milliseconds(delay);
+  UPKEEP_TRY(install.Bool("reuse_chunks", c.install.reuse_chunks));
+  UPKEEP_TRY(install.NoUnknownKeys());
+
+  if (const auto* components = table("components")) {
+    for (const auto& [name, node] : *components) {
+      const std::string key = "components." + std::string(name.str());
+      if (!node.is_table()) return Bad(key, "must be a table");
+      if (name.str() == "rootfs") return Bad(key, "rootfs is installed into the slots");
+      Section m(node.as_table(), key);
+      ModuleConfig module;
+      UPKEEP_TRY(m.Command("module", module.command, true));
+      std::uint64_t t = static_cast<std::uint64_t>(module.timeout.count());
+      UPKEEP_TRY(m.Uint("timeout_seconds", t, 1, 86'400));
+      module.timeout = std::chrono::seconds(t);
+      if (const auto* args = m.Get("args")) {
+        if (!args->is_table()) return Bad(key + ".args", "must be a table");
+        module.args_json = ToJson(*args).dump();
+      }
+      UPKEEP_TRY(m.NoUnknownKeys());
+      c.components.emplace(std::string(name.str()), std::move(module));
+    }
+  }
+  return c;
+}
+
+Result<AgentConfig> LoadConfig(const std::filesystem::path& file) {
+  LocalFilesystem fs;
+  auto text = fs.ReadFile(file, 1 << 20);
+  if (!text) return Error(Errc::InvalidConfig, text.error().ToString());
+  auto config = ParseConfig(*text);
+  if (!config) return std::move(config).error().WithContext(file.string());
+  return config;
+}
+
+std::string DumpConfig(const AgentConfig& c) {
+  auto argv = [](const std::vector<std::string>& v) {
+    toml::array a;
+    for (const auto& s : v) a.push_back(s);
+    return a;
+  };
+  toml::table health{{"timeout_seconds", static_cast<std::int64_t>(c.health.timeout.count())}};
+  toml::array commands;
+  for (const auto& cmd : c.health.commands) commands.push_back(argv(cmd));
+  health.insert("commands", std::move(commands));
+  toml::table components;
+  for (const auto& [name, m] : c.components) {
+    toml::table t{{"module", argv(m.command)},
+                  {"timeout_seconds", static_cast<std::int64_t>(m.timeout.count())}};
+    InsertJson(t, "args", metadata::Json::parse(m.args_json));
+    components.insert(name, std::move(t));
+  }
+  toml::table root{
+      {"device", toml::table{{"hardware", c.device.hardware},
+                             {"data_dir", c.device.data_dir.string()}}},
+      {"trust", toml::table{{"root", c.trust.root.string()}}},
+      {"repository", toml::table{{"url", c.repository.url}}},
+      {"slots", toml::table{{"a", c.slots.a.string()},
+                            {"b", c.slots.b.string()},
+                            {"file_size", static_cast<std::int64_t>(c.slots.file_size)},
+                            {"read_back", c.slots.read_back}}},
+      {"bootloader", toml::table{{"type", c.bootloader.type},
+                                 {"env", c.bootloader.env.string()},
+                                 {"slot_variable", c.bootloader.slot_variable},
+                                 {"boot_limit", static_cast<std::int64_t>(c.bootloader.boot_limit)},
+                                 {"cmdline", c.bootloader.cmdline.string()},
+                                 {"boot_id", c.bootloader.boot_id.string()},
+                                 {"reboot_command", argv(c.bootloader.reboot_command)}}},
+      {"health", std::move(health)},
+      {"install", toml::table{{"checkpoint_mib", static_cast<std::int64_t>(c.install.checkpoint_mib)},
+                              {"max_resumes", static_cast<std::int64_t>(c.install.max_resumes)},
+                              {"resume_delay_ms",
+                               static_cast<std::int64_t>(c.install.resume_delay.count())},
+                              {"reuse_chunks", c.install.reuse_chunks}}},
+      {"components", std::move(components)},
+  };
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
+}
+
+}  // namespace upkeep::agent
