@@ -75,6 +75,7 @@ Agent::Agent(AgentConfig config, Filesystem& fs, const Clock& clock)
       store_(config_.device.data_dir, fs),
       bootloader_(MakeBootloader(config_.bootloader)) {}
 
+Agent::Agent(Agent&&) noexcept = default;
 Agent::~Agent() = default;
 
 fs::path Agent::SlotPath(const std::string& slot) const {

@@ -264,6 +264,8 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
     return Error(common::Errc::LengthExceeded,
                  url + ": more than " + std::to_string(max_bytes) + " bytes");
   }
+  // A window that starts at or after the end of the file: nothing to deliver.
+  if (range_offset && status == 416) return Ok();
   // The server's answer wins over what happened to the connection afterwards.
   if (t.bad_status || (!IsSuccess(status) && (status != 0 || rc == CURLE_OK))) {
     return StatusError(status, url);

@@ -43,6 +43,7 @@ struct StatusReport {
 class Agent {
  public:
   Agent(AgentConfig config, Filesystem& fs, const Clock& clock);
+  Agent(Agent&&) noexcept;
   ~Agent();
 
   // Lifecycle events (also appended to data_dir/events.jsonl).

@@ -57,7 +57,8 @@ class HttpFetcher final : public Fetcher {
                                    const Sink& sink) override;
   // `Range: bytes=offset-(offset+length-1)`. A 206 answer must start at `offset` (else
   // HttpStatus); a 200 answer (the server ignores ranges) is skipped up to `offset`; either is
-  // cut after `length` bytes. Other errors as Fetch.
+  // cut after `length` bytes; 416 (the window starts past the end) delivers nothing and succeeds.
+  // Other errors as Fetch.
   [[nodiscard]] Result<void> FetchRange(const std::string& url, std::uint64_t offset,
                                         std::uint64_t length, const Sink& sink) override;
 

@@ -1,0 +1,418 @@
+// The agent's update flow on a simulated device: install from a bundle or HTTP, trial boot,
+// health checks, commit, rollback, anti-rollback, and every refusal with its exact error, with the
+// active slot byte-identical afterwards.
+
+#include "upkeep/agent/agent.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "http_test_server.hpp"
+#include "simulated_device.hpp"
+#include "test_util.hpp"
+#include "upkeep/agent/flow.hpp"
+#include "upkeep/common/errc.hpp"
+#include "upkeep/metadata/errc.hpp"
+#include "upkeep/modules/module.hpp"
+
+namespace upkeep::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::MakeImage;
+using testing::ReleaseRepo;
+using testing::ReleaseSpec;
+using testing::SimulatedDevice;
+
+constexpr std::size_t kImageSize = 600 * 1024;
+
+class AgentTest : public ::testing::Test {
+ protected:
+  AgentTest()
+      : old_image_(MakeImage(kImageSize, 1)),
+        repo_(tmp_ / "release"),
+        device_(tmp_ / "device", repo_.root_path(), old_image_) {
+    release_.image = MakeImage(kImageSize, 2);
+  }
+  void SetUp() override {
+    repo_.Add(release_);
+    repo_.Publish();
+    fs::copy_file(repo_.root_path(), tmp_ / "root.json");
+    device_.config.trust.root = tmp_ / "root.json";
+    device_.Boot();
+  }
+  bool HasEvent(const std::string& id) const {
+    return std::find(device_.events.begin(), device_.events.end(), id) != device_.events.end();
+  }
+  // The active slot must be exactly what it was, whatever was refused.
+  void ExpectOldSystemUntouched() {
+    EXPECT_EQ(device_.Slot("a"), old_image_);
+    auto status = device_.Agent().Status();
+    ASSERT_TRUE(status.has_value());
+    ASSERT_TRUE(status->boot.has_value());
+    EXPECT_EQ(status->boot->slot, "a");
+    EXPECT_FALSE(status->boot->trial);
+  }
+
+  testing::TempDir tmp_;
+  std::string old_image_;
+  ReleaseSpec release_;
+  ReleaseRepo repo_;
+  SimulatedDevice device_;
+};
+
+// The whole happy path: bundle → slot b → trial boot → health checks → committed; the floor rises.
+TEST_F(AgentTest, InstallsFromBundleAndCommitsAfterHealthyTrialBoot) {
+  const auto bundle = repo_.Bundle({release_}, "update.upkb");
+  auto installed = device_.Agent().Install(bundle.string(), std::nullopt);
+  ASSERT_TRUE(installed.has_value()) << installed.error().ToString();
+  EXPECT_EQ(installed->to_slot, "b");
+  EXPECT_TRUE(installed->reboot_required);
+  EXPECT_EQ(device_.Slot("b"), release_.image);
+  EXPECT_TRUE(HasEvent(install::event::kRebootRequested));
+
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NotRebooted);
+  EXPECT_EQ(device_.Boot(), "b");
+  auto committed = device_.Agent().Commit();
+  ASSERT_TRUE(committed.has_value()) << committed.error().ToString();
+  EXPECT_FALSE(committed->update.has_value());
+  EXPECT_EQ(committed->components.at("rootfs").version, "2.0");
+  EXPECT_EQ(committed->components.at("rootfs").slot, "b");
+  EXPECT_EQ(committed->security.at("rootfs").security_version, 7u);
+  EXPECT_EQ(committed->last->outcome, "committed");
+  EXPECT_TRUE(HasEvent(install::event::kCommitted));
+  // Committed: the firmware keeps booting b.
+  EXPECT_EQ(device_.Boot(), "b");
+  EXPECT_EQ(device_.Boot(), "b");
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::AlreadyInstalled);
+}
+
+// A trial system that fails its health check is reverted: the next boot runs the old slot.
+TEST_F(AgentTest, FailedHealthCheckRevertsToOldSlot) {
+  device_.config.health.commands = {{"/bin/true"}, {"/bin/false"}};
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  EXPECT_EQ(device_.Boot(), "b");
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::HealthCheckFailed);
+  EXPECT_TRUE(HasEvent(install::event::kHealthFailed));
+  EXPECT_EQ(device_.Boot(), "a");
+  auto state = device_.Agent().Reconcile();
+  ASSERT_TRUE(state.has_value());
+  EXPECT_FALSE(state->update.has_value());
+  EXPECT_EQ(state->last->outcome, "rolled_back");
+  EXPECT_FALSE(state->components.contains("rootfs"));
+  EXPECT_FALSE(state->security.contains("rootfs"));  // the floor only rises on commit
+  ExpectOldSystemUntouched();
+}
+
+// A health check that hangs is killed at the timeout and counts as a failure.
+TEST_F(AgentTest, HealthCheckTimeoutIsAFailure) {
+  device_.config.health.commands = {{"/bin/sleep", "30"}};
+  device_.config.health.timeout = std::chrono::seconds(1);
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  EXPECT_EQ(device_.Boot(), "b");
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::HealthCheckFailed);
+  EXPECT_EQ(device_.Boot(), "a");
+}
+
+// A new system that never gets committed (it hangs, the agent never runs) is abandoned by the
+// firmware after bootlimit trial boots, and the agent records the rollback.
+TEST_F(AgentTest, BootCountExhaustionFallsBackAndRecordsRollback) {
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  for (unsigned i = 1; i <= device_.config.bootloader.boot_limit; ++i) {
+    EXPECT_EQ(device_.Boot(), "b") << "trial boot " << i;
+  }
+  EXPECT_EQ(device_.Boot(), "a");
+  auto state = device_.Agent().Reconcile();
+  ASSERT_TRUE(state.has_value()) << state.error().ToString();
+  EXPECT_FALSE(state->update.has_value());
+  EXPECT_EQ(state->last->outcome, "rolled_back");
+  EXPECT_TRUE(HasEvent(install::event::kRolledBack));
+  ExpectOldSystemUntouched();
+}
+
+// Rolling back before the reboot puts the bootloader back at once.
+TEST_F(AgentTest, RollbackBeforeRebootRestoresBootloader) {
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  auto state = device_.Agent().Rollback();
+  ASSERT_TRUE(state.has_value()) << state.error().ToString();
+  EXPECT_EQ(state->last->outcome, "cancelled");
+  EXPECT_EQ(device_.Boot(), "a");
+  EXPECT_ERRC(device_.Agent().Rollback(), Errc::NothingToRollBack);
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NothingToCommit);
+  ExpectOldSystemUntouched();
+}
+
+// A second install while one waits for its reboot is refused.
+TEST_F(AgentTest, RefusesInstallWhileUpdatePending) {
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  ASSERT_TRUE(device_.Agent().Install(bundle.string(), std::nullopt));
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::UpdatePending);
+}
+
+// Wrong hardware: refused before any byte is written.
+TEST_F(AgentTest, RefusesReleaseForOtherHardware) {
+  device_.config.device.hardware = "other-model";
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), ReleaseRepo::payload_target(release_)),
+              Errc::WrongHardware);
+  EXPECT_TRUE(HasEvent(install::event::kInstallRefused));
+  EXPECT_EQ(device_.Slot("b"), "");
+  ExpectOldSystemUntouched();
+}
+
+// Anti-rollback: a release with a lower security_version than installed is refused.
+TEST_F(AgentTest, RefusesLowerSecurityVersion) {
+  ReleaseSpec old = release_;
+  old.version = "1.9";
+  old.security_version = 6;
+  old.image = MakeImage(kImageSize, 3);
+  repo_.Add(old);
+  repo_.Publish();
+  // Install and commit 2.0 (security version 7), then offer 1.9.
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  device_.Boot();
+  ASSERT_TRUE(device_.Agent().Commit());
+  const std::string running = device_.Slot("b");
+  const auto bundle = repo_.Bundle({old}, "old.upkb");
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::SecurityVersionRollback);
+  EXPECT_EQ(device_.Slot("b"), running);
+  EXPECT_EQ(device_.Boot(), "b");
+}
+
+// NIST IR 8259A authorised rollback: a signed release carrying a rollback sequence above any the
+// device used may go below the floor, once; the same release cannot be replayed afterwards.
+TEST_F(AgentTest, AuthorisedRollbackIsAcceptedOnce) {
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt));
+  device_.Boot();
+  ASSERT_TRUE(device_.Agent().Commit());
+
+  ReleaseSpec back = release_;
+  back.version = "1.9-rollback";
+  back.security_version = 5;
+  back.authorised_rollback_sequence = 1;
+  back.image = MakeImage(kImageSize, 4);
+  repo_.Add(back);
+  repo_.Publish();
+  const auto bundle = repo_.Bundle({back}, "back.upkb");
+  ASSERT_TRUE(device_.Agent().Install(bundle.string(), std::nullopt));
+  EXPECT_EQ(device_.Boot(), "a");
+  auto committed = device_.Agent().Commit();
+  ASSERT_TRUE(committed.has_value()) << committed.error().ToString();
+  EXPECT_EQ(committed->security.at("rootfs").security_version, 5u);
+  EXPECT_EQ(committed->security.at("rootfs").rollback_sequence, 1u);
+
+  // 2.0 again (sv 7) is fine; then the captured rollback release is refused.
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({release_}, "u2.upkb").string(), std::nullopt));
+  EXPECT_EQ(device_.Boot(), "b");
+  ASSERT_TRUE(device_.Agent().Commit());
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::SecurityVersionRollback);
+}
+
+// A chunk changed on the USB stick is rejected before decompression; the install ends, the old
+// system stays.
+TEST_F(AgentTest, RejectsTamperedChunkAndKeepsActiveSlot) {
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  auto opened = install::Bundle::Open(bundle);
+  ASSERT_TRUE(opened.has_value());
+  const install::BundleEntry* payload = nullptr;
+  for (const auto& e : opened->entries()) {
+    if (e.name.ends_with(".payload")) payload = &e;
+  }
+  ASSERT_NE(payload, nullptr);
+  {
+    std::fstream f(bundle, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(payload->offset + payload->length / 2));
+    f.put('\x5a');
+  }
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt),
+              install::Errc::ChunkDigestMismatch);
+  EXPECT_TRUE(HasEvent(install::event::kChunkRejected));
+  auto state = device_.Agent().Status();
+  ASSERT_TRUE(state.has_value());
+  EXPECT_FALSE(state->state.update.has_value());
+  EXPECT_EQ(state->state.last->outcome, "failed");
+  EXPECT_LT(device_.Slot("b").size(), kImageSize);
+  ExpectOldSystemUntouched();
+}
+
+// The release says one size, the chunk index another: refused before writing.
+TEST_F(AgentTest, RejectsImageOfWrongLength) {
+  ReleaseSpec wrong = release_;
+  wrong.version = "2.1";
+  wrong.installed_size = kImageSize + 4096;
+  repo_.Add(wrong);
+  repo_.Publish();
+  EXPECT_ERRC(device_.Agent().Install(repo_.Bundle({wrong}, "w.upkb").string(), std::nullopt),
+              install::Errc::ImageSizeMismatch);
+  EXPECT_EQ(device_.Slot("b"), "");
+  ExpectOldSystemUntouched();
+}
+
+// A mirror that serves a truncated payload: PayloadTruncated after the resumes; the journal keeps
+// the progress so that a later run continues, and the old system stays.
+TEST_F(AgentTest, TruncatedDownloadIsReportedAndResumable) {
+  testing::HttpTestServer server(repo_.www());
+  for (const auto& e : fs::recursive_directory_iterator(repo_.www() / "targets")) {
+    if (e.path().string().ends_with(".payload")) fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+  }
+  device_.config.install.max_resumes = 2;
+  EXPECT_ERRC(device_.Agent().Install(server.base_url(), ReleaseRepo::payload_target(release_)),
+              install::Errc::PayloadTruncated);
+  auto status = device_.Agent().Status();
+  ASSERT_TRUE(status.has_value());
+  ASSERT_TRUE(status->state.update.has_value());
+  EXPECT_EQ(status->state.update->state, UpdateState::Writing);
+  ExpectOldSystemUntouched();
+}
+
+// A dropped connection resumes with a Range request at the byte it stopped: the whole install
+// fetches the payload exactly once.
+TEST_F(AgentTest, ResumesDroppedConnectionDownloadingOnlyTheRest) {
+  testing::HttpTestServer server(repo_.www());
+  std::string payload_url;
+  for (const auto& e : fs::recursive_directory_iterator(repo_.www() / "targets")) {
+    if (e.path().string().ends_with(".payload")) {
+      payload_url = "/" + fs::relative(e.path(), repo_.www()).string();
+    }
+  }
+  testing::Fault drop;
+  drop.drop_after = 100'000;
+  drop.times = 1;
+  server.SetFault(payload_url, drop);
+  device_.config.install.reuse_chunks = false;
+  auto installed = device_.Agent().Install(server.base_url(), ReleaseRepo::payload_target(release_));
+  ASSERT_TRUE(installed.has_value()) << installed.error().ToString();
+  const auto payload_size = installed->report.downloaded_bytes;
+  EXPECT_EQ(installed->report.resumes, 1u);
+  EXPECT_TRUE(HasEvent(install::event::kDownloadResumed));
+  std::vector<std::string> ranges;
+  const auto requests = server.requests();
+  const auto all_ranges = server.ranges();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i] == payload_url) ranges.push_back(all_ranges[i]);
+  }
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0], "bytes=0-" + std::to_string(payload_size - 1));
+  EXPECT_EQ(ranges[1], "bytes=100000-" + std::to_string(payload_size - 1));
+  EXPECT_EQ(device_.Slot("b"), release_.image);
+}
+
+// Chunks the active slot already holds are copied, not downloaded.
+TEST_F(AgentTest, ReusesChunksTheActiveSlotHolds) {
+  ReleaseSpec patch = release_;
+  patch.version = "2.0.1";
+  patch.image = old_image_;
+  patch.image[kImageSize / 4] ^= 0x01;  // one chunk differs from the running system
+  repo_.Add(patch);
+  repo_.Publish();
+  auto installed = device_.Agent().Install(repo_.Bundle({patch}, "p.upkb").string(), std::nullopt);
+  ASSERT_TRUE(installed.has_value()) << installed.error().ToString();
+  const std::size_t chunks = (kImageSize + patch.chunk_size - 1) / patch.chunk_size;
+  EXPECT_EQ(installed->report.reused_chunks, chunks - 1);
+  EXPECT_GT(installed->report.reused_bytes, 0u);
+  EXPECT_LT(installed->report.downloaded_bytes, installed->report.reused_bytes);
+  EXPECT_EQ(device_.Slot("b"), patch.image);
+  EXPECT_TRUE(HasEvent(install::event::kChunksReused));
+}
+
+// Uncompressed payloads install through the same verified pipeline.
+TEST_F(AgentTest, InstallsUncompressedPayload) {
+  ReleaseSpec raw = release_;
+  raw.version = "2.0-raw";
+  raw.compression = install::ChunkCompression::None;
+  repo_.Add(raw);
+  repo_.Publish();
+  ASSERT_TRUE(device_.Agent().Install(repo_.Bundle({raw}, "r.upkb").string(), std::nullopt));
+  EXPECT_EQ(device_.Slot("b"), raw.image);
+}
+
+// A corrupt journal is an error, never silently replaced (it may describe a pending trial).
+TEST_F(AgentTest, CorruptJournalIsReportedAndKept) {
+  fs::create_directories(device_.config.device.data_dir);
+  const auto journal = device_.config.device.data_dir / "state.json";
+  testing::WriteBytes(journal, "{\"format\":1,\"components\":");
+  EXPECT_ERRC(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt),
+              Errc::JournalCorrupt);
+  EXPECT_EQ(testing::ReadFileOrEmpty(journal), "{\"format\":1,\"components\":");
+  EXPECT_EQ(device_.Slot("a"), old_image_);
+  EXPECT_EQ(device_.Slot("b"), "");
+  EXPECT_EQ(device_.Boot(), "a");
+}
+
+// A bundle holding nothing for this model is refused with NoInstallableTarget.
+TEST_F(AgentTest, BundleWithoutReleaseForThisModelIsRefused) {
+  device_.config.device.hardware = "other-model";
+  EXPECT_ERRC(device_.Agent().Install(repo_.Bundle({release_}, "u.upkb").string(), std::nullopt),
+              Errc::NoInstallableTarget);
+}
+
+// A tampered bundle's metadata fails TUF verification before anything else.
+TEST_F(AgentTest, RejectsBundleWithForeignRoot) {
+  ReleaseRepo other(tmp_ / "other");
+  other.Add(release_);
+  other.Publish();
+  EXPECT_ERRC(device_.Agent().Install(other.Bundle({release_}, "o.upkb").string(), std::nullopt),
+              metadata::Errc::ThresholdNotMet);
+  ExpectOldSystemUntouched();
+}
+
+// Components other than the root filesystem go through their update module.
+TEST_F(AgentTest, ModuleComponentIsInstalledAndRecorded) {
+  repo_.AddFile("app/settings.conf", "mode=secure\n", metadata::Component::Configuration, "3");
+  repo_.Publish();
+  const auto dest = tmp_ / "settings.conf";
+  ModuleConfig module;
+  module.command = {UPKEEP_MODULE_BIN, "file"};
+  module.args_json = metadata::Json{{"dest", dest.string()}}.dump();
+  device_.config.components["app"] = module;
+  const auto bundle = repo_.BundleTargets({"app/settings.conf"}, "app.upkb");
+  auto installed = device_.Agent().Install(bundle.string(), "app/settings.conf");
+  ASSERT_TRUE(installed.has_value()) << installed.error().ToString();
+  EXPECT_FALSE(installed->reboot_required);
+  EXPECT_EQ(testing::ReadFileOrEmpty(dest), "mode=secure\n");
+  auto status = device_.Agent().Status();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->state.components.at("app").version, "3");
+  EXPECT_TRUE(HasEvent(install::event::kModuleInstalled));
+}
+
+// A module that fails is rolled back and reported.
+TEST_F(AgentTest, FailingModuleIsReportedAsModuleFailed) {
+  repo_.AddFile("app/settings.conf", "mode=secure\n", metadata::Component::Configuration, "3");
+  repo_.Publish();
+  ModuleConfig module;
+  module.command = {UPKEEP_MODULE_BIN, "file"};
+  module.args_json = metadata::Json{{"dest", "relative/not/allowed"}}.dump();
+  device_.config.components["app"] = module;
+  const auto bundle = repo_.BundleTargets({"app/settings.conf"}, "app.upkb");
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), "app/settings.conf"), Errc::ModuleFailed);
+  EXPECT_TRUE(HasEvent(install::event::kModuleFailed));
+}
+
+// The flow table: one row per (state, trigger), and every step has a way back to idle.
+TEST(FlowTest, TransitionTableIsDeterministicAndEveryStateCanFinish) {
+  std::set<std::pair<UpdateState, Trigger>> seen;
+  for (const auto& t : TransitionTable()) {
+    EXPECT_TRUE(seen.insert({t.from, t.trigger}).second)
+        << ToString(t.from) << " + " << ToString(t.trigger) << " listed twice";
+  }
+  for (auto s : {UpdateState::Writing, UpdateState::Written, UpdateState::Switched,
+                 UpdateState::Trial, UpdateState::Reverting}) {
+    // Breadth-first search to Idle.
+    std::set<UpdateState> reached = {s};
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (const auto& t : TransitionTable()) {
+        if (reached.contains(t.from) && reached.insert(t.to).second) changed = true;
+      }
+    }
+    EXPECT_TRUE(reached.contains(UpdateState::Idle)) << ToString(s);
+  }
+  EXPECT_ERRC(FindTransition(UpdateState::Idle, Trigger::HealthPassed), Errc::UpdatePending);
+}
+
+}  // namespace
+}  // namespace upkeep::agent

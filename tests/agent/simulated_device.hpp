@@ -1,0 +1,220 @@
+#pragma once
+
+// A release pipeline and a simulated device for agent tests: images are built into chunked
+// payloads, signed into a TUF repository with upkeep's own tooling, published to a directory a
+// test server (or a bundle) serves, and installed by an Agent configured with file slots and the
+// file bootloader. Everything lives in one temporary directory.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "temp_dir.hpp"
+#include "upkeep/agent/agent.hpp"
+#include "upkeep/common/clock.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/install/bundle.hpp"
+#include "upkeep/install/payload.hpp"
+#include "upkeep/metadata/update_metadata.hpp"
+#include "upkeep/repository/repository.hpp"
+
+namespace upkeep::testing {
+
+// Deterministic image bytes: `size` bytes from `seed`, with a run of zeros in the middle so that
+// payloads compress and releases share chunks.
+inline std::string MakeImage(std::size_t size, unsigned seed) {
+  std::string image(size, '\0');
+  std::mt19937 rng(seed);
+  for (std::size_t i = 0; i < size; ++i) {
+    if (i < size / 3 || i > size / 2) image[i] = static_cast<char>(rng() & 0xff);
+  }
+  return image;
+}
+
+inline void WriteBytes(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+struct ReleaseSpec {
+  std::string name = "fw/rootfs";  // target path prefix: <name>.payload, <name>.chunks.json
+  std::string version = "2.0";
+  std::string image;
+  std::vector<std::string> hardware = {"sim-cam"};
+  std::uint64_t security_version = 7;
+  std::optional<std::uint64_t> authorised_rollback_sequence;
+  std::uint64_t chunk_size = 16 * 1024;
+  install::ChunkCompression compression = install::ChunkCompression::Zstd;
+  // Overrides installed_size in the update metadata (to test a mismatch).
+  std::optional<std::uint64_t> installed_size;
+};
+
+class ReleaseRepo {
+ public:
+  explicit ReleaseRepo(const std::filesystem::path& dir) : dir_(dir) {
+    std::filesystem::create_directories(dir_ / "build");
+    repository::InitOptions o;
+    auto repo = repository::Repository::Init(dir_ / "repo", o, clock_);
+    EXPECT_TRUE(repo.has_value()) << repo.error().ToString();
+  }
+
+  // Builds, adds and signs a release; call Publish afterwards.
+  void Add(const ReleaseSpec& r) {
+    const std::string base = std::filesystem::path(r.name).filename().string() + "-" + r.version;
+    const auto image = dir_ / "build" / (base + ".img");
+    WriteBytes(image, r.image);
+    install::BuildOptions b;
+    b.chunk_size = r.chunk_size;
+    b.compression = r.compression;
+    const auto payload = dir_ / "build" / (base + ".payload");
+    auto index = install::BuildPayload(image, payload, b);
+    ASSERT_TRUE(index.has_value()) << index.error().ToString();
+    const auto index_file = dir_ / "build" / (base + ".chunks.json");
+    WriteBytes(index_file, install::SerializeChunkIndex(*index));
+
+    metadata::UpdateMetadata m;
+    m.version = r.version;
+    m.hardware = r.hardware;
+    m.security_version = r.security_version;
+    m.is_security = true;
+    m.security = metadata::SecurityInfo{metadata::Severity::High, {"CVE-2026-0001"},
+                                        "Fixes a remote code execution."};
+    m.disruption.reboot = true;
+    m.disruption.downtime_seconds = 30;
+    m.payload.format = metadata::PayloadFormat::Chunked;
+    m.payload.installed_size = r.installed_size.value_or(r.image.size());
+    m.payload.chunk_index = r.name + "-" + r.version + ".chunks.json";
+    m.authorised_rollback_sequence = r.authorised_rollback_sequence;
+    auto repo = Open();
+    ASSERT_TRUE(repo.has_value());
+    const auto custom = metadata::ToCustomJson(m);
+    auto added = repo->AddTarget(payload, payload_target(r), custom);
+    ASSERT_TRUE(added.has_value()) << added.error().ToString();
+    added = repo->AddTarget(index_file, *m.payload.chunk_index, custom);
+    ASSERT_TRUE(added.has_value()) << added.error().ToString();
+    for (const auto& key : std::filesystem::directory_iterator(dir_ / "repo" / "keys")) {
+      (void)repo->Sign("targets", key.path());  // only the targets key is accepted
+    }
+  }
+
+  // A single-file release (for an update module): `bytes` as target `name`, format raw.
+  void AddFile(const std::string& name, const std::string& bytes, metadata::Component component,
+               const std::string& version, std::uint64_t security_version = 1) {
+    const auto file = dir_ / "build" / std::filesystem::path(name).filename();
+    WriteBytes(file, bytes);
+    metadata::UpdateMetadata m;
+    m.component = component;
+    m.version = version;
+    m.hardware = {"sim-cam"};
+    m.security_version = security_version;
+    m.is_feature = true;
+    m.payload.format = metadata::PayloadFormat::Raw;
+    m.payload.installed_size = bytes.size();
+    auto repo = Open();
+    ASSERT_TRUE(repo.has_value());
+    auto added = repo->AddTarget(file, name, metadata::ToCustomJson(m));
+    ASSERT_TRUE(added.has_value()) << added.error().ToString();
+    for (const auto& key : std::filesystem::directory_iterator(dir_ / "repo" / "keys")) {
+      (void)repo->Sign("targets", key.path());
+    }
+  }
+
+  void Publish() {
+    auto repo = Open();
+    ASSERT_TRUE(repo.has_value());
+    auto r = repo->Publish(www());
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  }
+
+  // An offline bundle with the given releases (payload and chunk index of each).
+  std::filesystem::path Bundle(const std::vector<ReleaseSpec>& releases, const std::string& file) {
+    std::vector<std::string> targets;
+    for (const auto& r : releases) {
+      targets.push_back(payload_target(r));
+      targets.push_back(r.name + "-" + r.version + ".chunks.json");
+    }
+    return BundleTargets(targets, file);
+  }
+
+  std::filesystem::path BundleTargets(const std::vector<std::string>& targets,
+                                      const std::string& file) {
+    const auto out = dir_ / file;
+    LocalFilesystem fs;
+    auto root = fs.ReadFile(root_path(), 1 << 20);
+    EXPECT_TRUE(root.has_value());
+    auto made = install::CreateBundle(www(), *root, targets, out);
+    EXPECT_TRUE(made.has_value()) << made.error().ToString();
+    return out;
+  }
+
+  static std::string payload_target(const ReleaseSpec& r) {
+    return r.name + "-" + r.version + ".payload";
+  }
+  [[nodiscard]] std::filesystem::path www() const { return dir_ / "www"; }
+  [[nodiscard]] std::filesystem::path root_path() const { return www() / "metadata" / "1.root.json"; }
+
+ private:
+  Result<repository::Repository> Open() { return repository::Repository::Open(dir_ / "repo", clock_); }
+  std::filesystem::path dir_;
+  SystemClock clock_;
+};
+
+// A device with two file slots, the file bootloader and an agent data directory. Slot a holds
+// `installed` and is booted.
+class SimulatedDevice {
+ public:
+  SimulatedDevice(const std::filesystem::path& dir, const std::filesystem::path& trusted_root,
+                  const std::string& installed)
+      : dir_(dir) {
+    std::filesystem::create_directories(dir_);
+    WriteBytes(dir_ / "slot-a", installed);
+    WriteBytes(dir_ / "slot-b", "");
+    WriteBytes(dir_ / "bootenv", "upkeep_slot=a\n");
+    config.device.hardware = "sim-cam";
+    config.device.data_dir = dir_ / "data";
+    config.trust.root = trusted_root;
+    config.slots.a = dir_ / "slot-a";
+    config.slots.b = dir_ / "slot-b";
+    config.bootloader.type = "file";
+    config.bootloader.env = dir_ / "bootenv";
+    config.bootloader.cmdline = dir_ / "cmdline";
+    config.bootloader.boot_id = dir_ / "boot_id";
+    config.health.commands = {{"/bin/true"}};
+    config.install.resume_delay = std::chrono::milliseconds(0);
+    config.install.checkpoint_mib = 1;
+  }
+
+  // A fresh agent over the device (as after a restart of the process).
+  agent::Agent Agent() {
+    agent::Agent a(config, fs_, clock_);
+    a.SetEventSink([this](const install::Event& e) { events.push_back(e.id); });
+    return a;
+  }
+  // Power on: the firmware's boot counting picks the slot.
+  std::string Boot() {
+    auto a = Agent();
+    auto slot = a.SimulateBoot();
+    EXPECT_TRUE(slot.has_value()) << slot.error().ToString();
+    return slot.value_or("");
+  }
+  [[nodiscard]] std::string Slot(const std::string& s) const {
+    std::ifstream in(dir_ / ("slot-" + s), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
+
+  agent::AgentConfig config;
+  std::vector<std::string> events;
+
+ private:
+  std::filesystem::path dir_;
+  LocalFilesystem fs_;
+  SystemClock clock_;
+};
+
+}  // namespace upkeep::testing
