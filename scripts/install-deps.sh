@@ -9,7 +9,7 @@ packages=(
   libssl-dev libcurl4-openssl-dev libzstd-dev zstd libp11-dev softhsm2 opensc
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libarchive-dev libubootenv-dev libubootenv-tool libtomlplusplus-dev dpkg
+  libarchive-dev libubootenv-dev libubootenv-tool libtomlplusplus-dev dpkg grub-common
   faketime time e2fsprogs util-linux
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
