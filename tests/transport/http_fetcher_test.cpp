@@ -388,3 +388,44 @@ TEST_F(HttpTestServerTest, StopsWithIdleAndStalledClientsConnected) {
 
 }  // namespace
 }  // namespace upkeep::transport
+
+namespace upkeep::transport {
+namespace {
+
+class HttpRangeTest : public HttpFetcherTest {
+ protected:
+  Result<void> GetRange(std::uint64_t offset, std::uint64_t length) {
+    received_.clear();
+    HttpFetcher fetcher;
+    return fetcher.FetchRange(Url("/file.bin"), offset, length,
+                              [this](std::span<const char> piece) -> Result<void> {
+                                received_.append(piece.data(), piece.size());
+                                return Ok();
+                              });
+  }
+};
+
+// Resuming a download asks for exactly the rest and gets exactly those bytes.
+TEST_F(HttpRangeTest, FetchesTheRequestedWindow) {
+  const std::string all = FileContent();
+  ASSERT_TRUE(GetRange(1000, 500));
+  EXPECT_EQ(received_, all.substr(1000, 500));
+  EXPECT_EQ(server_.ranges().back(), "bytes=1000-1499");
+}
+
+TEST_F(HttpRangeTest, WindowPastTheEndDeliversWhatExists) {
+  const std::string all = FileContent();
+  ASSERT_TRUE(GetRange(all.size() - 10, 100));
+  EXPECT_EQ(received_, all.substr(all.size() - 10));
+  ASSERT_TRUE(GetRange(all.size() + 5, 100));  // 416: nothing there
+  EXPECT_EQ(received_, "");
+}
+
+TEST_F(HttpRangeTest, DroppedRangeTransferIsNetworkError) {
+  server_.SetFault("/file.bin", MakeFault([](Fault& f) { f.drop_after = 100; }));
+  EXPECT_ERRC(GetRange(50, 1000), common::Errc::NetworkError);
+  EXPECT_EQ(received_, FileContent().substr(50, 100));
+}
+
+}  // namespace
+}  // namespace upkeep::transport
