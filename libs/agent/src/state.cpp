@@ -167,13 +167,19 @@ Result<DeviceState> StateStore::Load() const {
   if (!exists) return DeviceState{};
   auto text = fs_.ReadFile(path(), kMaxStateBytes);
   if (!text) return Error(Errc::JournalCorrupt, text.error().ToString());
-  auto doc = metadata::ParseJson(*text);
+  return ParseDeviceState(*text);
+}
+
+Result<DeviceState> ParseDeviceState(std::string_view text) {
+  auto doc = metadata::ParseJson(text);
   if (!doc) return Corrupt(doc.error().message());
   return FromJson(*doc);
 }
 
+std::string SerializeDeviceState(const DeviceState& state) { return ToJson(state).dump(1) + "\n"; }
+
 Result<void> StateStore::Save(const DeviceState& state) {
-  auto r = fs_.WriteFileAtomic(path(), ToJson(state).dump(1) + "\n");
+  auto r = fs_.WriteFileAtomic(path(), SerializeDeviceState(state));
   if (!r) return Error(Errc::JournalWriteFailed, r.error().ToString());
   ++saves_;
   if (after_save_) after_save_(saves_);

@@ -73,6 +73,10 @@ struct DeviceState {
   std::optional<LastResult> last;
 };
 
+// The journal's text form (docs/formats/journal.md). Parse errors are Errc::JournalCorrupt.
+[[nodiscard]] Result<DeviceState> ParseDeviceState(std::string_view text);
+[[nodiscard]] std::string SerializeDeviceState(const DeviceState& state);
+
 class StateStore {
  public:
   StateStore(std::filesystem::path data_dir, Filesystem& fs);
