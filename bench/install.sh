@@ -16,10 +16,9 @@ repeat="${UPKEEP_BENCH_REPEAT:-3}"
 limit="${UPKEEP_BENCH_TIMEOUT:-900}"
 upkeep="$UPKEEP_BUILD/apps/upkeep/upkeep"
 agent="$UPKEEP_BUILD/apps/upkeep-agent/upkeep-agent"
-if [ ! -x "$upkeep" ] || [ ! -x "$agent" ]; then
-  cmake --preset "$UPKEEP_PRESET" >/dev/null
-  cmake --build --preset "$UPKEEP_PRESET" --target upkeep upkeep-agent
-fi
+# Always (re)build: incremental, and a stale binary would measure old code.
+[ -f "$UPKEEP_BUILD/build.ninja" ] || cmake --preset "$UPKEEP_PRESET" >/dev/null
+cmake --build "$UPKEEP_BUILD" --target upkeep upkeep-agent >/dev/null
 
 work="$(mktemp -d)"
 loopdev=""
@@ -124,6 +123,7 @@ commands = [["/bin/true"]]
 
 [install]
 reuse_chunks = false
+checkpoint_mib = ${UPKEEP_BENCH_CHECKPOINT_MIB:-64}
 TOML
 
 fresh_device() {  # every install starts from scratch: no journal, slot a booted
@@ -234,7 +234,7 @@ echo "install: ${mib} MiB ext4 image ($image_size bytes; zstd -3 would make it $
 echo "  contents: $tree_mib MiB of files ($random_mib MiB random, the rest from /usr/share and /usr/lib)"
 echo "  payloads: raw $((raw_payload / 1048576)) MiB, zstd $((zstd_payload / 1048576)) MiB, chunk size $chunk_size"
 echo "  slot b: $slot_kind; page cache $caches; $repeat runs each, median wall/cpu, max RSS"
-echo "  chunk reuse off, checkpoint every 32 MiB (agent default); $(nproc) CPUs"
+echo "  chunk reuse off, checkpoint every ${UPKEEP_BENCH_CHECKPOINT_MIB:-64} MiB; $(nproc) CPUs"
 printf '%-26s %9s %9s %14s %10s\n' "" "wall (s)" "cpu (s)" "peak RSS (MiB)" "ratio/dd"
 for name in sha256 dd install-raw install-zstd; do
   label=$name

@@ -27,7 +27,7 @@ TEST(ConfigTest, ParsesMinimalConfigWithDefaults) {
   EXPECT_EQ(c->device.data_dir, "/var/lib/upkeep");
   EXPECT_EQ(c->bootloader.type, "uboot");
   EXPECT_EQ(c->bootloader.boot_limit, 3u);
-  EXPECT_EQ(c->install.checkpoint_mib, 32u);
+  EXPECT_EQ(c->install.checkpoint_mib, 64u);
   EXPECT_TRUE(c->install.reuse_chunks);
 }
 

@@ -20,8 +20,9 @@ namespace {
 
 using metadata::Json;
 
-// Hands decompressed chunks to a writer thread so that hashing and decompressing (this thread)
-// overlap with writing (the other core). A fixed pool of chunk buffers bounds memory; the
+// Hands authenticated image chunks to a writer thread, which adds them to the whole-image digest
+// and writes them, so that chunk authentication and decompression (this thread) overlap with
+// image hashing and writing (the other core). A fixed pool of chunk buffers bounds memory; the
 // producer waits for a free one. The writer syncs the slot every `checkpoint_bytes` and reports
 // how many leading chunks are durable.
 class WritePipeline {
@@ -47,9 +48,10 @@ class WritePipeline {
     thread_.join();
   }
 
-  // Queues a copy of `data` for writing at `offset` as chunk `chunk`.
+  // Queues a copy of `data`, chunk `chunk` of the image, for the digest and (if `write`) for
+  // writing at `offset`. Chunks must come in image order.
   [[nodiscard]] Result<void> Submit(std::size_t chunk, std::uint64_t offset,
-                                    std::span<const char> data) {
+                                    std::span<const char> data, bool write = true) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return error_ || !free_.empty(); });
     if (error_) return *error_;
@@ -59,6 +61,7 @@ class WritePipeline {
     job->chunk = chunk;
     job->offset = offset;
     job->size = data.size();
+    job->write = write;
     std::copy(data.begin(), data.end(), job->data.begin());
     lock.lock();
     queue_.push_back(std::move(job));
@@ -75,12 +78,16 @@ class WritePipeline {
     return slot_.Sync();
   }
 
+  // After Drain: SHA-256 of every chunk submitted, in order.
+  [[nodiscard]] std::vector<unsigned char> ImageDigest() { return image_hash_.Final(); }
+
  private:
   struct Job {
     std::vector<char> data;
     std::size_t size = 0;
     std::size_t chunk = 0;
     std::uint64_t offset = 0;
+    bool write = true;
   };
 
   void Run() {
@@ -93,8 +100,13 @@ class WritePipeline {
       queue_.pop_front();
       busy_ = true;
       lock.unlock();
-      auto r = slot_.WriteAt(job->offset, std::span<const char>(job->data.data(), job->size));
-      since_sync += job->size;
+      const std::span<const char> data(job->data.data(), job->size);
+      image_hash_.Update(std::string_view(data.data(), data.size()));
+      Result<void> r = Ok();
+      if (job->write) {
+        r = slot_.WriteAt(job->offset, data);
+        since_sync += job->size;
+      }
       if (r && on_checkpoint_ && since_sync >= checkpoint_bytes_) {
         since_sync = 0;
         r = slot_.Sync();
@@ -118,6 +130,7 @@ class WritePipeline {
   bool busy_ = false;                       // guarded by mu_: the writer holds a job
   bool stop_ = false;                       // guarded by mu_
   std::optional<Error> error_;              // guarded by mu_: first write or sync failure
+  crypto::Hasher image_hash_{crypto::HashAlgorithm::Sha256};  // writer thread, then Drain's caller
   std::thread thread_;
 };
 
@@ -164,12 +177,16 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   std::vector<char> local;  // a chunk read from a slot; allocated only when needed
 
   WritePipeline pipe(slot, o.write_queue_depth, chunk_bytes, o.checkpoint_bytes, o.on_checkpoint);
-  // While the sink runs, current_chunk() is the chunk being handed out.
-  PayloadVerifier verifier(index, [&](std::span<const char> content) -> Result<void> {
-    const std::size_t chunk = verifier.current_chunk();
-    report.bytes_written += content.size();
-    return pipe.Submit(chunk, chunk * index.chunk_size, content);
-  });
+  // While the sink runs, current_chunk() is the chunk being handed out. The writer thread keeps
+  // the image digest.
+  PayloadVerifier verifier(
+      index,
+      [&](std::span<const char> content) -> Result<void> {
+        const std::size_t chunk = verifier.current_chunk();
+        report.bytes_written += content.size();
+        return pipe.Submit(chunk, chunk * index.chunk_size, content);
+      },
+      PayloadVerifier::ImageDigest::LeftToCaller);
   ImageProgress progress;
   progress.image_size = index.image_size;
   auto report_progress = [&] {
@@ -186,6 +203,7 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
     if (!slot.ReadAt(i * index.chunk_size, local)) break;
     UPKEEP_ASSIGN_OR_RETURN(const bool kept, verifier.TryLocalChunk(local, false));
     if (!kept) break;
+    UPKEEP_TRY(pipe.Submit(i, i * index.chunk_size, local, false));  // digest only
   }
   report.resumed_from_chunk = verifier.current_chunk();
   if (o.start_chunk > 0) {
@@ -297,6 +315,10 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   // 4. Durable, complete, and exactly the signed image.
   UPKEEP_TRY(pipe.Drain());
   UPKEEP_TRY(verifier.Finish());
+  const auto expected = HexDecode(index.image_sha256);
+  if (!expected || !crypto::ConstantTimeEqual(pipe.ImageDigest(), *expected)) {
+    return Error(Errc::ImageDigestMismatch, "image digest does not match the index");
+  }
   if (o.read_back) {
     slot.DropCache(0, index.image_size);
     UPKEEP_ASSIGN_OR_RETURN(const std::string digest, DigestSlot(o.target, index.image_size));

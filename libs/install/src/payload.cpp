@@ -354,8 +354,11 @@ struct PayloadVerifier::State {
   ~State() { ZSTD_freeDCtx(dctx); }
 };
 
-PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink)
-    : index_(index), sink_(std::move(sink)), state_(std::make_unique<State>()) {
+PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink, ImageDigest image_digest)
+    : index_(index),
+      sink_(std::move(sink)),
+      state_(std::make_unique<State>()),
+      image_digest_(image_digest) {
   if (index.compression == ChunkCompression::Zstd) {
     state_->image_chunk.resize(static_cast<std::size_t>(index.chunk_size));
   }
@@ -372,35 +375,44 @@ Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
       return Error(Errc::TrailingData, "payload continues after the last chunk");
     }
     const ChunkEntry& chunk = index_.chunks[next_];
-    const std::size_t want = static_cast<std::size_t>(chunk.length) - pending_.size();
-    const std::size_t take = std::min(want, bytes.size());
-    pending_.insert(pending_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
-    bytes = bytes.subspan(take);
-    if (pending_.size() == chunk.length) {
-      auto r = CompleteChunk();
-      if (!r) {
-        failed_ = true;
-        return r;
+    const auto length = static_cast<std::size_t>(chunk.length);
+    Result<void> r = Ok();
+    if (pending_.empty() && bytes.size() >= length) {
+      // The whole chunk is in this piece: check it where it lies, no copy.
+      r = CompleteChunk(bytes.first(length));
+      bytes = bytes.subspan(length);
+    } else {
+      const std::size_t take = std::min(length - pending_.size(), bytes.size());
+      pending_.insert(pending_.end(), bytes.begin(),
+                      bytes.begin() + static_cast<std::ptrdiff_t>(take));
+      bytes = bytes.subspan(take);
+      if (pending_.size() == length) {
+        r = CompleteChunk(pending_);
+        pending_.clear();
       }
+    }
+    if (!r) {
+      failed_ = true;
+      return r;
     }
   }
   return Ok();
 }
 
-Result<void> PayloadVerifier::CompleteChunk() {
+Result<void> PayloadVerifier::CompleteChunk(std::span<const char> stored) {
   const ChunkEntry& chunk = index_.chunks[next_];
   // Authenticate before decompressing: the decompressor never sees unverified bytes.
   const auto expected = HexDecode(chunk.sha256);
-  const auto actual = crypto::Sha256(std::string_view(pending_.data(), pending_.size()));
+  const auto actual = crypto::Sha256(std::string_view(stored.data(), stored.size()));
   if (!expected || !crypto::ConstantTimeEqual(actual, *expected)) {
     return Error(Errc::ChunkDigestMismatch, "chunk " + std::to_string(next_) + " at payload offset " +
                                                 std::to_string(chunk.offset) + " does not match the index");
   }
-  std::span<const char> out(pending_.data(), pending_.size());
+  std::span<const char> out = stored;
   if (index_.compression == ChunkCompression::Zstd) {
     const std::size_t n = ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
                                               static_cast<std::size_t>(chunk.size),
-                                              pending_.data(), pending_.size());
+                                              stored.data(), stored.size());
     if (ZSTD_isError(n)) {
       return Error(Errc::DecompressFailed, "chunk " + std::to_string(next_) + ": " +
                                                ZSTD_getErrorName(n));
@@ -412,13 +424,13 @@ Result<void> PayloadVerifier::CompleteChunk() {
     }
     out = std::span<const char>(state_->image_chunk.data(), n);
   }
-  UPKEEP_TRY(Emit(out, true));
-  pending_.clear();
-  return Ok();
+  return Emit(out, true);
 }
 
 Result<void> PayloadVerifier::Emit(std::span<const char> content, bool to_sink) {
-  state_->image_hash.Update(std::string_view(content.data(), content.size()));
+  if (image_digest_ == ImageDigest::Verify) {
+    state_->image_hash.Update(std::string_view(content.data(), content.size()));
+  }
   if (to_sink) UPKEEP_TRY(sink_(content));
   image_out_ += content.size();
   ++next_;
@@ -453,6 +465,7 @@ Result<void> PayloadVerifier::Finish() {
     return Error(Errc::PayloadTruncated, "payload ended in chunk " + std::to_string(next_) + " of " +
                                              std::to_string(index_.chunks.size()));
   }
+  if (image_digest_ == ImageDigest::LeftToCaller) return Ok();
   const auto expected = HexDecode(index_.image_sha256);
   if (!expected || !crypto::ConstantTimeEqual(state_->image_hash.Final(), *expected)) {
     return Error(Errc::ImageDigestMismatch, "image digest does not match the index");

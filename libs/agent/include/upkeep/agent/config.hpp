@@ -93,7 +93,7 @@ struct HealthConfig {
 
 struct InstallConfig {
   // Sync the slot and checkpoint the journal about every this many MiB.
-  std::uint64_t checkpoint_mib = 32;
+  std::uint64_t checkpoint_mib = 64;
   // Resumes of a dropped download before giving up, and the pause before each.
   unsigned max_resumes = 5;
   std::chrono::milliseconds resume_delay{1000};

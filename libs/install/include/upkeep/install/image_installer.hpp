@@ -45,7 +45,7 @@ struct ImageInstallOptions {
   // re-checked; the install continues after the last one that still matches.
   std::size_t start_chunk = 0;
   // Sync the slot and report progress through on_checkpoint about every this many bytes.
-  std::uint64_t checkpoint_bytes = 32ull << 20;
+  std::uint64_t checkpoint_bytes = 64ull << 20;
   // Called from the writer thread after a sync with the number of leading chunks now durable.
   // An error stops the install.
   std::function<Result<void>(std::size_t durable_chunks)> on_checkpoint;

@@ -102,7 +102,12 @@ struct BuildOptions {
 class PayloadVerifier {
  public:
   using ImageSink = std::function<Result<void>(std::span<const char>)>;
-  PayloadVerifier(const ChunkIndex& index, ImageSink sink);
+  // Who checks the whole image's digest: the verifier in Finish (default), or the caller, which
+  // then hashes every chunk handed out (and every local chunk accepted) itself, in order, e.g. on
+  // another thread.
+  enum class ImageDigest { Verify, LeftToCaller };
+  PayloadVerifier(const ChunkIndex& index, ImageSink sink,
+                  ImageDigest image_digest = ImageDigest::Verify);
   ~PayloadVerifier();
   PayloadVerifier(const PayloadVerifier&) = delete;
   PayloadVerifier& operator=(const PayloadVerifier&) = delete;
@@ -129,7 +134,7 @@ class PayloadVerifier {
   [[nodiscard]] bool failed() const { return failed_; }
 
  private:
-  [[nodiscard]] Result<void> CompleteChunk();
+  [[nodiscard]] Result<void> CompleteChunk(std::span<const char> stored);
   [[nodiscard]] Result<void> Emit(std::span<const char> content, bool to_sink);
   struct State;
   const ChunkIndex& index_;
@@ -139,6 +144,7 @@ class PayloadVerifier {
   std::size_t next_ = 0;
   std::uint64_t image_out_ = 0;
   bool failed_ = false;
+  ImageDigest image_digest_;
 };
 
 }  // namespace upkeep::install
