@@ -4,7 +4,9 @@
 # and upkeep-tuf-client refreshes them, downloads verified targets (also through delegations),
 # and rejects a tampered target and an expired timestamp; then a security release is built,
 # signed (2-of-2 targets keys) and published with `upkeep`, installed by a device, and packed into
-# an offline bundle verified with the same rules.
+# an offline bundle verified with the same rules. A simulated device then installs the release
+# from the bundle with upkeep-agent, reboots into it and commits it; refuses a tampered bundle;
+# falls back from a release that never comes up; and refuses an older security version.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 upkeep_setup_and_build
 
@@ -94,5 +96,76 @@ mkdir -p "$work/usb"
   --target fw/rootfs.img.chunks.json --target fw/rootfs.img.payload -o "$work/usb/update.upkb"
 "$upkeep" bundle verify "$work/usb/update.upkb" --root "$work/www/release/metadata/1.root.json" \
   --target fw/rootfs.img.payload -o "$work/usb-device"
+
+say "10. A simulated device installs the security release from the USB stick"
+agent="$UPKEEP_BUILD/apps/upkeep-agent/upkeep-agent"
+dev="$work/device-sim"
+mkdir -p "$dev"
+node -e 'const fs=require("fs"),c=require("crypto");
+fs.writeFileSync(process.argv[1], Buffer.concat([c.randomBytes(3e6), Buffer.alloc(5e6, "old rootfs  ")]));' "$dev/slot-a"
+: >"$dev/slot-b"
+printf 'upkeep_slot=a\n' >"$dev/bootenv"
+cat >"$dev/agent.toml" <<TOML
+[device]
+hardware = "demo-cam"
+data_dir = "$dev/data"
+[trust]
+root = "$work/www/release/metadata/1.root.json"
+[slots]
+a = "$dev/slot-a"
+b = "$dev/slot-b"
+[bootloader]
+type = "file"
+env = "$dev/bootenv"
+cmdline = "$dev/cmdline"
+boot_id = "$dev/boot_id"
+[health]
+commands = [["/bin/true"]]
+TOML
+a() { "$agent" -c "$dev/agent.toml" "$@"; }
+a simulate-boot
+echo "-- first, a tampered copy of the stick: the bad chunk is refused before it is written"
+cp "$work/usb/update.upkb" "$work/usb/tampered.upkb"
+size=$(stat -c %s "$work/usb/tampered.upkb")
+printf '\x5a' | dd of="$work/usb/tampered.upkb" bs=1 seek=$((size - 400000)) conv=notrunc 2>/dev/null
+sha_before=$(sha256sum <"$dev/slot-a")
+if a install "$work/usb/tampered.upkb"; then echo "demo: a tampered bundle was installed" >&2; exit 1; fi
+[ "$(sha256sum <"$dev/slot-a")" = "$sha_before" ] && echo "the running system (slot a) is untouched"
+echo "-- then the genuine stick"
+a install "$work/usb/update.upkb"
+a simulate-boot                     # the reboot: the firmware tries slot b
+a commit                            # health checks pass: slot b is permanent
+a status
+cmp "$dev/slot-b" "$work/rootfs.img" && echo "slot b holds the signed image, byte for byte"
+
+say "11. A release that never comes up: the firmware falls back by itself after 3 tries"
+publish_release() {  # VERSION SECURITY_VERSION IMAGE
+  "$upkeep" image build "$3" -o "$work/release-$1" >/dev/null
+  local name; name=$(basename "$3")
+  sed -e "s/\"2.4.1\"/\"$1\"/" -e "s/\"security_version\": 7/\"security_version\": $2/" \
+      -e "s#fw/rootfs.img.chunks.json#fw/$name.chunks.json#" "$work/release.json" >"$work/release-$1.json"
+  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.payload" --name "fw/$name.payload" --meta "$work/release-$1.json" >/dev/null
+  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.chunks.json" --name "fw/$name.chunks.json" --meta "$work/release-$1.json" >/dev/null
+  for key in $(node -e 'const r=require(process.argv[1]);console.log(r.signed.roles.targets.keyids.join(" "))' "$work/repo/staged/root.json"); do
+    "$upkeep" repo sign "$work/repo" targets --key "$work/repo/keys/$key.pem" >/dev/null
+  done
+  "$upkeep" repo publish "$work/repo" "$work/www/release" >/dev/null
+  echo "published $1 (security version $2), signed by both targets keys"
+  "$upkeep" bundle create --repo "$work/www/release" --root "$work/www/release/metadata/1.root.json" \
+    --target "fw/$name.chunks.json" --target "fw/$name.payload" -o "$work/usb/$1.upkb" >/dev/null
+}
+cp "$work/rootfs.img" "$work/rootfs-2.5.0.img"
+printf 'a broken init' | dd of="$work/rootfs-2.5.0.img" bs=1 seek=4000000 conv=notrunc 2>/dev/null
+publish_release 2.5.0 8 "$work/rootfs-2.5.0.img"
+a install "$work/usb/2.5.0.upkb"    # only the changed chunks are copied from the bundle
+# The new system hangs before the agent can commit it: four power-ons.
+for try in 1 2 3 4; do echo "power on: booted slot $(a --json simulate-boot | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).result.booted_slot))')"; done
+a status                            # the agent records the rollback; 2.4.1 still runs
+
+say "12. The old, vulnerable release is refused: the security version only goes up"
+cp "$work/rootfs.img" "$work/rootfs-2.3.0.img"
+printf 'old code' | dd of="$work/rootfs-2.3.0.img" bs=1 seek=4000000 conv=notrunc 2>/dev/null
+publish_release 2.3.0 6 "$work/rootfs-2.3.0.img"
+if a install "$work/usb/2.3.0.upkb"; then echo "demo: a security rollback was installed" >&2; exit 1; fi
 
 say "Done: every accepted file was verified; every attack above was refused."

@@ -560,7 +560,11 @@ Result<DeviceState> Agent::Rollback() {
 Result<StatusReport> Agent::Status() {
   StatusReport r;
   r.config = config_;
+  // What the current boot says about a pending update is applied first, so status is current.
   UPKEEP_ASSIGN_OR_RETURN(r.state, store_.Load());
+  if (r.state.update && BootedSlot() && BootId()) {
+    UPKEEP_ASSIGN_OR_RETURN(r.state, Reconcile());
+  }
   auto boot = bootloader_->Status();
   if (boot) {
     r.boot = *boot;

@@ -66,6 +66,7 @@ class Agent {
   // Applies what the current boot tells about a pending update (trial started, firmware fell
   // back, revert finished). Install, Commit and Rollback call it first.
   [[nodiscard]] Result<DeviceState> Reconcile();
+  // The state after Reconcile (when the booted slot and boot ID can be read).
   [[nodiscard]] Result<StatusReport> Status();
   // Simulated devices (bootloader type "file"): what the firmware does at power-on, then the
   // kernel command line and a new boot ID. Returns the slot booted.
