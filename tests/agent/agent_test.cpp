@@ -16,6 +16,9 @@
 #include "upkeep/common/errc.hpp"
 #include "upkeep/metadata/errc.hpp"
 #include "upkeep/modules/module.hpp"
+#include "cli.hpp"
+
+#include <sstream>
 
 namespace upkeep::agent {
 namespace {
@@ -412,6 +415,77 @@ TEST(FlowTest, TransitionTableIsDeterministicAndEveryStateCanFinish) {
     EXPECT_TRUE(reached.contains(UpdateState::Idle)) << ToString(s);
   }
   EXPECT_ERRC(FindTransition(UpdateState::Idle, Trigger::HealthPassed), Errc::UpdatePending);
+}
+
+}  // namespace
+}  // namespace upkeep::agent
+
+namespace upkeep::agent {
+namespace {
+
+// The command line: --json lines, documented exit codes, --dump-config.
+class AgentCliTest : public AgentTest {
+ protected:
+  int Cli(std::vector<std::string> args) {
+    testing::WriteBytes(tmp_ / "agent.toml", DumpConfig(device_.config));
+    std::vector<std::string> argv = {"upkeep-agent", "-c", (tmp_ / "agent.toml").string(),
+                                     "--log-level", "off"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<const char*> c;
+    for (const auto& a : argv) c.push_back(a.c_str());
+    out_.str("");
+    err_.str("");
+    return Main(static_cast<int>(c.size()), c.data(), out_, err_);
+  }
+  std::vector<metadata::Json> JsonLines() {
+    std::vector<metadata::Json> lines;
+    std::istringstream in(out_.str());
+    for (std::string line; std::getline(in, line);) lines.push_back(metadata::Json::parse(line));
+    return lines;
+  }
+  std::ostringstream out_, err_;
+};
+
+TEST_F(AgentCliTest, JsonInstallReportsEventsProgressAndResult) {
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  ASSERT_EQ(Cli({"--json", "install", bundle.string()}), kExitOk) << err_.str();
+  const auto lines = JsonLines();
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back()["type"], "result");
+  EXPECT_EQ(lines.back()["result"]["slot"], "b");
+  EXPECT_EQ(lines.back()["result"]["bytes_written"], kImageSize);
+  const bool progress = std::any_of(lines.begin(), lines.end(),
+                                    [](const auto& l) { return l["type"] == "progress"; });
+  EXPECT_TRUE(progress);
+  const bool reboot = std::any_of(lines.begin(), lines.end(), [](const auto& l) {
+    return l["type"] == "event" && l["id"] == install::event::kRebootRequested;
+  });
+  EXPECT_TRUE(reboot);
+  EXPECT_EQ(Cli({"commit"}), kExitState);  // not rebooted yet
+  EXPECT_EQ(Cli({"simulate-boot"}), kExitOk);
+  EXPECT_EQ(Cli({"--json", "commit"}), kExitOk) << err_.str();
+  EXPECT_EQ(JsonLines().back()["result"]["components"]["rootfs"]["version"], "2.0");
+  EXPECT_EQ(Cli({"--json", "status"}), kExitOk);
+  EXPECT_EQ(JsonLines().back()["result"]["booted_slot"], "b");
+}
+
+TEST_F(AgentCliTest, ExitCodesSayWhatWentWrong) {
+  device_.config.device.hardware = "other";
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  EXPECT_EQ(Cli({"--json", "install", bundle.string(), ReleaseRepo::payload_target(release_)}),
+            kExitRefused);
+  EXPECT_EQ(JsonLines().back()["code"], "agent.WrongHardware");
+  EXPECT_EQ(Cli({"rollback"}), kExitState);
+  EXPECT_EQ(Cli({"install", (tmp_ / "missing.upkb").string()}), kExitDownload);
+  testing::WriteBytes(tmp_ / "garbage.upkb", std::string(4096, 'x'));
+  EXPECT_EQ(Cli({"install", (tmp_ / "garbage.upkb").string()}), kExitRejected);  // BundleMalformed
+  testing::WriteBytes(tmp_ / "bad.toml", "[device]\nhardwar = 1\n");
+  std::vector<const char*> argv = {"upkeep-agent", "-c", nullptr, "status"};
+  const std::string bad = (tmp_ / "bad.toml").string();
+  argv[2] = bad.c_str();
+  EXPECT_EQ(Main(4, argv.data(), out_, err_), kExitUsage);
+  EXPECT_EQ(Cli({"--dump-config"}), kExitOk);
+  EXPECT_TRUE(ParseConfig(out_.str()).has_value());
 }
 
 }  // namespace

@@ -36,6 +36,7 @@ TEST(ConfigTest, ParsesHealthChecksAndModules) {
 [health]
 commands = [["/bin/systemctl", "is-system-running", "--wait"], ["/usr/bin/app-selftest"]]
 timeout_seconds = 30
+systemd_units = ["multi-user.target"]
 [components.app]
 module = ["/usr/libexec/upkeep/upkeep-module", "file"]
 timeout_seconds = 60
@@ -45,6 +46,7 @@ args = { dest = "/opt/app/app.bin", mode = "0755" }
   ASSERT_EQ(c->health.commands.size(), 2u);
   EXPECT_EQ(c->health.commands[0][1], "is-system-running");
   EXPECT_EQ(c->health.timeout, std::chrono::seconds(30));
+  EXPECT_EQ(c->health.systemd_units, std::vector<std::string>{"multi-user.target"});
   ASSERT_TRUE(c->components.contains("app"));
   EXPECT_EQ(c->components.at("app").command[1], "file");
   EXPECT_EQ(c->components.at("app").args_json, R"({"dest":"/opt/app/app.bin","mode":"0755"})");

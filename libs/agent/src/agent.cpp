@@ -213,8 +213,13 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
     source.metadata_url = base + "metadata/";
     source.targets_url = base + "targets/";
   } else if (!where.empty()) {
-    UPKEEP_ASSIGN_OR_RETURN(auto bundle, install::Bundle::Open(where));
-    source.bundle.emplace(std::move(bundle));
+    auto bundle = install::Bundle::Open(where);
+    if (!bundle && bundle.error().code() == install::Errc::ReadFailed) {
+      // An unreadable medium (stick pulled, no such file) is a source problem, like a network one.
+      return Error(install::Errc::DownloadFailed, bundle.error().message());
+    }
+    if (!bundle) return bundle.error();
+    source.bundle.emplace(std::move(*bundle));
     source.fetcher = std::make_unique<install::BundleFetcher>(*source.bundle);
     source.metadata_url = install::kBundleMetadataUrl;
     source.targets_url = install::kBundleTargetsUrl;
@@ -488,7 +493,11 @@ Result<DeviceState> Agent::Reconcile() {
 }
 
 Result<void> Agent::RunHealthChecks() {
-  for (const auto& command : config_.health.commands) {
+  std::vector<std::vector<std::string>> checks = config_.health.commands;
+  for (const auto& unit : config_.health.systemd_units) {
+    checks.push_back({"/bin/systemctl", "is-active", "--quiet", unit});
+  }
+  for (const auto& command : checks) {
     modules::ProcessOptions o;
     o.timeout = config_.health.timeout;
     o.kill_grace = std::chrono::seconds(2);

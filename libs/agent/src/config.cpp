@@ -254,6 +254,7 @@ Result<AgentConfig> ParseConfig(std::string_view text) {
       c.health.commands.push_back(std::move(argv));
     }
   }
+  UPKEEP_TRY(health.Command("systemd_units", c.health.systemd_units));
   std::uint64_t timeout = static_cast<std::uint64_t>(c.health.timeout.count());
   UPKEEP_TRY(health.Uint("timeout_seconds", timeout, 1, 3600));
   c.health.timeout = std::chrono::seconds(timeout);
@@ -311,6 +312,7 @@ std::string DumpConfig(const AgentConfig& c) {
   toml::array commands;
   for (const auto& cmd : c.health.commands) commands.push_back(argv(cmd));
   health.insert("commands", std::move(commands));
+  health.insert("systemd_units", argv(c.health.systemd_units));
   toml::table components;
   for (const auto& [name, m] : c.components) {
     toml::table t{{"module", argv(m.command)},

@@ -87,6 +87,8 @@ struct BootloaderConfig {
 struct HealthConfig {
   // Commands that must all exit 0 on the trial system before it is committed.
   std::vector<std::vector<std::string>> commands;
+  // systemd units (services, targets) that must be active: `systemctl is-active --quiet UNIT`.
+  std::vector<std::string> systemd_units;
   // For each command.
   std::chrono::seconds timeout{120};
 };
