@@ -62,13 +62,15 @@ BootVars ParseLines(std::string_view text) {
   return vars;
 }
 
-class FileBootEnv final : public BootEnv {
+// An environment kept in a file replaced atomically: read, change, render, replace. The two
+// formats differ only in how the variables are laid out.
+class TextEnvFile : public BootEnv {
  public:
-  explicit FileBootEnv(std::filesystem::path file) : file_(std::move(file)) {}
+  explicit TextEnvFile(std::filesystem::path file) : file_(std::move(file)) {}
   Result<BootVars> Read() override {
     auto text = fs_.ReadFile(file_, kMaxEnvFile);
     if (!text) return Error(Errc::BootloaderFailed, text.error().ToString());
-    return ParseLines(*text);
+    return Parse(*text);
   }
   Result<void> Write(const std::map<std::string, std::optional<std::string>>& changes) override {
     UPKEEP_TRY(CheckChanges(changes));
@@ -77,54 +79,61 @@ class FileBootEnv final : public BootEnv {
       UPKEEP_ASSIGN_OR_RETURN(vars, Read());
     }
     Apply(vars, changes);
-    std::string text;
-    for (const auto& [k, v] : vars) text += k + "=" + v + "\n";
+    UPKEEP_ASSIGN_OR_RETURN(const std::string text, Render(vars));
     auto r = fs_.WriteFileAtomic(file_, text);
     if (!r) return Error(Errc::BootloaderFailed, r.error().ToString());
     return Ok();
   }
+
+ protected:
+  [[nodiscard]] virtual Result<BootVars> Parse(std::string_view text) const = 0;
+  [[nodiscard]] virtual Result<std::string> Render(const BootVars& vars) const = 0;
+  [[nodiscard]] const std::filesystem::path& file() const { return file_; }
 
  private:
   std::filesystem::path file_;
   LocalFilesystem fs_;
 };
 
+std::string Lines(const BootVars& vars) {
+  std::string text;
+  for (const auto& [k, v] : vars) text += k + "=" + v + "\n";
+  return text;
+}
+
+// name=value lines.
+class FileBootEnv final : public TextEnvFile {
+ public:
+  using TextEnvFile::TextEnvFile;
+
+ private:
+  Result<BootVars> Parse(std::string_view text) const override { return ParseLines(text); }
+  Result<std::string> Render(const BootVars& vars) const override { return Lines(vars); }
+};
+
 constexpr std::string_view kGrubHeader = "# GRUB Environment Block\n";
 constexpr std::size_t kGrubEnvSize = 1024;
 
-class GrubEnv final : public BootEnv {
+// grub-editenv's block; grub-editenv also writes a new file and renames it over the old one.
+class GrubEnv final : public TextEnvFile {
  public:
-  explicit GrubEnv(std::filesystem::path file) : file_(std::move(file)) {}
-  Result<BootVars> Read() override {
-    auto text = fs_.ReadFile(file_, kMaxEnvFile);
-    if (!text) return Error(Errc::BootloaderFailed, text.error().ToString());
-    if (text->size() != kGrubEnvSize || !text->starts_with(kGrubHeader)) {
-      return Error(Errc::BootEnvInvalid, file_.string() + " is not a GRUB environment block");
+  using TextEnvFile::TextEnvFile;
+
+ private:
+  Result<BootVars> Parse(std::string_view text) const override {
+    if (text.size() != kGrubEnvSize || !text.starts_with(kGrubHeader)) {
+      return Error(Errc::BootEnvInvalid, file().string() + " is not a GRUB environment block");
     }
-    return ParseLines(std::string_view(*text).substr(kGrubHeader.size()));
+    return ParseLines(text.substr(kGrubHeader.size()));
   }
-  Result<void> Write(const std::map<std::string, std::optional<std::string>>& changes) override {
-    UPKEEP_TRY(CheckChanges(changes));
-    BootVars vars;
-    if (auto exists = fs_.Exists(file_); exists && *exists) {
-      UPKEEP_ASSIGN_OR_RETURN(vars, Read());
-    }
-    Apply(vars, changes);
-    std::string block(kGrubHeader);
-    for (const auto& [k, v] : vars) block += k + "=" + v + "\n";
+  Result<std::string> Render(const BootVars& vars) const override {
+    std::string block = std::string(kGrubHeader) + Lines(vars);
     if (block.size() > kGrubEnvSize) {
       return Error(Errc::BootEnvInvalid, "variables exceed the 1024-byte GRUB environment block");
     }
     block.resize(kGrubEnvSize, '#');
-    // grub-editenv also writes a new file and renames it over the old one.
-    auto r = fs_.WriteFileAtomic(file_, block);
-    if (!r) return Error(Errc::BootloaderFailed, r.error().ToString());
-    return Ok();
+    return block;
   }
-
- private:
-  std::filesystem::path file_;
-  LocalFilesystem fs_;
 };
 
 class UBootEnv final : public BootEnv {
