@@ -112,7 +112,15 @@ TEST_F(ImageInstallerTest, WritesVerifiedImageAndChecksDigest) {
   EXPECT_EQ(Slot(), image_);
   EXPECT_EQ(r->bytes_written, image_.size());
   EXPECT_EQ(r->downloaded_bytes, payload_.size());
-  EXPECT_EQ(checkpoints, (std::vector<std::size_t>{4, 8}));
+  // Every 4 chunks a sync is requested; requests made while one runs are merged into the next.
+  ASSERT_FALSE(checkpoints.empty());
+  for (std::size_t i = 0; i < checkpoints.size(); ++i) {
+    EXPECT_EQ(checkpoints[i] % 4, 0u);
+    if (i > 0) {
+      EXPECT_GT(checkpoints[i], checkpoints[i - 1]);
+    }
+  }
+  EXPECT_LE(checkpoints.back(), 8u);
   EXPECT_EQ(events_.back(), event::kImageVerified);
 }
 

@@ -23,8 +23,9 @@ using metadata::Json;
 // Hands authenticated image chunks to a writer thread, which adds them to the whole-image digest
 // and writes them, so that chunk authentication and decompression (this thread) overlap with
 // image hashing and writing (the other core). A fixed pool of chunk buffers bounds memory; the
-// producer waits for a free one. The writer syncs the slot every `checkpoint_bytes` and reports
-// how many leading chunks are durable.
+// producer waits for a free one. Every `checkpoint_bytes` the writer asks a third thread to sync
+// the slot and report how many leading chunks are durable, and goes on writing meanwhile (a sync
+// covers everything written before it started; requests that pile up are merged).
 class WritePipeline {
  public:
   WritePipeline(SlotDevice& slot, std::size_t buffers, std::size_t buffer_size,
@@ -36,6 +37,7 @@ class WritePipeline {
       free_.back()->data.resize(buffer_size);
     }
     thread_ = std::thread([this] { Run(); });
+    if (on_checkpoint_) syncer_ = std::thread([this] { RunSyncs(); });
   }
   WritePipeline(const WritePipeline&) = delete;
   WritePipeline& operator=(const WritePipeline&) = delete;
@@ -46,6 +48,7 @@ class WritePipeline {
     }
     cv_.notify_all();
     thread_.join();
+    if (syncer_.joinable()) syncer_.join();
   }
 
   // Queues a copy of `data`, chunk `chunk` of the image, for the digest and (if `write`) for
@@ -72,7 +75,9 @@ class WritePipeline {
   // Waits until everything queued is written, then syncs the slot.
   [[nodiscard]] Result<void> Drain() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return error_ || (queue_.empty() && !busy_); });
+    cv_.wait(lock, [&] {
+      return error_ || (queue_.empty() && !busy_ && !sync_request_ && !syncing_);
+    });
     if (error_) return *error_;
     lock.unlock();
     return slot_.Sync();
@@ -107,15 +112,32 @@ class WritePipeline {
         r = slot_.WriteAt(job->offset, data);
         since_sync += job->size;
       }
+      lock.lock();
       if (r && on_checkpoint_ && since_sync >= checkpoint_bytes_) {
         since_sync = 0;
-        r = slot_.Sync();
-        if (r) r = on_checkpoint_(job->chunk + 1);
+        sync_request_ = job->chunk + 1;
       }
-      lock.lock();
       busy_ = false;
       if (!r && !error_) error_ = r.error();
       free_.push_back(std::move(job));
+      cv_.notify_all();
+    }
+  }
+
+  void RunSyncs() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || sync_request_; });
+      if (stop_) return;
+      const std::size_t durable = *sync_request_;
+      sync_request_.reset();
+      syncing_ = true;
+      lock.unlock();
+      auto r = slot_.Sync();
+      if (r) r = on_checkpoint_(durable);
+      lock.lock();
+      syncing_ = false;
+      if (!r && !error_) error_ = r.error();
       cv_.notify_all();
     }
   }
@@ -130,8 +152,11 @@ class WritePipeline {
   bool busy_ = false;                       // guarded by mu_: the writer holds a job
   bool stop_ = false;                       // guarded by mu_
   std::optional<Error> error_;              // guarded by mu_: first write or sync failure
+  std::optional<std::size_t> sync_request_;  // guarded by mu_: durable count once synced
+  bool syncing_ = false;                     // guarded by mu_
   crypto::Hasher image_hash_{crypto::HashAlgorithm::Sha256};  // writer thread, then Drain's caller
   std::thread thread_;
+  std::thread syncer_;
 };
 
 bool Retryable(const Error& e) {
