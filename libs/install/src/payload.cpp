@@ -362,7 +362,6 @@ PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink, ImageD
   if (index.compression == ChunkCompression::Zstd) {
     state_->image_chunk.resize(static_cast<std::size_t>(index.chunk_size));
   }
-  pending_.reserve(ZSTD_compressBound(static_cast<std::size_t>(index.chunk_size)));
 }
 
 PayloadVerifier::~PayloadVerifier() = default;
@@ -382,6 +381,10 @@ Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
       r = CompleteChunk(bytes.first(length));
       bytes = bytes.subspan(length);
     } else {
+      // Allocated on first use: a stream whose pieces hold whole chunks never needs it.
+      if (pending_.capacity() == 0) {
+        pending_.reserve(ZSTD_compressBound(static_cast<std::size_t>(index_.chunk_size)));
+      }
       const std::size_t take = std::min(length - pending_.size(), bytes.size());
       pending_.insert(pending_.end(), bytes.begin(),
                       bytes.begin() + static_cast<std::ptrdiff_t>(take));
