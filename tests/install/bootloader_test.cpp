@@ -10,6 +10,7 @@
 
 #include "temp_dir.hpp"
 #include "test_util.hpp"
+#include "uboot_env_image.hpp"
 #include "upkeep/install/payload.hpp"
 
 namespace upkeep::install {
@@ -27,11 +28,30 @@ std::string Capture(const std::string& command) {
   return out;
 }
 
+// The same boot-counting contract over each environment format: a plain file, GRUB's block, and
+// U-Boot's environment (through libubootenv, here on a file: an empty environment of 16 KiB as
+// U-Boot would have written it, with a redundant copy).
 class BootloaderTest : public ::testing::TestWithParam<const char*> {
  protected:
+  void SetUp() override {
+    if (std::string(GetParam()) == "uboot") {
+      const std::string copy = testing::MakeUBootEnvImage({{"bootdelay", "2"}}, 0x4000, 1);
+      const std::string older = testing::MakeUBootEnvImage({{"bootdelay", "2"}}, 0x4000, 0);
+      std::FILE* f = std::fopen((tmp_ / "uboot.env").c_str(), "wb");
+      std::fwrite(copy.data(), 1, copy.size(), f);
+      std::fwrite(older.data(), 1, older.size(), f);
+      std::fclose(f);
+      f = std::fopen((tmp_ / "fw_env.config").c_str(), "w");
+      std::fprintf(f, "%s 0x0 0x4000\n%s 0x4000 0x4000\n", (tmp_ / "uboot.env").c_str(),
+                   (tmp_ / "uboot.env").c_str());
+      std::fclose(f);
+    }
+  }
   std::unique_ptr<BootEnv> MakeEnv() {
-    return std::string(GetParam()) == "grub" ? MakeGrubEnv(tmp_ / "grubenv")
-                                             : MakeFileBootEnv(tmp_ / "bootenv");
+    const std::string kind = GetParam();
+    if (kind == "grub") return MakeGrubEnv(tmp_ / "grubenv");
+    if (kind == "uboot") return MakeUBootEnv(tmp_ / "fw_env.config");
+    return MakeFileBootEnv(tmp_ / "bootenv");
   }
   Bootloader Make() {
     auto env = MakeEnv();
@@ -96,7 +116,32 @@ TEST_P(BootloaderTest, RejectsUnknownSlotsAndValues) {
   EXPECT_ERRC(SimulateFirmwareBoot(*env, BootloaderOptions{}), Errc::BootEnvInvalid);
 }
 
-INSTANTIATE_TEST_SUITE_P(Envs, BootloaderTest, ::testing::Values("file", "grub"));
+INSTANTIATE_TEST_SUITE_P(Envs, BootloaderTest, ::testing::Values("file", "grub", "uboot"));
+
+// libubootenv keeps what U-Boot put in the environment and only changes upkeep's variables.
+TEST(UBootEnvTest, KeepsFirmwareVariables) {
+  testing::TempDir tmp;
+  const std::string image = testing::MakeUBootEnvImage({{"bootcmd", "run upkeep_boot"}}, 0x2000,
+                                                       std::nullopt);
+  std::FILE* f = std::fopen((tmp / "uboot.env").c_str(), "wb");
+  std::fwrite(image.data(), 1, image.size(), f);
+  std::fclose(f);
+  f = std::fopen((tmp / "fw_env.config").c_str(), "w");
+  std::fprintf(f, "%s 0x0 0x2000\n", (tmp / "uboot.env").c_str());
+  std::fclose(f);
+  auto env = MakeUBootEnv(tmp / "fw_env.config");
+  ASSERT_TRUE(env->Write({{"upkeep_slot", "b"}, {"upgrade_available", "1"}}).has_value());
+  auto vars = env->Read();
+  ASSERT_TRUE(vars.has_value()) << vars.error().ToString();
+  EXPECT_EQ(vars->at("bootcmd"), "run upkeep_boot");
+  EXPECT_EQ(vars->at("upkeep_slot"), "b");
+  // A corrupted environment (bad CRC) is an error, not an empty environment.
+  f = std::fopen((tmp / "uboot.env").c_str(), "r+b");
+  std::fseek(f, 10, SEEK_SET);
+  std::fputc('X', f);
+  std::fclose(f);
+  EXPECT_ERRC(MakeUBootEnv(tmp / "fw_env.config")->Read(), Errc::BootloaderFailed);
+}
 
 TEST(GrubEnvTest, WritesTheBlockGrubReads) {
   testing::TempDir tmp;
