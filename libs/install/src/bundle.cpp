@@ -186,16 +186,19 @@ Result<void> BundleFetcher::Stream(const BundleEntry& entry, std::uint64_t offse
   if (fd.get() < 0) return Error(common::Errc::IoError, bundle_.path().string());
   // Large reads, with the kernel reading ahead of them: an image payload streams from here at the
   // speed of the medium while the caller hashes what it already has.
-  constexpr std::uint64_t kAhead = 16 << 20;
+  constexpr std::uint64_t kAhead = 32 << 20;  // how far ahead of the reader the kernel reads
+  constexpr std::uint64_t kStep = 4 << 20;    // in requests of this size
   const std::uint64_t start = entry.offset + offset;
   (void)::posix_fadvise(fd.get(), static_cast<off_t>(start), static_cast<off_t>(length),
                         POSIX_FADV_SEQUENTIAL);
   std::vector<char> buf(std::min<std::uint64_t>(length, 1 << 20));
+  std::uint64_t requested = 0;  // read-ahead asked for up to here
   for (std::uint64_t done = 0; done < length;) {
-    if (done % kAhead == 0 && done + kAhead < length) {
-      (void)::posix_fadvise(fd.get(), static_cast<off_t>(start + done + kAhead),
-                            static_cast<off_t>(std::min(kAhead, length - done - kAhead)),
-                            POSIX_FADV_WILLNEED);
+    while (requested < length && requested < done + kAhead) {
+      const std::uint64_t step = std::min(kStep, length - requested);
+      (void)::posix_fadvise(fd.get(), static_cast<off_t>(start + requested),
+                            static_cast<off_t>(step), POSIX_FADV_WILLNEED);
+      requested += step;
     }
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length - done));
     if (!ReadAt(fd.get(), entry.offset + offset + done, buf.data(), n)) {
