@@ -100,3 +100,41 @@ TEST(CanonicalJsonTest, RejectsTrailingGarbageAndComments) {
 
 }  // namespace
 }  // namespace upkeep::metadata
+
+namespace upkeep::metadata {
+namespace {
+
+// Long arrays are handed over element by element and not kept; the parsing rules still apply.
+TEST(ParseJsonStreamingTest, HandsOverElementsOfTheNamedArrayOnly) {
+  std::vector<Json> seen;
+  auto doc = ParseJsonStreaming(R"({"a":[1,2],"items":[{"x":1},[2],"s",{"y":{"z":[3]}}],"b":0})",
+                                "items", [&](const Json& e) -> Result<void> {
+                                  seen.push_back(e);
+                                  return Ok();
+                                });
+  ASSERT_TRUE(doc.has_value()) << doc.error().ToString();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0], Json::parse(R"({"x":1})"));
+  EXPECT_EQ(seen[1], Json::parse("[2]"));
+  EXPECT_EQ(seen[2], "s");
+  EXPECT_EQ(seen[3], Json::parse(R"({"y":{"z":[3]}})"));
+  EXPECT_EQ((*doc)["items"], Json::array());
+  EXPECT_EQ((*doc)["a"], Json::parse("[1,2]"));
+  EXPECT_EQ((*doc)["b"], 0);
+}
+
+TEST(ParseJsonStreamingTest, KeepsTheRulesAndStopsAtAHandlerError) {
+  auto ok = [](const Json&) -> Result<void> { return Ok(); };
+  EXPECT_ERRC(ParseJsonStreaming(R"({"items":[{"x":1,"x":2}]})", "items", ok),
+              Errc::MalformedJson);
+  int calls = 0;
+  auto r = ParseJsonStreaming(R"({"items":[1,2,3]})", "items", [&](const Json&) -> Result<void> {
+    if (++calls == 2) return Error(Errc::InvalidMetadata, "second");
+    return Ok();
+  });
+  EXPECT_ERRC(r, Errc::InvalidMetadata);
+  EXPECT_EQ(calls, 2);
+}
+
+}  // namespace
+}  // namespace upkeep::metadata

@@ -107,10 +107,38 @@ const std::error_category& ErrcCategory() noexcept {
 }
 
 Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
-  auto doc = metadata::ParseJson(json);
-  if (!doc) return BadIndex(doc.error().message());
-  if (!doc->is_object()) return BadIndex("chunk index must be an object");
   ChunkIndex index;
+  // Chunks are converted as the parser completes each one, so an index of thousands of chunks
+  // never exists as a JSON tree (the installer's memory stays flat with the image size).
+  auto on_chunk = [&index](const Json& c) -> Result<void> {
+    const std::string at = "chunks[" + std::to_string(index.chunks.size()) + "]: ";
+    if (!c.is_object()) return BadIndex(at + "must be an object");
+    ChunkEntry e;
+    UPKEEP_ASSIGN_OR_RETURN(e.offset, Uint(c, "offset"));
+    UPKEEP_ASSIGN_OR_RETURN(e.length, Uint(c, "length"));
+    UPKEEP_ASSIGN_OR_RETURN(e.size, Uint(c, "size"));
+    auto h = c.find("sha256");
+    if (h == c.end() || !h->is_string() || !IsSha256Hex(h->get<std::string>())) {
+      return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
+    }
+    e.sha256 = h->get<std::string>();
+    if (auto ch = c.find("content_sha256"); ch != c.end()) {
+      if (!ch->is_string() || !IsSha256Hex(ch->get<std::string>())) {
+        return BadIndex(at + "\"content_sha256\" must be 64 lower-case hex characters");
+      }
+      e.content_sha256 = ch->get<std::string>();
+    }
+    index.chunks.push_back(std::move(e));
+    return Ok();
+  };
+  bool saw_chunks = false;
+  auto doc = metadata::ParseJsonStreaming(json, "chunks", on_chunk);
+  if (!doc) {
+    if (doc.error().code() == Errc::InvalidChunkIndex) return doc.error();
+    return BadIndex(doc.error().message());
+  }
+  if (!doc->is_object()) return BadIndex("chunk index must be an object");
+  if (auto c = doc->find("chunks"); c != doc->end() && c->is_array()) saw_chunks = true;
   UPKEEP_ASSIGN_OR_RETURN(index.format, Uint(*doc, "format"));
   if (index.format != kChunkIndexFormat) {
     return BadIndex("unsupported chunk index format " + std::to_string(index.format));
@@ -136,30 +164,13 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
     return BadIndex("\"image_sha256\" must be 64 lower-case hex characters");
   }
   index.image_sha256 = sha->get<std::string>();
-  auto chunks = doc->find("chunks");
-  if (chunks == doc->end() || !chunks->is_array()) return BadIndex("\"chunks\" must be an array");
+  if (!saw_chunks) return BadIndex("\"chunks\" must be an array");
 
   const std::uint64_t max_length = ZSTD_compressBound(static_cast<std::size_t>(index.chunk_size));
   std::uint64_t offset = 0, image = 0;
-  for (std::size_t i = 0; i < chunks->size(); ++i) {
-    const Json& c = (*chunks)[i];
+  for (std::size_t i = 0; i < index.chunks.size(); ++i) {
+    ChunkEntry& e = index.chunks[i];
     const std::string at = "chunks[" + std::to_string(i) + "]: ";
-    if (!c.is_object()) return BadIndex(at + "must be an object");
-    ChunkEntry e;
-    UPKEEP_ASSIGN_OR_RETURN(e.offset, Uint(c, "offset"));
-    UPKEEP_ASSIGN_OR_RETURN(e.length, Uint(c, "length"));
-    UPKEEP_ASSIGN_OR_RETURN(e.size, Uint(c, "size"));
-    auto h = c.find("sha256");
-    if (h == c.end() || !h->is_string() || !IsSha256Hex(h->get<std::string>())) {
-      return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
-    }
-    e.sha256 = h->get<std::string>();
-    if (auto ch = c.find("content_sha256"); ch != c.end()) {
-      if (!ch->is_string() || !IsSha256Hex(ch->get<std::string>())) {
-        return BadIndex(at + "\"content_sha256\" must be 64 lower-case hex characters");
-      }
-      e.content_sha256 = ch->get<std::string>();
-    }
     if (e.offset != offset) return BadIndex(at + "chunks must be contiguous");
     if (e.length == 0 || e.length > max_length) return BadIndex(at + "length out of range");
     if (index.compression == ChunkCompression::None) {
@@ -170,13 +181,12 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
         return BadIndex(at + "uncompressed chunk has two different digests");
       }
     }
-    const bool last = i + 1 == chunks->size();
+    const bool last = i + 1 == index.chunks.size();
     if (e.size == 0 || e.size > index.chunk_size || (!last && e.size != index.chunk_size)) {
       return BadIndex(at + "size must be chunk_size (the last chunk may be shorter)");
     }
     offset += e.length;
     image += e.size;
-    index.chunks.push_back(std::move(e));
   }
   if (image != index.image_size) return BadIndex("chunk sizes do not add up to image_size");
   if (offset != index.payload_size) return BadIndex("chunk lengths do not add up to payload_size");

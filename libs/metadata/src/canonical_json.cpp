@@ -129,28 +129,53 @@ Result<void> AppendCanonical(std::string& out, const Json& value) {
 
 }  // namespace
 
-Result<Json> ParseJson(std::string_view text) {
+namespace {
+
+// An error from a streaming element handler, carried out of nlohmann's parser.
+struct ElementError {
+  Error error;
+};
+
+Result<Json> Parse(std::string_view text, const std::string* array_key,
+                   const std::function<Result<void>(const Json&)>* on_element) {
   // One set of seen keys per open object; arrays push an empty marker.
   std::vector<std::optional<std::set<std::string>>> open;
-  auto callback = [&open](int depth, Json::parse_event_t event, Json& parsed) -> bool {
+  std::string top_key;       // the last key of the top-level object
+  bool in_stream = false;    // inside the streamed top-level array
+  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
     switch (event) {
       case Json::parse_event_t::object_start:
       case Json::parse_event_t::array_start:
         if (depth >= kMaxJsonDepth) throw RejectJson{"nesting deeper than 64 levels"};
         open.emplace_back();
         if (event == Json::parse_event_t::object_start) open.back().emplace();
+        if (array_key != nullptr && event == Json::parse_event_t::array_start && depth == 1 &&
+            top_key == *array_key) {
+          in_stream = true;
+        }
         break;
       case Json::parse_event_t::object_end:
       case Json::parse_event_t::array_end:
         open.pop_back();
+        if (in_stream && depth == 1) {
+          in_stream = false;
+        } else if (in_stream && depth == 2) {
+          if (auto r = (*on_element)(parsed); !r) throw ElementError{std::move(r).error()};
+          return false;  // handed over: not kept in the document
+        }
         break;
       case Json::parse_event_t::key:
         if (!open.empty() && open.back() &&
             !open.back()->insert(parsed.get<std::string>()).second) {
           throw RejectJson{"duplicate object key \"" + parsed.get<std::string>() + "\""};
         }
+        if (depth == 1) top_key = parsed.get<std::string>();
         break;
       case Json::parse_event_t::value:
+        if (in_stream && depth == 2) {
+          if (auto r = (*on_element)(parsed); !r) throw ElementError{std::move(r).error()};
+          return false;
+        }
         break;
     }
     return true;
@@ -160,9 +185,20 @@ Result<Json> ParseJson(std::string_view text) {
                        /*ignore_comments=*/false);
   } catch (const RejectJson& e) {
     return Error(Errc::MalformedJson, e.reason);
+  } catch (ElementError& e) {
+    return std::move(e.error);
   } catch (const Json::exception& e) {
     return Error(Errc::MalformedJson, e.what());
   }
+}
+
+}  // namespace
+
+Result<Json> ParseJson(std::string_view text) { return Parse(text, nullptr, nullptr); }
+
+Result<Json> ParseJsonStreaming(std::string_view text, const std::string& array_key,
+                                const std::function<Result<void>(const Json&)>& on_element) {
+  return Parse(text, &array_key, &on_element);
 }
 
 Result<std::string> Canonicalize(const Json& value) {

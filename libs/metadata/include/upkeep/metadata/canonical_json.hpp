@@ -9,6 +9,7 @@
 // - integers in decimal; floating-point numbers are rejected.
 
 #include <string>
+#include <functional>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,13 @@ using Json = nlohmann::json;
 // (Errc::MalformedJson), nesting at most kMaxJsonDepth levels.
 inline constexpr int kMaxJsonDepth = 64;
 [[nodiscard]] Result<Json> ParseJson(std::string_view text);
+// The same rules, for documents with one long array: each element of the top-level member
+// `array_key` is handed to `on_element` as soon as it is complete and is not kept, so memory
+// stays at one element however long the array (the returned document holds the member as an empty
+// array). An error from `on_element` stops the parse and is returned.
+[[nodiscard]] Result<Json> ParseJsonStreaming(
+    std::string_view text, const std::string& array_key,
+    const std::function<Result<void>(const Json& element)>& on_element);
 
 // Errc::NotCanonicalizable for floating-point numbers.
 [[nodiscard]] Result<std::string> Canonicalize(const Json& value);
