@@ -88,6 +88,18 @@ TEST_F(PayloadTest, IndexRoundTripsThroughJson) {
   EXPECT_EQ(SerializeChunkIndex(*parsed), SerializeChunkIndex(index));
 }
 
+// The installer reads the index from its verified file while parsing: same result, same rules.
+TEST_F(PayloadTest, IndexFileParsesLikeTheText) {
+  const ChunkIndex index = Build();
+  std::ofstream(dir_ / "index.json", std::ios::binary) << SerializeChunkIndex(index);
+  auto parsed = ParseChunkIndexFile(dir_ / "index.json");
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_EQ(SerializeChunkIndex(*parsed), SerializeChunkIndex(index));
+  std::ofstream(dir_ / "bad.json", std::ios::binary) << "{\"chunks\":[{\"offset\":1}]}";
+  EXPECT_ERRC(ParseChunkIndexFile(dir_ / "bad.json"), Errc::InvalidChunkIndex);
+  EXPECT_ERRC(ParseChunkIndexFile(dir_ / "missing.json"), Errc::ReadFailed);
+}
+
 // A flipped byte in chunk k is caught before decompression; only chunks before k reach the sink.
 TEST_F(PayloadTest, StopsAtFirstTamperedChunk) {
   const ChunkIndex index = Build();

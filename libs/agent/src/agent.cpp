@@ -295,8 +295,7 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
                           source.updater->GetTargetInfo(*m.payload.chunk_index));
   UPKEEP_ASSIGN_OR_RETURN(const fs::path index_file,
                           source.updater->DownloadTarget(index_target, source.targets_url, work));
-  UPKEEP_ASSIGN_OR_RETURN(const std::string index_text, fs_.ReadFile(index_file, 64 << 20));
-  UPKEEP_ASSIGN_OR_RETURN(const install::ChunkIndex index, install::ParseChunkIndex(index_text));
+  UPKEEP_ASSIGN_OR_RETURN(const install::ChunkIndex index, install::ParseChunkIndexFile(index_file));
   if (index.image_size != m.payload.installed_size) {
     return Error(install::Errc::ImageSizeMismatch,
                  "chunk index image_size " + std::to_string(index.image_size) +

@@ -170,16 +170,19 @@ void Emit(const ImageInstallOptions& o, const char* id, std::string message, Jso
 
 // Where each chunk's content can be found on the active slot (chunk-aligned offsets), by content
 // digest. Costs one sequential read of the scanned part of the active slot.
-Result<std::map<std::string, std::uint64_t>> ScanActiveSlot(const SlotDevice& active,
+Result<std::map<Sha256Digest, std::uint64_t>> ScanActiveSlot(const SlotDevice& active,
                                                             const ChunkIndex& index,
                                                             std::uint64_t scan_bytes,
                                                             std::vector<char>& buffer) {
-  std::map<std::string, std::uint64_t> found;
+  std::map<Sha256Digest, std::uint64_t> found;
   UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t size, active.Size());
   const std::uint64_t limit = scan_bytes != 0 ? std::min(scan_bytes, size) : size;
   for (std::uint64_t off = 0; off + index.chunk_size <= limit; off += index.chunk_size) {
     UPKEEP_TRY(active.ReadAt(off, buffer));
-    found.emplace(HexEncode(crypto::Sha256(std::string_view(buffer.data(), buffer.size()))), off);
+    const auto digest = crypto::Sha256(std::string_view(buffer.data(), buffer.size()));
+    Sha256Digest key{};
+    std::copy_n(digest.begin(), key.size(), key.begin());
+    found.emplace(key, off);
   }
   return found;
 }
@@ -239,11 +242,11 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   }
 
   // 2. Chunks the active slot already holds.
-  std::map<std::string, std::uint64_t> reusable;
+  std::map<Sha256Digest, std::uint64_t> reusable;
   std::optional<SlotDevice> active;
   const bool has_content_digests =
       std::all_of(index.chunks.begin(), index.chunks.end(),
-                  [](const ChunkEntry& c) { return !c.content_sha256.empty(); });
+                  [](const ChunkEntry& c) { return c.content_sha256.has_value(); });
   if (o.reuse_from && has_content_digests) {
     auto opened = SlotDevice::Open(*o.reuse_from, false);
     if (opened) {
@@ -256,7 +259,7 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   auto local_offset = [&](std::size_t i) -> std::optional<std::uint64_t> {
     if (!active) return std::nullopt;
     const ChunkEntry& c = index.chunks[i];
-    if (auto it = reusable.find(c.content_sha256); it != reusable.end()) return it->second;
+    if (auto it = reusable.find(*c.content_sha256); it != reusable.end()) return it->second;
     // A short last chunk is only looked for where it lies in the new image.
     if (c.size != index.chunk_size) return i * index.chunk_size;
     return std::nullopt;
@@ -285,7 +288,10 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
     }
     // The run ends before the next chunk the active slot is known to hold.
     std::size_t end = i + 1;
-    while (end < n && !reusable.contains(index.chunks[end].content_sha256)) ++end;
+    while (end < n && !(index.chunks[end].content_sha256 &&
+                        reusable.contains(*index.chunks[end].content_sha256))) {
+      ++end;
+    }
     const std::uint64_t run_end = index.chunks[end - 1].offset + index.chunks[end - 1].length;
     unsigned attempts = 0;
     while (verifier.current_chunk() < end) {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -51,8 +52,19 @@ const char* ErrcName(int value) {
 
 Error BadIndex(const std::string& what) { return Error(Errc::InvalidChunkIndex, what); }
 
-std::string Sha256Hex(std::span<const char> data) {
-  return HexEncode(crypto::Sha256(std::string_view(data.data(), data.size())));
+Sha256Digest Digest(std::span<const char> data) {
+  const auto bytes = crypto::Sha256(std::string_view(data.data(), data.size()));
+  Sha256Digest d{};
+  std::copy_n(bytes.begin(), d.size(), d.begin());
+  return d;
+}
+
+// 64 lower-case hex characters (checked by the caller) as bytes.
+Sha256Digest FromHex(const std::string& hex) {
+  Sha256Digest d{};
+  const auto bytes = HexDecode(hex);
+  if (bytes && bytes->size() == d.size()) std::copy(bytes->begin(), bytes->end(), d.begin());
+  return d;
 }
 
 bool IsSha256Hex(const std::string& s) {
@@ -88,8 +100,8 @@ struct Buffer {
 struct Job {
   Buffer raw;
   Buffer compressed;
-  std::string sha256;
-  std::string content_sha256;
+  Sha256Digest sha256{};
+  Sha256Digest content_sha256{};
   bool done = false;    // compressed (or failed)
   bool hashed = false;  // raw bytes added to the image digest
   bool failed = false;
@@ -106,8 +118,15 @@ const std::error_category& ErrcCategory() noexcept {
   return category;
 }
 
-Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
+namespace {
+
+// `parse(on_chunk)` runs the streaming JSON parser over the index text; `text_size` bounds the
+// number of chunks (each takes at least 90 bytes of text), so the vector is sized once: memory
+// reserved beyond what is used is never touched.
+template <typename Parse>
+Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
   ChunkIndex index;
+  index.chunks.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(text_size / 90 + 1, 1 << 24)));
   // Chunks are converted as the parser completes each one, so an index of thousands of chunks
   // never exists as a JSON tree (the installer's memory stays flat with the image size).
   auto on_chunk = [&index](const Json& c) -> Result<void> {
@@ -121,18 +140,18 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
     if (h == c.end() || !h->is_string() || !IsSha256Hex(h->get<std::string>())) {
       return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
     }
-    e.sha256 = h->get<std::string>();
+    e.sha256 = FromHex(h->get<std::string>());
     if (auto ch = c.find("content_sha256"); ch != c.end()) {
       if (!ch->is_string() || !IsSha256Hex(ch->get<std::string>())) {
         return BadIndex(at + "\"content_sha256\" must be 64 lower-case hex characters");
       }
-      e.content_sha256 = ch->get<std::string>();
+      e.content_sha256 = FromHex(ch->get<std::string>());
     }
     index.chunks.push_back(std::move(e));
     return Ok();
   };
   bool saw_chunks = false;
-  auto doc = metadata::ParseJsonStreaming(json, "chunks", on_chunk);
+  Result<Json> doc = parse(std::function<Result<void>(const Json&)>(on_chunk));
   if (!doc) {
     if (doc.error().code() == Errc::InvalidChunkIndex) return doc.error();
     return BadIndex(doc.error().message());
@@ -176,8 +195,8 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
     if (index.compression == ChunkCompression::None) {
       // Stored bytes are the image bytes: one length, one digest.
       if (e.length != e.size) return BadIndex(at + "uncompressed chunk length must equal size");
-      if (e.content_sha256.empty()) e.content_sha256 = e.sha256;
-      if (e.content_sha256 != e.sha256) {
+      if (!e.content_sha256) e.content_sha256 = e.sha256;
+      if (*e.content_sha256 != e.sha256) {
         return BadIndex(at + "uncompressed chunk has two different digests");
       }
     }
@@ -193,11 +212,30 @@ Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
   return index;
 }
 
+}  // namespace
+
+Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
+  return ParseIndex(
+      [json](const auto& on_chunk) { return metadata::ParseJsonStreaming(json, "chunks", on_chunk); },
+      json.size());
+}
+
+Result<ChunkIndex> ParseChunkIndexFile(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  std::ifstream in(file, std::ios::binary);
+  if (ec || !in) return Error(Errc::ReadFailed, file.string() + ": cannot be read");
+  return ParseIndex(
+      [&in](const auto& on_chunk) { return metadata::ParseJsonStreaming(in, "chunks", on_chunk); },
+      size);
+}
+
 std::string SerializeChunkIndex(const ChunkIndex& index) {
   Json chunks = Json::array();
   for (const auto& c : index.chunks) {
-    Json entry = {{"offset", c.offset}, {"length", c.length}, {"sha256", c.sha256}, {"size", c.size}};
-    if (!c.content_sha256.empty()) entry["content_sha256"] = c.content_sha256;
+    Json entry = {{"offset", c.offset}, {"length", c.length}, {"sha256", HexEncode(c.sha256)},
+                  {"size", c.size}};
+    if (c.content_sha256) entry["content_sha256"] = HexEncode(*c.content_sha256);
     chunks.push_back(std::move(entry));
   }
   Json doc = {{"format", index.format},         {"chunk_size", index.chunk_size},
@@ -239,7 +277,7 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
       auto job = queue.front();
       queue.pop_front();
       lock.unlock();
-      job->content_sha256 = Sha256Hex(job->raw.view());
+      job->content_sha256 = Digest(job->raw.view());
       bool ok = true;
       if (options.compression == ChunkCompression::None) {
         job->sha256 = job->content_sha256;
@@ -251,7 +289,7 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
         ok = cctx != nullptr && !ZSTD_isError(n);
         if (ok) {
           job->compressed.size = n;
-          job->sha256 = Sha256Hex(job->compressed.view());
+          job->sha256 = Digest(job->compressed.view());
         }
       }
       lock.lock();
@@ -319,7 +357,9 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
       if (filled == 0) continue;
       job->raw.size = filled;
       index.image_size += filled;
-      index.chunks.push_back({0, 0, "", filled, ""});
+      ChunkEntry entry;
+      entry.size = filled;
+      index.chunks.push_back(entry);
       in_order.push_back(job);
       queue.push_back(job);
       to_hash.push_back(job);
@@ -415,9 +455,8 @@ Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
 Result<void> PayloadVerifier::CompleteChunk(std::span<const char> stored) {
   const ChunkEntry& chunk = index_.chunks[next_];
   // Authenticate before decompressing: the decompressor never sees unverified bytes.
-  const auto expected = HexDecode(chunk.sha256);
   const auto actual = crypto::Sha256(std::string_view(stored.data(), stored.size()));
-  if (!expected || !crypto::ConstantTimeEqual(actual, *expected)) {
+  if (!crypto::ConstantTimeEqual(actual, chunk.sha256)) {
     return Error(Errc::ChunkDigestMismatch, "chunk " + std::to_string(next_) + " at payload offset " +
                                                 std::to_string(chunk.offset) + " does not match the index");
   }
@@ -454,10 +493,9 @@ Result<bool> PayloadVerifier::TryLocalChunk(std::span<const char> content, bool 
   if (failed_) return Error(Errc::ChunkDigestMismatch, "payload already rejected");
   if (next_ >= index_.chunks.size() || !pending_.empty()) return false;
   const ChunkEntry& chunk = index_.chunks[next_];
-  if (chunk.content_sha256.empty() || content.size() != chunk.size) return false;
-  const auto expected = HexDecode(chunk.content_sha256);
+  if (!chunk.content_sha256 || content.size() != chunk.size) return false;
   const auto actual = crypto::Sha256(std::string_view(content.data(), content.size()));
-  if (!expected || !crypto::ConstantTimeEqual(actual, *expected)) return false;
+  if (!crypto::ConstantTimeEqual(actual, *chunk.content_sha256)) return false;
   auto r = Emit(content, to_sink);
   if (!r) {
     failed_ = true;

@@ -131,12 +131,22 @@ Result<void> AppendCanonical(std::string& out, const Json& value) {
 
 namespace {
 
+// Parses a whole text.
+auto FromText(std::string_view text) {
+  return [text](const auto& callback) {
+    return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
+                       /*ignore_comments=*/false);
+  };
+}
+
 // An error from a streaming element handler, carried out of nlohmann's parser.
 struct ElementError {
   Error error;
 };
 
-Result<Json> Parse(std::string_view text, const std::string* array_key,
+// `read(callback)` runs nlohmann's parser over the input with the callback.
+template <typename Read>
+Result<Json> Parse(const Read& read, const std::string* array_key,
                    const std::function<Result<void>(const Json&)>* on_element) {
   // One set of seen keys per open object; arrays push an empty marker.
   std::vector<std::optional<std::set<std::string>>> open;
@@ -181,8 +191,7 @@ Result<Json> Parse(std::string_view text, const std::string* array_key,
     return true;
   };
   try {
-    return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                       /*ignore_comments=*/false);
+    return read(callback);
   } catch (const RejectJson& e) {
     return Error(Errc::MalformedJson, e.reason);
   } catch (ElementError& e) {
@@ -194,11 +203,22 @@ Result<Json> Parse(std::string_view text, const std::string* array_key,
 
 }  // namespace
 
-Result<Json> ParseJson(std::string_view text) { return Parse(text, nullptr, nullptr); }
+Result<Json> ParseJson(std::string_view text) {
+  return Parse(FromText(text), nullptr, nullptr);
+}
 
 Result<Json> ParseJsonStreaming(std::string_view text, const std::string& array_key,
                                 const std::function<Result<void>(const Json&)>& on_element) {
-  return Parse(text, &array_key, &on_element);
+  return Parse(FromText(text), &array_key, &on_element);
+}
+
+Result<Json> ParseJsonStreaming(std::istream& in, const std::string& array_key,
+                                const std::function<Result<void>(const Json&)>& on_element) {
+  return Parse(
+      [&in](const auto& callback) {
+        return Json::parse(in, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+      },
+      &array_key, &on_element);
 }
 
 Result<std::string> Canonicalize(const Json& value) {

@@ -7,7 +7,9 @@
 // unauthenticated byte reaches the decompressor or the disk, and a bad chunk stops the install
 // within one chunk of where it starts.
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -57,15 +59,18 @@ inline constexpr std::uint64_t kMaxChunkSize = 64ull << 20;
 enum class ChunkCompression { Zstd, None };
 [[nodiscard]] const char* ToString(ChunkCompression c);
 
+// A SHA-256 digest as bytes: an index of thousands of chunks stays small in memory.
+using Sha256Digest = std::array<std::uint8_t, 32>;
+
 struct ChunkEntry {
   std::uint64_t offset = 0;  // of the compressed frame in the payload
   std::uint64_t length = 0;  // compressed bytes
-  std::string sha256;        // of the compressed bytes, lower-case hex
+  Sha256Digest sha256{};     // of the compressed bytes
   std::uint64_t size = 0;    // decompressed bytes
-  // SHA-256 of the decompressed bytes, lower-case hex; empty when the index has none. Lets a
-  // device reuse a chunk it already holds instead of downloading it, and check what an
-  // interrupted install left on the slot.
-  std::string content_sha256;
+  // SHA-256 of the decompressed bytes, when the index has it. Lets a device reuse a chunk it
+  // already holds instead of downloading it, and check what an interrupted install left on the
+  // slot.
+  std::optional<Sha256Digest> content_sha256;
 };
 
 struct ChunkIndex {
@@ -81,6 +86,9 @@ struct ChunkIndex {
 // Strict parse and consistency check (offsets contiguous, sizes add up, lengths bounded so a
 // reader's memory stays bounded). Errc::InvalidChunkIndex.
 [[nodiscard]] Result<ChunkIndex> ParseChunkIndex(std::string_view json);
+// The same from a file, read as it is parsed (an index of a 4 GiB image is about 1 MiB of text).
+// Errc::ReadFailed when it cannot be opened.
+[[nodiscard]] Result<ChunkIndex> ParseChunkIndexFile(const std::filesystem::path& file);
 // Canonical JSON of the index.
 [[nodiscard]] std::string SerializeChunkIndex(const ChunkIndex& index);
 

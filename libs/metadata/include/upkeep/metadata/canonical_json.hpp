@@ -10,6 +10,7 @@
 
 #include <string>
 #include <functional>
+#include <istream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -31,6 +32,10 @@ inline constexpr int kMaxJsonDepth = 64;
 // array). An error from `on_element` stops the parse and is returned.
 [[nodiscard]] Result<Json> ParseJsonStreaming(
     std::string_view text, const std::string& array_key,
+    const std::function<Result<void>(const Json& element)>& on_element);
+// The same, reading the document from `in` (never holding all of its text).
+[[nodiscard]] Result<Json> ParseJsonStreaming(
+    std::istream& in, const std::string& array_key,
     const std::function<Result<void>(const Json& element)>& on_element);
 
 // Errc::NotCanonicalizable for floating-point numbers.
