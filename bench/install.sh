@@ -16,9 +16,7 @@ repeat="${UPKEEP_BENCH_REPEAT:-3}"
 limit="${UPKEEP_BENCH_TIMEOUT:-900}"
 upkeep="$UPKEEP_BUILD/apps/upkeep/upkeep"
 agent="$UPKEEP_BUILD/apps/upkeep-agent/upkeep-agent"
-# Always (re)build: incremental, and a stale binary would measure old code.
-[ -f "$UPKEEP_BUILD/build.ninja" ] || cmake --preset "$UPKEEP_PRESET" >/dev/null
-cmake --build "$UPKEEP_BUILD" --target upkeep upkeep-agent >/dev/null
+upkeep_build_targets upkeep upkeep-agent
 
 work="$(mktemp -d)"
 loopdev=""

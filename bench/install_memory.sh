@@ -11,8 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 sizes="${UPKEEP_BENCH_SIZES_MIB:-64 1024 4096}"
 upkeep="$UPKEEP_BUILD/apps/upkeep/upkeep"
 agent="$UPKEEP_BUILD/apps/upkeep-agent/upkeep-agent"
-[ -f "$UPKEEP_BUILD/build.ninja" ] || cmake --preset "$UPKEEP_PRESET" >/dev/null
-cmake --build "$UPKEEP_BUILD" --target upkeep upkeep-agent >/dev/null
+upkeep_build_targets upkeep upkeep-agent
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

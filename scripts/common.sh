@@ -23,3 +23,10 @@ upkeep_serve() {
   for _ in $(seq 1 100); do [ -s "$UPKEEP_WORK/port" ] && break; sleep 0.1; done
   UPKEEP_SERVE_URL="http://127.0.0.1:$(cat "$UPKEEP_WORK/port")"
 }
+
+# upkeep_build_targets TARGET...: configures the preset if needed and (re)builds just these
+# targets (incremental; benchmarks must never measure a stale binary).
+upkeep_build_targets() {
+  [ -f "$UPKEEP_BUILD/build.ninja" ] || cmake --preset "$UPKEEP_PRESET" >/dev/null
+  cmake --build "$UPKEEP_BUILD" --target "$@" >/dev/null
+}
