@@ -41,7 +41,8 @@ class Reporter {
     EndBar();
     if (json_) {
       out_ << Json{{"type", "event"}, {"id", e.id}, {"message", e.message}, {"data", e.data}}.dump()
-           << "\n" << std::flush;
+           << "\n"
+           << std::flush;
     } else {
       err_ << e.id << ": " << e.message << "\n";
     }
@@ -59,7 +60,8 @@ class Reporter {
                    {"downloaded_bytes", p.downloaded_bytes},
                    {"reused_bytes", p.reused_bytes}}
                   .dump()
-           << "\n" << std::flush;
+           << "\n"
+           << std::flush;
     } else if (bar_) {
       constexpr unsigned kWidth = 30;
       const unsigned filled = percent * kWidth / 100;
@@ -123,16 +125,19 @@ Json StateJson(const DeviceState& s) {
     floors[name] = {{"security_version", f.security_version},
                     {"rollback_sequence", f.rollback_sequence}};
   }
-  Json j = {{"components", components}, {"security", floors}, {"update", nullptr},
-            {"last", nullptr}};
+  Json j = {
+      {"components", components}, {"security", floors}, {"update", nullptr}, {"last", nullptr}};
   if (s.update) {
-    j["update"] = {{"state", ToString(s.update->state)}, {"target", s.update->target},
-                   {"version", s.update->version}, {"from_slot", s.update->from_slot},
-                   {"to_slot", s.update->to_slot}, {"durable_chunks", s.update->durable_chunks}};
+    j["update"] = {
+        {"state", ToString(s.update->state)}, {"target", s.update->target},
+        {"version", s.update->version},       {"from_slot", s.update->from_slot},
+        {"to_slot", s.update->to_slot},       {"durable_chunks", s.update->durable_chunks}};
   }
   if (s.last) {
-    j["last"] = {{"outcome", s.last->outcome}, {"target", s.last->target},
-                 {"version", s.last->version}, {"detail", s.last->detail}};
+    j["last"] = {{"outcome", s.last->outcome},
+                 {"target", s.last->target},
+                 {"version", s.last->version},
+                 {"detail", s.last->detail}};
   }
   return j;
 }
@@ -157,7 +162,8 @@ std::string StateText(const DeviceState& s) {
 }
 
 // Crash tests stop the agent at exact points with SIGKILL (tests/agent/crash_test.cpp).
-void InstallCrashHooksForTest(Agent& agent, std::function<void(const install::ImageProgress&)>& progress) {
+void InstallCrashHooksForTest(Agent& agent,
+                              std::function<void(const install::ImageProgress&)>& progress) {
   if (const char* n = std::getenv("UPKEEP_KILL_AFTER_JOURNAL_WRITES_FOR_TEST")) {
     const unsigned limit = static_cast<unsigned>(std::strtoul(n, nullptr, 10));
     agent.store().SetAfterSaveHookForTest([limit](unsigned saves) {
@@ -200,7 +206,8 @@ int ExitCodeFor(const Error& e) {
   }
   if (cat == agent::ErrcCategory()) {
     switch (static_cast<Errc>(e.code().value())) {
-      case Errc::InvalidConfig: return kExitUsage;
+      case Errc::InvalidConfig:
+        return kExitUsage;
       case Errc::WrongHardware:
       case Errc::SecurityVersionRollback:
       case Errc::UnsupportedPayload:
@@ -213,8 +220,10 @@ int ExitCodeFor(const Error& e) {
       case Errc::NotRebooted:
       case Errc::AlreadyInstalled:
         return kExitState;
-      case Errc::HealthCheckFailed: return kExitHealth;
-      default: return kExitDevice;
+      case Errc::HealthCheckFailed:
+        return kExitHealth;
+      default:
+        return kExitDevice;
     }
   }
   if (cat == common::ErrcCategory()) {
@@ -245,10 +254,11 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   install->add_option("TARGET", o.target, "Target path (optional with a bundle)");
   install->add_flag("--reboot", o.reboot, "Run bootloader.reboot_command after switching");
   auto* status = app.add_subcommand("status", "Slots, installed versions, journal state");
-  auto* commit = app.add_subcommand("commit", "After rebooting into the new slot: check and commit");
+  auto* commit =
+      app.add_subcommand("commit", "After rebooting into the new slot: check and commit");
   auto* rollback = app.add_subcommand("rollback", "Abandon or revert the update in progress");
-  auto* boot = app.add_subcommand("simulate-boot",
-                                  "Simulated devices: power on (firmware boot counting)");
+  auto* boot =
+      app.add_subcommand("simulate-boot", "Simulated devices: power on (firmware boot counting)");
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -287,8 +297,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   agent.SetProgress(progress);
 
   if (install->parsed()) {
-    auto r = agent.Install(o.source, o.target.empty() ? std::nullopt
-                                                      : std::optional<std::string>(o.target));
+    auto r = agent.Install(o.source,
+                           o.target.empty() ? std::nullopt : std::optional<std::string>(o.target));
     if (!r) return reporter.Fail(r.error());
     Json j = {{"target", r->target},
               {"version", r->version},
@@ -303,7 +313,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
       j["resumed_from_chunk"] = r->report.resumed_from_chunk;
       text += " into slot " + r->to_slot + "; downloaded " +
               std::to_string(r->report.downloaded_bytes) + " bytes, reused " +
-              std::to_string(r->report.reused_bytes) + " bytes\nreboot to start the new system, then run: upkeep-agent commit\n";
+              std::to_string(r->report.reused_bytes) +
+              " bytes\nreboot to start the new system, then run: upkeep-agent commit\n";
     } else {
       text += "\n";
     }
@@ -327,13 +338,19 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     j["hardware"] = r->config.device.hardware;
     j["slots"] = {{"a", r->config.slots.a.string()}, {"b", r->config.slots.b.string()}};
     j["booted_slot"] = r->booted_slot;
-    std::string text = "hardware: " + r->config.device.hardware + "\nbooted slot: " +
-                       (r->booted_slot.empty() ? "unknown" : r->booted_slot) + "\n";
+    std::string text = "hardware: " + r->config.device.hardware +
+                       "\nbooted slot: " + (r->booted_slot.empty() ? "unknown" : r->booted_slot) +
+                       "\n";
     if (r->boot) {
-      j["boot"] = {{"slot", r->boot->slot}, {"trial", r->boot->trial},
-                   {"boot_count", r->boot->boot_count}, {"boot_limit", r->boot->boot_limit}};
-      text += "next boot: slot " + r->boot->slot + (r->boot->trial ? " (trial " +
-              std::to_string(r->boot->boot_count) + "/" + std::to_string(r->boot->boot_limit) + ")" : "") + "\n";
+      j["boot"] = {{"slot", r->boot->slot},
+                   {"trial", r->boot->trial},
+                   {"boot_count", r->boot->boot_count},
+                   {"boot_limit", r->boot->boot_limit}};
+      text += "next boot: slot " + r->boot->slot +
+              (r->boot->trial ? " (trial " + std::to_string(r->boot->boot_count) + "/" +
+                                    std::to_string(r->boot->boot_limit) + ")"
+                              : "") +
+              "\n";
     } else {
       j["boot"] = {{"error", r->boot_error}};
       text += "boot environment: " + r->boot_error + "\n";

@@ -19,13 +19,13 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
 // Documented exit codes (docs/agent.md); scripts and the daemon rely on them.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitUsage = 1,         // bad command line or configuration
-  kExitRejected = 2,      // verification failed: metadata, signatures, chunks, digests, bundle
-  kExitRefused = 3,       // policy: wrong hardware, security version rollback, unusable release
-  kExitDownload = 4,      // the source could not be read; the install resumes when run again
-  kExitState = 5,         // not now: an update is pending, nothing to commit or roll back
-  kExitHealth = 6,        // the trial system failed its health checks; reboot to roll back
-  kExitDevice = 7,        // slot, bootloader, journal or module failure on the device
+  kExitUsage = 1,     // bad command line or configuration
+  kExitRejected = 2,  // verification failed: metadata, signatures, chunks, digests, bundle
+  kExitRefused = 3,   // policy: wrong hardware, security version rollback, unusable release
+  kExitDownload = 4,  // the source could not be read; the install resumes when run again
+  kExitState = 5,     // not now: an update is pending, nothing to commit or roll back
+  kExitHealth = 6,    // the trial system failed its health checks; reboot to roll back
+  kExitDevice = 7,    // slot, bootloader, journal or module failure on the device
 };
 
 // The exit code for an error.

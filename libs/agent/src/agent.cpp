@@ -103,7 +103,8 @@ void Agent::Emit(const char* id, std::string message, Json data) {
   if (extra_sink_) extra_sink_(e);
 }
 
-Result<void> Agent::Advance(DeviceState& state, Trigger trigger, const std::string& detail) {
+Result<void> Agent::Advance(DeviceState& state, Trigger trigger, const std::string& detail,
+                            const Json& extra) {
   const UpdateState from = state.update ? state.update->state : UpdateState::Idle;
   UPKEEP_ASSIGN_OR_RETURN(const Transition* t, FindTransition(from, trigger));
   PendingUpdate previous = state.update.value_or(PendingUpdate{});
@@ -121,9 +122,13 @@ Result<void> Agent::Advance(DeviceState& state, Trigger trigger, const std::stri
   }
   UPKEEP_TRY(store_.Save(state));
   if (t->event != nullptr) {
-    Json data = {{"from", ToString(from)}, {"to", ToString(t->to)}, {"target", previous.target},
-                 {"version", previous.version}, {"update_id", previous.id}};
+    Json data = {{"from", ToString(from)},
+                 {"to", ToString(t->to)},
+                 {"target", previous.target},
+                 {"version", previous.version},
+                 {"update_id", previous.id}};
     if (!detail.empty()) data["detail"] = detail;
+    data.update(extra);
     Emit(t->event,
          std::string(ToString(trigger)) + ": " + ToString(from) + " -> " + ToString(t->to) +
              (detail.empty() ? "" : " (" + detail + ")"),
@@ -150,15 +155,16 @@ Result<std::string> Agent::BootId() const {
 
 Result<void> Agent::CheckPolicy(const DeviceState& state, const metadata::UpdateMetadata& m,
                                 const std::string& component) const {
-  if (std::find(m.hardware.begin(), m.hardware.end(), config_.device.hardware) == m.hardware.end()) {
-    return Error(Errc::WrongHardware, "release " + m.version + " is not built for " +
-                                          config_.device.hardware);
+  if (std::find(m.hardware.begin(), m.hardware.end(), config_.device.hardware) ==
+      m.hardware.end()) {
+    return Error(Errc::WrongHardware,
+                 "release " + m.version + " is not built for " + config_.device.hardware);
   }
   SecurityFloor floor;
   if (auto it = state.security.find(component); it != state.security.end()) floor = it->second;
   if (m.security_version < floor.security_version) {
-    const bool authorised = m.authorised_rollback_sequence &&
-                            *m.authorised_rollback_sequence > floor.rollback_sequence;
+    const bool authorised =
+        m.authorised_rollback_sequence && *m.authorised_rollback_sequence > floor.rollback_sequence;
     if (!authorised) {
       return Error(Errc::SecurityVersionRollback,
                    "security_version " + std::to_string(m.security_version) + " is below " +
@@ -247,7 +253,8 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
         }
         if (m->payload.chunk_index) indexes.push_back(*m->payload.chunk_index);
         const std::string url = source.updater->TargetUrl(file, install::kBundleTargetsUrl);
-        const auto entry = PercentDecode(std::string_view(url).substr(std::string_view("bundle:/").size()));
+        const auto entry =
+            PercentDecode(std::string_view(url).substr(std::string_view("bundle:/").size()));
         if (entry && source.bundle->Find(*entry) != nullptr) candidates.push_back(path);
       }
     }
@@ -265,7 +272,8 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
     return Error(Errc::InvalidConfig, "a repository install needs a target name");
   }
 
-  UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile target, source.updater->GetTargetInfo(target_path));
+  UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile target,
+                          source.updater->GetTargetInfo(target_path));
   UPKEEP_ASSIGN_OR_RETURN(const metadata::UpdateMetadata m, metadata::UpdateMetadataOf(target));
   const std::string component = ComponentOf(target, m);
   if (auto it = state.components.find(component);
@@ -295,7 +303,8 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
                           source.updater->GetTargetInfo(*m.payload.chunk_index));
   UPKEEP_ASSIGN_OR_RETURN(const fs::path index_file,
                           source.updater->DownloadTarget(index_target, source.targets_url, work));
-  UPKEEP_ASSIGN_OR_RETURN(const install::ChunkIndex index, install::ParseChunkIndexFile(index_file));
+  UPKEEP_ASSIGN_OR_RETURN(const install::ChunkIndex index,
+                          install::ParseChunkIndexFile(index_file));
   if (index.image_size != m.payload.installed_size) {
     return Error(install::Errc::ImageSizeMismatch,
                  "chunk index image_size " + std::to_string(index.image_size) +
@@ -315,7 +324,7 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
                     state.update->to_slot == to_slot;
   if (!same) {
     // A different release replaces an unfinished one: its partial image is simply overwritten.
-    PendingUpdate p;
+    PendingUpdate p;  // state Idle: Begin moves it to Writing
     p.id = RandomId();
     p.component = kRootfs;
     p.target = target.path;
@@ -326,15 +335,9 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
     p.to_slot = to_slot;
     p.image_sha256 = index.image_sha256;
     p.image_size = index.image_size;
-    state.update.reset();
-    state.update = p;
-    state.update->state = UpdateState::Idle;  // Begin moves it to Writing
-    const auto t = FindTransition(UpdateState::Idle, Trigger::Begin);
-    state.update->state = t.value()->to;
-    UPKEEP_TRY(store_.Save(state));
-    Emit(install::event::kInstallStarted, "installing " + target.path + " into slot " + to_slot,
-         {{"target", target.path}, {"version", m.version}, {"update_id", p.id},
-          {"slot", to_slot}, {"image_size", index.image_size}});
+    state.update = std::move(p);
+    UPKEEP_TRY(
+        Advance(state, Trigger::Begin, "", {{"slot", to_slot}, {"image_size", index.image_size}}));
   } else {
     UPKEEP_TRY(Advance(state, Trigger::Begin));
   }
@@ -417,8 +420,8 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
   modules::ModuleSpec spec;
   spec.command = it->second.command;
   spec.timeout = it->second.timeout;
-  Emit(install::event::kInstallStarted, "installing " + target.path + " with the " + component +
-                                            " module",
+  Emit(install::event::kInstallStarted,
+       "installing " + target.path + " with the " + component + " module",
        {{"target", target.path}, {"version", m.version}, {"component", component}});
   auto installed = modules::InstallComponent(spec, work);
   std::error_code ec;
@@ -427,13 +430,14 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
     state.last = LastResult{"failed", target.path, m.version, installed.error().ToString()};
     UPKEEP_TRY(store_.Save(state));
     Emit(install::event::kModuleFailed, installed.error().message(),
-         {{"target", target.path}, {"component", component},
+         {{"target", target.path},
+          {"component", component},
           {"rolled_back", installed.error().code() == modules::Errc::RolledBack},
           {"error", installed.error().ToString()}});
     return Error(Errc::ModuleFailed, installed.error().ToString());
   }
-  state.components[component] = InstalledComponent{m.version, target.path, target.hashes.begin()->second,
-                                                    target.length, m.security_version, ""};
+  state.components[component] = InstalledComponent{
+      m.version, target.path, target.hashes.begin()->second, target.length, m.security_version, ""};
   RaiseFloor(state, component, m.security_version, m.authorised_rollback_sequence);
   state.last = LastResult{"committed", target.path, m.version, ""};
   UPKEEP_TRY(store_.Save(state));
@@ -537,7 +541,7 @@ Result<DeviceState> Agent::Commit() {
   // Bootloader first: if the journal write is lost, the next commit finds the trial slot already
   // permanent and records it again.
   UPKEEP_TRY(bootloader_->Commit());
-  state.components[kRootfs] = InstalledComponent{u.version, u.target, u.image_sha256,
+  state.components[kRootfs] = InstalledComponent{u.version,    u.target,           u.image_sha256,
                                                  u.image_size, u.security_version, u.to_slot};
   RaiseFloor(state, kRootfs, u.security_version, u.rollback_sequence);
   UPKEEP_TRY(Advance(state, Trigger::HealthPassed));
@@ -587,8 +591,8 @@ Result<std::string> Agent::SimulateBoot() {
   if (config_.bootloader.type != "file") {
     return Error(Errc::InvalidConfig, "simulated boots need bootloader.type = \"file\"");
   }
-  UPKEEP_ASSIGN_OR_RETURN(const std::string slot,
-                          install::SimulateFirmwareBoot(bootloader_->env(), bootloader_->options()));
+  UPKEEP_ASSIGN_OR_RETURN(const std::string slot, install::SimulateFirmwareBoot(
+                                                      bootloader_->env(), bootloader_->options()));
   UPKEEP_TRY(fs_.WriteFileAtomic(config_.bootloader.cmdline, "root=" + SlotPath(slot).string() +
                                                                  " upkeep.slot=" + slot + "\n"));
   UPKEEP_TRY(fs_.WriteFileAtomic(config_.bootloader.boot_id, RandomId() + "\n"));

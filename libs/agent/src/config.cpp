@@ -1,8 +1,9 @@
 #include "upkeep/agent/config.hpp"
 
+#include <toml++/toml.h>
+
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
@@ -13,21 +14,36 @@ namespace {
 
 const char* ErrcName(int value) {
   switch (static_cast<Errc>(value)) {
-    case Errc::InvalidConfig: return "InvalidConfig";
-    case Errc::WrongHardware: return "WrongHardware";
-    case Errc::SecurityVersionRollback: return "SecurityVersionRollback";
-    case Errc::UnsupportedPayload: return "UnsupportedPayload";
-    case Errc::UpdatePending: return "UpdatePending";
-    case Errc::NothingToCommit: return "NothingToCommit";
-    case Errc::NothingToRollBack: return "NothingToRollBack";
-    case Errc::NotRebooted: return "NotRebooted";
-    case Errc::HealthCheckFailed: return "HealthCheckFailed";
-    case Errc::JournalCorrupt: return "JournalCorrupt";
-    case Errc::JournalWriteFailed: return "JournalWriteFailed";
-    case Errc::NoInstallableTarget: return "NoInstallableTarget";
-    case Errc::UnknownComponent: return "UnknownComponent";
-    case Errc::ModuleFailed: return "ModuleFailed";
-    case Errc::AlreadyInstalled: return "AlreadyInstalled";
+    case Errc::InvalidConfig:
+      return "InvalidConfig";
+    case Errc::WrongHardware:
+      return "WrongHardware";
+    case Errc::SecurityVersionRollback:
+      return "SecurityVersionRollback";
+    case Errc::UnsupportedPayload:
+      return "UnsupportedPayload";
+    case Errc::UpdatePending:
+      return "UpdatePending";
+    case Errc::NothingToCommit:
+      return "NothingToCommit";
+    case Errc::NothingToRollBack:
+      return "NothingToRollBack";
+    case Errc::NotRebooted:
+      return "NotRebooted";
+    case Errc::HealthCheckFailed:
+      return "HealthCheckFailed";
+    case Errc::JournalCorrupt:
+      return "JournalCorrupt";
+    case Errc::JournalWriteFailed:
+      return "JournalWriteFailed";
+    case Errc::NoInstallableTarget:
+      return "NoInstallableTarget";
+    case Errc::UnknownComponent:
+      return "UnknownComponent";
+    case Errc::ModuleFailed:
+      return "ModuleFailed";
+    case Errc::AlreadyInstalled:
+      return "AlreadyInstalled";
   }
   return "Unknown";
 }
@@ -62,13 +78,15 @@ class Section {
     out = s;
     return Ok();
   }
-  Result<void> Uint(std::string_view key, std::uint64_t& out, std::uint64_t min, std::uint64_t max) {
+  Result<void> Uint(std::string_view key, std::uint64_t& out, std::uint64_t min,
+                    std::uint64_t max) {
     const auto* n = Get(key);
     if (n == nullptr) return Ok();
     if (!n->is_integer()) return Bad(Key(key), "must be an integer");
     const std::int64_t v = n->as_integer()->get();
     if (v < 0 || static_cast<std::uint64_t>(v) < min || static_cast<std::uint64_t>(v) > max) {
-      return Bad(Key(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      return Bad(Key(key),
+                 "must be between " + std::to_string(min) + " and " + std::to_string(max));
     }
     out = static_cast<std::uint64_t>(v);
     return Ok();
@@ -196,10 +214,11 @@ Result<AgentConfig> ParseConfig(std::string_view text) {
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
   AgentConfig c;
-  const std::set<std::string> sections = {"device", "trust",  "repository", "slots",
-                                          "bootloader", "health", "install", "components"};
+  const std::set<std::string> sections = {"device",     "trust",  "repository", "slots",
+                                          "bootloader", "health", "install",    "components"};
   for (const auto& [k, v] : root) {
-    if (!sections.contains(std::string(k.str()))) return Bad(std::string(k.str()), "unknown section");
+    if (!sections.contains(std::string(k.str())))
+      return Bad(std::string(k.str()), "unknown section");
     if (!v.is_table()) return Bad(std::string(k.str()), "must be a table");
   }
   auto table = [&](const char* name) { return root.get_as<toml::table>(name); };
@@ -321,8 +340,8 @@ std::string DumpConfig(const AgentConfig& c) {
     components.insert(name, std::move(t));
   }
   toml::table root{
-      {"device", toml::table{{"hardware", c.device.hardware},
-                             {"data_dir", c.device.data_dir.string()}}},
+      {"device",
+       toml::table{{"hardware", c.device.hardware}, {"data_dir", c.device.data_dir.string()}}},
       {"trust", toml::table{{"root", c.trust.root.string()}}},
       {"repository", toml::table{{"url", c.repository.url}}},
       {"slots", toml::table{{"a", c.slots.a.string()},
@@ -337,11 +356,11 @@ std::string DumpConfig(const AgentConfig& c) {
                                  {"boot_id", c.bootloader.boot_id.string()},
                                  {"reboot_command", argv(c.bootloader.reboot_command)}}},
       {"health", std::move(health)},
-      {"install", toml::table{{"checkpoint_mib", static_cast<std::int64_t>(c.install.checkpoint_mib)},
-                              {"max_resumes", static_cast<std::int64_t>(c.install.max_resumes)},
-                              {"resume_delay_ms",
-                               static_cast<std::int64_t>(c.install.resume_delay.count())},
-                              {"reuse_chunks", c.install.reuse_chunks}}},
+      {"install",
+       toml::table{{"checkpoint_mib", static_cast<std::int64_t>(c.install.checkpoint_mib)},
+                   {"max_resumes", static_cast<std::int64_t>(c.install.max_resumes)},
+                   {"resume_delay_ms", static_cast<std::int64_t>(c.install.resume_delay.count())},
+                   {"reuse_chunks", c.install.reuse_chunks}}},
       {"components", std::move(components)},
   };
   std::ostringstream out;

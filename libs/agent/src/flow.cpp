@@ -49,15 +49,24 @@ constexpr std::array<Transition, 21> kTable = {{
 
 const char* ToString(Trigger t) {
   switch (t) {
-    case T::Begin: return "begin";
-    case T::ImageVerified: return "image_verified";
-    case T::Fail: return "fail";
-    case T::Switch: return "switch";
-    case T::BootedNew: return "booted_new";
-    case T::BootedOld: return "booted_old";
-    case T::HealthPassed: return "health_passed";
-    case T::HealthFailed: return "health_failed";
-    case T::Cancel: return "cancel";
+    case T::Begin:
+      return "begin";
+    case T::ImageVerified:
+      return "image_verified";
+    case T::Fail:
+      return "fail";
+    case T::Switch:
+      return "switch";
+    case T::BootedNew:
+      return "booted_new";
+    case T::BootedOld:
+      return "booted_old";
+    case T::HealthPassed:
+      return "health_passed";
+    case T::HealthFailed:
+      return "health_failed";
+    case T::Cancel:
+      return "cancel";
   }
   return "unknown";
 }

@@ -24,7 +24,9 @@ constexpr std::array<std::pair<UpdateState, const char*>, 6> kStateNames = {{
     {UpdateState::Reverting, "reverting"},
 }};
 
-Error Corrupt(const std::string& what) { return Error(Errc::JournalCorrupt, "state.json: " + what); }
+Error Corrupt(const std::string& what) {
+  return Error(Errc::JournalCorrupt, "state.json: " + what);
+}
 
 // Typed reads that turn any mismatch into JournalCorrupt.
 Result<std::string> Str(const Json& o, const char* key) {
@@ -109,17 +111,23 @@ Result<DeviceState> FromJson(const Json& doc) {
 Json ToJson(const DeviceState& s) {
   Json components = Json::object();
   for (const auto& [name, c] : s.components) {
-    components[name] = {{"version", c.version},       {"target", c.target},
-                        {"image_sha256", c.image_sha256}, {"image_size", c.image_size},
-                        {"security_version", c.security_version}, {"slot", c.slot}};
+    components[name] = {{"version", c.version},
+                        {"target", c.target},
+                        {"image_sha256", c.image_sha256},
+                        {"image_size", c.image_size},
+                        {"security_version", c.security_version},
+                        {"slot", c.slot}};
   }
   Json security = Json::object();
   for (const auto& [name, f] : s.security) {
     security[name] = {{"security_version", f.security_version},
                       {"rollback_sequence", f.rollback_sequence}};
   }
-  Json doc = {{"format", kStateFormat}, {"components", components}, {"security", security},
-              {"update", nullptr}, {"last", nullptr}};
+  Json doc = {{"format", kStateFormat},
+              {"components", components},
+              {"security", security},
+              {"update", nullptr},
+              {"last", nullptr}};
   if (s.update) {
     const auto& p = *s.update;
     doc["update"] = {{"state", ToString(p.state)},
@@ -137,8 +145,10 @@ Json ToJson(const DeviceState& s) {
     if (p.rollback_sequence) doc["update"]["rollback_sequence"] = *p.rollback_sequence;
   }
   if (s.last) {
-    doc["last"] = {{"outcome", s.last->outcome}, {"target", s.last->target},
-                   {"version", s.last->version}, {"detail", s.last->detail}};
+    doc["last"] = {{"outcome", s.last->outcome},
+                   {"target", s.last->target},
+                   {"version", s.last->version},
+                   {"detail", s.last->detail}};
   }
   return doc;
 }

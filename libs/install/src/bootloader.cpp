@@ -182,7 +182,8 @@ class UBootEnv final : public BootEnv {
     }
     CtxPtr ctx(raw);
     if (libuboot_read_config(raw, config_.c_str()) < 0) {
-      return Error(Errc::BootloaderFailed, "cannot read U-Boot env configuration " + config_.string());
+      return Error(Errc::BootloaderFailed,
+                   "cannot read U-Boot env configuration " + config_.string());
     }
     // A missing or corrupt environment opens with U-Boot's defaults (none here): an error.
     if (libuboot_open(raw) < 0) {
@@ -276,8 +277,8 @@ Result<std::string> SimulateFirmwareBoot(BootEnv& env, const BootloaderOptions& 
     const unsigned limit = ParseCount(vars, kBootLimit, options.boot_limit);
     if (count > limit) {
       slot = slot == options.slot_a ? options.slot_b : options.slot_a;
-      UPKEEP_TRY(env.Write({{options.slot_variable, slot}, {kUpgradeAvailable, "0"},
-                            {kBootCount, "0"}}));
+      UPKEEP_TRY(
+          env.Write({{options.slot_variable, slot}, {kUpgradeAvailable, "0"}, {kBootCount, "0"}}));
     } else {
       UPKEEP_TRY(env.Write({{kBootCount, std::to_string(count)}}));
     }

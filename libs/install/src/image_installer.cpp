@@ -75,9 +75,8 @@ class WritePipeline {
   // Waits until everything queued is written, then syncs the slot.
   [[nodiscard]] Result<void> Drain() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      return error_ || (queue_.empty() && !busy_ && !sync_request_ && !syncing_);
-    });
+    cv_.wait(lock,
+             [&] { return error_ || (queue_.empty() && !busy_ && !sync_request_ && !syncing_); });
     if (error_) return *error_;
     lock.unlock();
     return slot_.Sync();
@@ -147,11 +146,11 @@ class WritePipeline {
   const std::function<Result<void>(std::size_t)> on_checkpoint_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Job>> free_;   // guarded by mu_
-  std::deque<std::unique_ptr<Job>> queue_;  // guarded by mu_
-  bool busy_ = false;                       // guarded by mu_: the writer holds a job
-  bool stop_ = false;                       // guarded by mu_
-  std::optional<Error> error_;              // guarded by mu_: first write or sync failure
+  std::deque<std::unique_ptr<Job>> free_;    // guarded by mu_
+  std::deque<std::unique_ptr<Job>> queue_;   // guarded by mu_
+  bool busy_ = false;                        // guarded by mu_: the writer holds a job
+  bool stop_ = false;                        // guarded by mu_
+  std::optional<Error> error_;               // guarded by mu_: first write or sync failure
   std::optional<std::size_t> sync_request_;  // guarded by mu_: durable count once synced
   bool syncing_ = false;                     // guarded by mu_
   crypto::Hasher image_hash_{crypto::HashAlgorithm::Sha256};  // writer thread, then Drain's caller
@@ -171,9 +170,9 @@ void Emit(const ImageInstallOptions& o, const char* id, std::string message, Jso
 // Where each chunk's content can be found on the active slot (chunk-aligned offsets), by content
 // digest. Costs one sequential read of the scanned part of the active slot.
 Result<std::map<Sha256Digest, std::uint64_t>> ScanActiveSlot(const SlotDevice& active,
-                                                            const ChunkIndex& index,
-                                                            std::uint64_t scan_bytes,
-                                                            std::vector<char>& buffer) {
+                                                             const ChunkIndex& index,
+                                                             std::uint64_t scan_bytes,
+                                                             std::vector<char>& buffer) {
   std::map<Sha256Digest, std::uint64_t> found;
   UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t size, active.Size());
   const std::uint64_t limit = scan_bytes != 0 ? std::min(scan_bytes, size) : size;
@@ -298,7 +297,8 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
       const std::uint64_t from = verifier.payload_offset();
       if (!download_started || attempts > 0) {
         Emit(o, download_started ? event::kDownloadResumed : event::kDownloadStarted,
-             (download_started ? "resuming payload download at byte " : "downloading payload from byte ") +
+             (download_started ? "resuming payload download at byte "
+                               : "downloading payload from byte ") +
                  std::to_string(from),
              {{"offset", from}, {"payload_size", index.payload_size}, {"url", payload_url}});
         download_started = true;
@@ -315,7 +315,8 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
         const std::size_t bad = verifier.current_chunk();
         Emit(o, event::kChunkRejected,
              "chunk " + std::to_string(bad) + " rejected: " + r.error().message(),
-             {{"chunk", bad}, {"offset", bad < n ? index.chunks[bad].offset : index.payload_size},
+             {{"chunk", bad},
+              {"offset", bad < n ? index.chunks[bad].offset : index.payload_size},
               {"error", r.error().ToString()}});
         return r.error();
       }
@@ -339,7 +340,8 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   if (report.reused_chunks > 0) {
     Emit(o, event::kChunksReused,
          std::to_string(report.reused_chunks) + " chunks copied from the active slot",
-         {{"chunks", report.reused_chunks}, {"bytes_saved", report.reused_bytes},
+         {{"chunks", report.reused_chunks},
+          {"bytes_saved", report.reused_bytes},
           {"first", first_reused}});
   }
 
@@ -358,7 +360,8 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
     }
   }
   Emit(o, event::kImageVerified, "image written and verified",
-       {{"image_size", index.image_size}, {"image_sha256", index.image_sha256},
+       {{"image_size", index.image_size},
+        {"image_sha256", index.image_sha256},
         {"read_back", o.read_back}});
   report_progress();
   return report;
@@ -369,7 +372,8 @@ Result<std::string> DigestSlot(const std::filesystem::path& path, std::uint64_t 
   crypto::Hasher hash(crypto::HashAlgorithm::Sha256);
   std::vector<char> buffer(1 << 20);
   for (std::uint64_t done = 0; done < length;) {
-    const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
+    const auto take =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
     UPKEEP_TRY(slot.ReadAt(done, std::span<char>(buffer.data(), take)));
     hash.Update(std::string_view(buffer.data(), take));
     done += take;

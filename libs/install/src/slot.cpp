@@ -37,7 +37,8 @@ Result<SlotDevice> SlotDevice::Open(const std::filesystem::path& path, bool writ
   }
   slot.fd_ = UniqueFd(::open(path.c_str(), flags, 0600));
   if (slot.fd_.get() < 0) return Error(Errc::SlotUnavailable, Describe(path, "open"));
-  if (::fstat(slot.fd_.get(), &st) != 0) return Error(Errc::SlotUnavailable, Describe(path, "fstat"));
+  if (::fstat(slot.fd_.get(), &st) != 0)
+    return Error(Errc::SlotUnavailable, Describe(path, "fstat"));
   if (S_ISBLK(st.st_mode)) {
     slot.kind_ = SlotKind::BlockDevice;
     std::uint64_t bytes = 0;
@@ -62,13 +63,13 @@ Result<std::uint64_t> SlotDevice::Size() const {
 Result<void> SlotDevice::ReadAt(std::uint64_t offset, std::span<char> out) const {
   std::size_t done = 0;
   while (done < out.size()) {
-    const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done,
-                              static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pread(fd_.get(), out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error(Errc::ReadFailed, Describe(path_, "read"));
     if (n == 0) {
-      return Error(Errc::ReadFailed, path_.string() + ": ends before offset " +
-                                         std::to_string(offset + out.size()));
+      return Error(Errc::ReadFailed,
+                   path_.string() + ": ends before offset " + std::to_string(offset + out.size()));
     }
     done += static_cast<std::size_t>(n);
   }

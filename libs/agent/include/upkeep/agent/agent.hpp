@@ -48,7 +48,9 @@ class Agent {
 
   // Lifecycle events (also appended to data_dir/events.jsonl).
   void SetEventSink(install::EventSink sink) { extra_sink_ = std::move(sink); }
-  void SetProgress(std::function<void(const install::ImageProgress&)> p) { progress_ = std::move(p); }
+  void SetProgress(std::function<void(const install::ImageProgress&)> p) {
+    progress_ = std::move(p);
+  }
 
   // Installs `target` from `source`: an offline bundle file, or an http(s) repository base URL
   // (empty: the configured repository). With a bundle, `target` may be omitted: the bundle's
@@ -78,8 +80,11 @@ class Agent {
 
  private:
   struct Source;
+  // Moves the journal along the transition table, saves it, and emits the row's event (with
+  // `extra` fields in its data).
   [[nodiscard]] Result<void> Advance(DeviceState& state, Trigger trigger,
-                                     const std::string& detail = "");
+                                     const std::string& detail = "",
+                                     const metadata::Json& extra = metadata::Json::object());
   void Emit(const char* id, std::string message, metadata::Json data);
   [[nodiscard]] Result<std::string> BootedSlot() const;
   [[nodiscard]] Result<std::string> BootId() const;

@@ -17,21 +17,21 @@
 namespace upkeep::agent {
 
 enum class Errc {
-  InvalidConfig = 1,            // the configuration file is missing, malformed or has bad values
-  WrongHardware = 10,           // the release is not built for this device's model
-  SecurityVersionRollback = 11, // the release's security_version is below the installed floor
-  UnsupportedPayload = 12,      // the release's payload cannot go into a slot (not chunked)
-  UpdatePending = 13,           // an installed update waits for reboot, commit or rollback
-  NothingToCommit = 14,         // no update is on trial
-  NothingToRollBack = 15,       // no update is in progress
-  NotRebooted = 16,             // commit asked before the device booted the new slot
-  HealthCheckFailed = 17,       // the trial system failed its health checks; rolling back
-  JournalCorrupt = 20,          // the state journal cannot be parsed
-  JournalWriteFailed = 21,      // the state journal cannot be written
-  NoInstallableTarget = 22,     // a bundle holds no release for this device
-  UnknownComponent = 23,        // the release's component has no slot or module configured
-  ModuleFailed = 24,            // an update module failed; the component was rolled back
-  AlreadyInstalled = 25,        // the release is what the device already runs
+  InvalidConfig = 1,             // the configuration file is missing, malformed or has bad values
+  WrongHardware = 10,            // the release is not built for this device's model
+  SecurityVersionRollback = 11,  // the release's security_version is below the installed floor
+  UnsupportedPayload = 12,       // the release's payload cannot go into a slot (not chunked)
+  UpdatePending = 13,            // an installed update waits for reboot, commit or rollback
+  NothingToCommit = 14,          // no update is on trial
+  NothingToRollBack = 15,        // no update is in progress
+  NotRebooted = 16,              // commit asked before the device booted the new slot
+  HealthCheckFailed = 17,        // the trial system failed its health checks; rolling back
+  JournalCorrupt = 20,           // the state journal cannot be parsed
+  JournalWriteFailed = 21,       // the state journal cannot be written
+  NoInstallableTarget = 22,      // a bundle holds no release for this device
+  UnknownComponent = 23,         // the release's component has no slot or module configured
+  ModuleFailed = 24,             // an update module failed; the component was rolled back
+  AlreadyInstalled = 25,         // the release is what the device already runs
 };
 
 }  // namespace upkeep::agent
@@ -104,7 +104,8 @@ struct InstallConfig {
 };
 
 struct ModuleConfig {
-  // Executable and leading arguments; the agent appends STAGE WORKDIR (docs/formats/update-module.md).
+  // Executable and leading arguments; the agent appends STAGE WORKDIR
+  // (docs/formats/update-module.md).
   std::vector<std::string> command;
   std::chrono::seconds timeout{300};
   // Free-form arguments handed to the module in header.json ("module_args"), as JSON text.

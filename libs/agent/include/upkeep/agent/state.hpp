@@ -35,7 +35,7 @@ struct InstalledComponent {
   std::string image_sha256;  // rootfs: of the slot image
   std::uint64_t image_size = 0;
   std::uint64_t security_version = 0;
-  std::string slot;          // rootfs: the slot holding it
+  std::string slot;  // rootfs: the slot holding it
 };
 
 struct SecurityFloor {
@@ -88,7 +88,9 @@ class StateStore {
   [[nodiscard]] std::filesystem::path path() const { return data_dir_ / "state.json"; }
 
   // Called after each durable save with the count so far (crash tests stop the process there).
-  void SetAfterSaveHookForTest(std::function<void(unsigned)> hook) { after_save_ = std::move(hook); }
+  void SetAfterSaveHookForTest(std::function<void(unsigned)> hook) {
+    after_save_ = std::move(hook);
+  }
 
  private:
   std::filesystem::path data_dir_;

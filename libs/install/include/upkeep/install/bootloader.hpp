@@ -60,8 +60,8 @@ struct BootloaderOptions {
 };
 
 struct BootStatus {
-  std::string slot;      // slot the firmware boots next
-  bool trial = false;    // upgrade_available
+  std::string slot;    // slot the firmware boots next
+  bool trial = false;  // upgrade_available
   unsigned boot_count = 0;
   unsigned boot_limit = 0;
 };

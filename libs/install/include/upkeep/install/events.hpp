@@ -33,8 +33,8 @@ inline constexpr const char* kModuleFailed = "module.failed";
 }  // namespace event
 
 struct Event {
-  std::string id;       // one of event::k*
-  std::string message;  // one line for people
+  std::string id;                                  // one of event::k*
+  std::string message;                             // one line for people
   metadata::Json data = metadata::Json::object();  // fields listed in docs/events.md
 };
 
