@@ -180,6 +180,24 @@ TEST_F(HttpFetcherTest, TimesOutWholeRequestAfterTotalTimeout) {
   EXPECT_ERRC(Get("/file.bin", 1000000, o), common::Errc::Timeout);
 }
 
+// Slow retrieval above the low-speed limit: a peer that keeps sending just fast enough for the
+// low-speed check is still cut off once its average rate stays below the minimum.
+TEST_F(HttpFetcherTest, TimesOutPeerSendingJustAboveTheLowSpeedLimit) {
+  server_.SetFault("/file.bin", MakeFault([](Fault& f) {
+                     f.drip_after = 100;
+                     f.drip_interval = std::chrono::milliseconds(2);
+                   }));
+  HttpFetcherOptions o;
+  o.low_speed_bytes_per_second = 10;  // the drip (about 500 bytes/s) always passes this
+  o.low_speed_time = std::chrono::seconds(1);
+  o.min_average_bytes_per_second = 100'000;
+  o.average_rate_grace = std::chrono::seconds(1);
+  const auto r = Get("/file.bin", 1000000, o);
+  EXPECT_ERRC(r, common::Errc::Timeout);
+  EXPECT_NE(r.error().message().find("on average"), std::string::npos) << r.error().message();
+  EXPECT_LT(received_.size(), FileContent().size());
+}
+
 TEST_F(HttpFetcherTest, ReportsDroppedConnectionAsNetworkError) {
   server_.SetFault("/file.bin", MakeFault([](Fault& f) { f.drop_after = 100; }));
   EXPECT_ERRC(Get("/file.bin", 1000000), common::Errc::NetworkError);
@@ -380,7 +398,12 @@ TEST_F(HttpTestServerTest, StopsWithIdleAndStalledClientsConnected) {
   const std::string request = "GET /endless HTTP/1.1\r\n\r\n";
   EXPECT_EQ(::send(stalled, request.data(), request.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(request.size()));
-  while (server->requests().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Wait (bounded) until the server has the request; the destructor must return either way.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server->requests().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE(server->requests().empty());
   server.reset();  // returns (the test would hit ctest's timeout otherwise)
   ::close(idle);
   ::close(stalled);

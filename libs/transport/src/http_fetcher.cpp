@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -61,7 +62,28 @@ struct Transfer {
   bool bad_range = false;
   std::optional<Error> sink_error;
   std::exception_ptr sink_exception;  // rethrown after curl_easy_perform; never crosses libcurl
+  // Minimum average rate (bytes per second of the whole request so far), checked after `grace`.
+  std::uint32_t min_average = 0;
+  std::chrono::steady_clock::duration grace{};
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  bool too_slow = false;
 };
+
+// libcurl calls this about once a second and on every chunk: a transfer whose average rate has
+// fallen below the minimum after the grace period is aborted.
+int OnProgress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t /*ultotal*/,
+               curl_off_t /*ulnow*/) {
+  auto* t = static_cast<Transfer*>(user);
+  if (t->min_average == 0) return 0;
+  const auto elapsed = std::chrono::steady_clock::now() - t->started;
+  if (elapsed < t->grace) return 0;
+  const double seconds = std::chrono::duration<double>(elapsed).count();
+  if (static_cast<double>(dlnow) < seconds * static_cast<double>(t->min_average)) {
+    t->too_slow = true;
+    return 1;  // aborts with CURLE_ABORTED_BY_CALLBACK
+  }
+  return 0;
+}
 
 // Runs before any body byte: records the status of each response (interim, redirect, final) and
 // refuses a success response whose Content-Length is already over the limit.
@@ -83,8 +105,8 @@ std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user
     const std::string_view value = Trim(line.substr(14));
     std::uint64_t first = 0;
     const bool prefixed = StartsWithNoCase(value, "bytes ");
-    const auto [end, ec] = std::from_chars(value.data() + (prefixed ? 6 : 0),
-                                           value.data() + value.size(), first);
+    const auto [end, ec] =
+        std::from_chars(value.data() + (prefixed ? 6 : 0), value.data() + value.size(), first);
     if (!prefixed || ec != std::errc() || end == value.data() + value.size() || *end != '-' ||
         first != *t->range_offset) {
       t->bad_range = true;
@@ -214,9 +236,11 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
   t.sink = &sink;
   t.max_bytes = max_bytes;
   t.range_offset = range_offset;
-  const std::string range =
-      range_offset ? std::to_string(*range_offset) + "-" + std::to_string(*range_offset + max_bytes - 1)
-                   : std::string();
+  t.min_average = impl_->options.min_average_bytes_per_second;
+  t.grace = impl_->options.average_rate_grace;
+  const std::string range = range_offset ? std::to_string(*range_offset) + "-" +
+                                               std::to_string(*range_offset + max_bytes - 1)
+                                         : std::string();
   char error_detail[CURL_ERROR_SIZE] = {};
   const auto& o = impl_->options;
   const auto secs = [](std::chrono::seconds s) { return static_cast<CurlLong>(s.count()); };
@@ -246,6 +270,9 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
   set(CURLOPT_HEADERDATA, &t);
   set(CURLOPT_WRITEFUNCTION, &OnBody);
   set(CURLOPT_WRITEDATA, &t);
+  set(CURLOPT_XFERINFOFUNCTION, &OnProgress);
+  set(CURLOPT_XFERINFODATA, &t);
+  set(CURLOPT_NOPROGRESS, CurlLong{0});
   if (range_offset) set(CURLOPT_RANGE, range.c_str());
   if (!ok) return Error(common::Errc::NetworkError, "cannot configure the transfer for " + url);
 
@@ -255,6 +282,11 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
 
   if (t.sink_exception) std::rethrow_exception(t.sink_exception);  // the caller's own exception
   if (t.sink_error) return std::move(*t.sink_error);
+  if (t.too_slow) {
+    return Error(common::Errc::Timeout, url + ": slower than " + std::to_string(t.min_average) +
+                                            " bytes/s on average; transfer abandoned after " +
+                                            std::to_string(t.delivered) + " bytes");
+  }
   if (t.bad_range) {
     return Error(common::Errc::HttpStatus, url + ": the server answered another range than asked");
   }

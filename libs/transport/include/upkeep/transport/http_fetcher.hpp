@@ -21,8 +21,14 @@ struct HttpFetcherOptions {
   // low_speed_time.
   std::uint32_t low_speed_bytes_per_second = 1024;
   std::chrono::seconds low_speed_time{30};
-  // Upper bound for one whole request; zero means none (large payloads rely on low_speed_*).
+  // Upper bound for one whole request; zero means none (large payloads rely on the rates).
   std::chrono::seconds total_timeout{0};
+  // Slow-retrieval defence for long transfers: after average_rate_grace, abort when the body's
+  // average rate since the request started is below min_average_bytes_per_second. A peer that
+  // sends just above the low-speed limit cannot stretch a large payload to days: at the default
+  // a 256 MiB transfer ends within about 4.5 hours. Zero disables the check.
+  std::uint32_t min_average_bytes_per_second = 16 * 1024;
+  std::chrono::seconds average_rate_grace{60};
   // Redirects are refused unless enabled (a mirror must serve what it is asked for).
   bool follow_redirects = false;
   // CA bundle for https; empty uses the system default.
@@ -48,7 +54,8 @@ class HttpFetcher final : public Fetcher {
   //   LengthExceeded   a 2xx Content-Length over max_bytes (refused before the body; the sink
   //                    gets nothing), or a body that passes max_bytes (the sink gets exactly
   //                    max_bytes, then the transfer is aborted)
-  //   Timeout          connect_timeout, the low-speed limit, or total_timeout
+  //   Timeout          connect_timeout, the low-speed limit, the minimum average rate, or
+  //                    total_timeout
   //   NetworkError     connection refused, reset or cut short, TLS failure
   // The body of a non-2xx response never reaches the sink. An error returned by the sink aborts
   // the transfer and is returned exactly; an exception thrown by the sink is rethrown after
