@@ -1,7 +1,10 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "upkeep/common/main_guard.hpp"
 
 int main(int argc, char** argv) {
-  return upkeep::module_tool::Main(argc, argv, std::cout, std::cerr);
+  return upkeep::GuardMain("upkeep-module", std::cerr, 1, [&] {
+    return upkeep::module_tool::Main(argc, argv, std::cout, std::cerr);
+  });
 }

@@ -1,5 +1,9 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "upkeep/common/main_guard.hpp"
 
-int main(int argc, char** argv) { return upkeep::tool::Main(argc, argv, std::cout, std::cerr); }
+int main(int argc, char** argv) {
+  return upkeep::GuardMain("upkeep", std::cerr, 1,
+                           [&] { return upkeep::tool::Main(argc, argv, std::cout, std::cerr); });
+}

@@ -34,6 +34,7 @@ const char* ErrcName(int value) {
     case Errc::FileNotFound: return "FileNotFound";
     case Errc::InvalidArgument: return "InvalidArgument";
     case Errc::FileTooLarge: return "FileTooLarge";
+    case Errc::Internal: return "Internal";
     case Errc::RemoteNotFound: return "RemoteNotFound";
     case Errc::LengthExceeded: return "LengthExceeded";
     case Errc::Timeout: return "Timeout";

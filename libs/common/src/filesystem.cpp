@@ -152,4 +152,30 @@ Result<void> LocalFilesystem::CreateDirectories(const fs::path& path) {
   return Ok();
 }
 
+Result<void> LocalFilesystem::AppendFile(const fs::path& path, std::string_view data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640));
+  if (fd.get() < 0) return IoError("open for append", path, errno);
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return IoError("append", path, errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return Ok();
+}
+
+Result<std::uint64_t> LocalFilesystem::FileSize(const fs::path& path) const {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return IoError("stat", path, errno);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+Result<void> LocalFilesystem::Rename(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename onto", to, errno);
+  return Ok();
+}
+
 }  // namespace upkeep

@@ -10,6 +10,8 @@ enum class Errc {
   FileNotFound = 2,     // the local file does not exist
   InvalidArgument = 3,  // a caller passed a value the function cannot use
   FileTooLarge = 4,     // a local file is larger than the caller's limit
+  Internal = 5,         // an unexpected failure inside upkeep (out of memory, a bug), caught
+                        // at a program's outer edge instead of aborting
   // Fetcher contract (implemented by transport, used by metadata):
   RemoteNotFound = 20,   // the server answered 404 or 403 (the file is not there)
   LengthExceeded = 21,   // more bytes arrived than the caller allowed; transfer aborted

@@ -60,6 +60,15 @@ class Filesystem {
   // Removes a file; removing a file that is not there succeeds.
   [[nodiscard]] virtual Result<void> Remove(const std::filesystem::path& path) = 0;
   [[nodiscard]] virtual Result<void> CreateDirectories(const std::filesystem::path& path) = 0;
+  // Appends to a log-like file, creating it (mode 0640) if needed; never follows a symbolic link
+  // at `path`. Not synced: for records whose loss in a power cut is acceptable.
+  [[nodiscard]] virtual Result<void> AppendFile(const std::filesystem::path& path,
+                                                std::string_view data) = 0;
+  // The size of a regular file; common::Errc::FileNotFound when absent.
+  [[nodiscard]] virtual Result<std::uint64_t> FileSize(const std::filesystem::path& path) const = 0;
+  // rename(2): replaces `to` atomically.
+  [[nodiscard]] virtual Result<void> Rename(const std::filesystem::path& from,
+                                            const std::filesystem::path& to) = 0;
 };
 
 // The real filesystem (POSIX).
@@ -78,6 +87,11 @@ class LocalFilesystem final : public Filesystem {
   [[nodiscard]] Result<bool> Exists(const std::filesystem::path& path) const override;
   [[nodiscard]] Result<void> Remove(const std::filesystem::path& path) override;
   [[nodiscard]] Result<void> CreateDirectories(const std::filesystem::path& path) override;
+  [[nodiscard]] Result<void> AppendFile(const std::filesystem::path& path,
+                                        std::string_view data) override;
+  [[nodiscard]] Result<std::uint64_t> FileSize(const std::filesystem::path& path) const override;
+  [[nodiscard]] Result<void> Rename(const std::filesystem::path& from,
+                                    const std::filesystem::path& to) override;
 };
 
 }  // namespace upkeep
