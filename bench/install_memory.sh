@@ -43,12 +43,12 @@ for mib in $sizes; do
   "disruption": {"reboot": true, "downtime_seconds": 30, "available_during_update": []},
   "settings_impact": {"effect": "none", "note": ""},
   "payload": {"format": "chunked", "installed_size": $((mib * 1048576)),
-              "chunk_index": "fw/image-$mib.chunks.json"}}}
+              "chunk_index": "rootfs/image-$mib.chunks.json"}}}
 JSON
   "$upkeep" repo add-target "$work/repo" "$work/build-$mib/image-$mib.img.payload" \
-    --name "fw/image-$mib.payload" --meta "$work/meta-$mib.json" >/dev/null
+    --name "rootfs/image-$mib.payload" --meta "$work/meta-$mib.json" >/dev/null
   "$upkeep" repo add-target "$work/repo" "$work/build-$mib/image-$mib.img.chunks.json" \
-    --name "fw/image-$mib.chunks.json" --meta "$work/meta-$mib.json" >/dev/null
+    --name "rootfs/image-$mib.chunks.json" --meta "$work/meta-$mib.json" >/dev/null
   rm -f "$img"
 done
 for key in "$work"/repo/keys/*.pem; do
@@ -80,7 +80,7 @@ echo "install_memory: zstd payloads, file slot, $(nproc) CPUs"
 printf '%12s %18s %18s %10s\n' "image (MiB)" "private peak (MiB)" "total peak (MiB)" "wall (s)"
 for mib in $sizes; do
   "$upkeep" bundle create --repo "$work/www" --root "$work/www/metadata/1.root.json" \
-    --target "fw/image-$mib.payload" --target "fw/image-$mib.chunks.json" \
+    --target "rootfs/image-$mib.payload" --target "rootfs/image-$mib.chunks.json" \
     -o "$work/image-$mib.upkb" >/dev/null
   rm -rf "$dev/data" "$dev/slot-b"
   printf 'upkeep_slot=a\n' >"$dev/bootenv"

@@ -69,11 +69,11 @@ cat > "$work/release.json" <<'JSON'
                "risks_mitigated": "Stops attackers on your network from viewing the camera feed."},
   "disruption": {"reboot": true, "downtime_seconds": 45, "available_during_update": ["motion alerts"]},
   "settings_impact": {"effect": "none", "note": ""},
-  "payload": {"format": "chunked", "installed_size": 8000000, "chunk_index": "fw/rootfs.img.chunks.json"}}}
+  "payload": {"format": "chunked", "installed_size": 8000000, "chunk_index": "rootfs/rootfs.img.chunks.json"}}}
 JSON
 "$upkeep" repo init "$work/repo" --root-keys 3 --root-threshold 2 --targets-keys 2 --targets-threshold 2
-"$upkeep" repo add-target "$work/repo" "$work/release/rootfs.img.payload" --name fw/rootfs.img.payload --meta "$work/release.json"
-"$upkeep" repo add-target "$work/repo" "$work/release/rootfs.img.chunks.json" --name fw/rootfs.img.chunks.json --meta "$work/release.json"
+"$upkeep" repo add-target "$work/repo" "$work/release/rootfs.img.payload" --name rootfs/rootfs.img.payload --meta "$work/release.json"
+"$upkeep" repo add-target "$work/repo" "$work/release/rootfs.img.chunks.json" --name rootfs/rootfs.img.chunks.json --meta "$work/release.json"
 for key in $(node -e 'const r=require(process.argv[1]);console.log(r.signed.roles.targets.keyids.join(" "))' "$work/repo/staged/root.json"); do
   "$upkeep" repo sign "$work/repo" targets --key "$work/repo/keys/$key.pem"   # one key per offline machine
 done
@@ -82,7 +82,7 @@ mkdir -p "$work/www/release"
 
 say "8. A device fetches the release, verifies it, and authenticates every chunk before unpacking"
 "$client" --metadata-dir "$work/device" init "$work/www/release/metadata/1.root.json"
-for t in fw/rootfs.img.chunks.json fw/rootfs.img.payload; do
+for t in rootfs/rootfs.img.chunks.json rootfs/rootfs.img.payload; do
   "$client" --metadata-dir "$work/device" --metadata-url "$(repo release)" --target-name "$t" \
     --target-base-url "$(targets release)" --target-dir "$work/device-downloads" download
 done
@@ -93,9 +93,9 @@ cmp "$work/rootfs.img" "$work/device-rootfs.img" && echo "installed image is byt
 say "9. The same release on a USB stick: an offline bundle, verified with the same rules"
 mkdir -p "$work/usb"
 "$upkeep" bundle create --repo "$work/www/release" --root "$work/www/release/metadata/1.root.json" \
-  --target fw/rootfs.img.chunks.json --target fw/rootfs.img.payload -o "$work/usb/update.upkb"
+  --target rootfs/rootfs.img.chunks.json --target rootfs/rootfs.img.payload -o "$work/usb/update.upkb"
 "$upkeep" bundle verify "$work/usb/update.upkb" --root "$work/www/release/metadata/1.root.json" \
-  --target fw/rootfs.img.payload -o "$work/usb-device"
+  --target rootfs/rootfs.img.payload -o "$work/usb-device"
 
 say "10. A simulated device installs the security release from the USB stick"
 agent="$UPKEEP_BUILD/apps/upkeep-agent/upkeep-agent"
@@ -143,16 +143,16 @@ publish_release() {  # VERSION SECURITY_VERSION IMAGE
   "$upkeep" image build "$3" -o "$work/release-$1" >/dev/null
   local name; name=$(basename "$3")
   sed -e "s/\"2.4.1\"/\"$1\"/" -e "s/\"security_version\": 7/\"security_version\": $2/" \
-      -e "s#fw/rootfs.img.chunks.json#fw/$name.chunks.json#" "$work/release.json" >"$work/release-$1.json"
-  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.payload" --name "fw/$name.payload" --meta "$work/release-$1.json" >/dev/null
-  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.chunks.json" --name "fw/$name.chunks.json" --meta "$work/release-$1.json" >/dev/null
+      -e "s#rootfs/rootfs.img.chunks.json#rootfs/$name.chunks.json#" "$work/release.json" >"$work/release-$1.json"
+  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.payload" --name "rootfs/$name.payload" --meta "$work/release-$1.json" >/dev/null
+  "$upkeep" repo add-target "$work/repo" "$work/release-$1/$name.chunks.json" --name "rootfs/$name.chunks.json" --meta "$work/release-$1.json" >/dev/null
   for key in $(node -e 'const r=require(process.argv[1]);console.log(r.signed.roles.targets.keyids.join(" "))' "$work/repo/staged/root.json"); do
     "$upkeep" repo sign "$work/repo" targets --key "$work/repo/keys/$key.pem" >/dev/null
   done
   "$upkeep" repo publish "$work/repo" "$work/www/release" >/dev/null
   echo "published $1 (security version $2), signed by both targets keys"
   "$upkeep" bundle create --repo "$work/www/release" --root "$work/www/release/metadata/1.root.json" \
-    --target "fw/$name.chunks.json" --target "fw/$name.payload" -o "$work/usb/$1.upkb" >/dev/null
+    --target "rootfs/$name.chunks.json" --target "rootfs/$name.payload" -o "$work/usb/$1.upkb" >/dev/null
 }
 cp "$work/rootfs.img" "$work/rootfs-2.5.0.img"
 printf 'a broken init' | dd of="$work/rootfs-2.5.0.img" bs=1 seek=4000000 conv=notrunc 2>/dev/null

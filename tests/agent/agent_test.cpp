@@ -488,5 +488,42 @@ TEST_F(AgentCliTest, ExitCodesSayWhatWentWrong) {
   EXPECT_TRUE(ParseConfig(out_.str()).has_value());
 }
 
+// A mirror serves a timestamp.json of bytes that are not UTF-8 (\xff\xfe): the install is
+// rejected with a JSON error line and exit code, never an abort; the journal stays loadable and
+// the old system untouched.
+TEST_F(AgentCliTest, InvalidUtf8FromMirrorGivesJsonErrorNotAbort) {
+  testing::WriteBytes(repo_.www() / "metadata" / "timestamp.json", "\xff\xfe");
+  testing::HttpTestServer server(repo_.www());
+  EXPECT_EQ(Cli({"--json", "install", server.base_url(), ReleaseRepo::payload_target(release_)}),
+            kExitRejected);
+  const auto lines = JsonLines();
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back()["type"], "error");
+  EXPECT_EQ(lines.back()["code"], "metadata.MalformedJson");
+  auto state = device_.Agent().store().Load();
+  ASSERT_TRUE(state.has_value()) << state.error().ToString();
+  EXPECT_FALSE(state->update.has_value());
+  ExpectOldSystemUntouched();
+}
+
+// Whatever bytes an error message carries, the journal, the event log and --json output stay
+// valid JSON (invalid bytes recorded as U+FFFD), and the text output holds no control characters.
+TEST_F(AgentCliTest, RecordsInvalidUtf8AndControlBytesSafely) {
+  DeviceState s;
+  s.last = LastResult{"failed", "rootfs/x", "1", std::string("bad \xff\xfe\xc3 byte \x1b[31m")};
+  const std::string text = SerializeDeviceState(s);
+  auto back = ParseDeviceState(text);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->last->detail, "bad \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd byte \x1b[31m");
+  fs::create_directories(device_.config.device.data_dir);
+  auto saved = device_.Agent().store().Save(s);
+  ASSERT_TRUE(saved.has_value()) << saved.error().ToString();
+  EXPECT_EQ(Cli({"status"}), kExitOk);
+  EXPECT_EQ(out_.str().find('\x1b'), std::string::npos) << out_.str();
+  EXPECT_NE(out_.str().find("bad \xef\xbf\xbd"), std::string::npos) << out_.str();
+  EXPECT_EQ(Cli({"--json", "status"}), kExitOk);
+  EXPECT_EQ(JsonLines().back()["result"]["last"]["detail"], back->last->detail);
+}
+
 }  // namespace
 }  // namespace upkeep::agent

@@ -80,5 +80,40 @@ TEST(ConfigTest, RejectsBadValues) {
   EXPECT_ERRC(ParseConfig(same), Errc::InvalidConfig);
 }
 
+// Each component owns a namespace of target paths: the root filesystem "rootfs/" and a module
+// component "<name>/" unless configured; namespaces must be whole path segments and disjoint, so
+// every target belongs to at most one component.
+TEST(ConfigTest, ComponentNamespacesDefaultAndMustBeDisjoint) {
+  const std::string modules = std::string(kMinimal) +
+                              "[components.cam]\nmodule = [\"/m\"]\nnamespace = \"apps/cam/\"\n"
+                              "[components.door]\nmodule = [\"/m\"]\n";
+  auto c = ParseConfig(modules);
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->slots.target_namespace, "rootfs/");
+  EXPECT_EQ(c->components.at("cam").target_namespace, "apps/cam/");
+  EXPECT_EQ(c->components.at("door").target_namespace, "door/");
+  auto again = ParseConfig(DumpConfig(*c));
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->components.at("cam").target_namespace, "apps/cam/");
+
+  const auto with_slots_namespace = [](const std::string& ns) {
+    std::string text = kMinimal;
+    text.replace(text.find("[bootloader]"), 0, "namespace = \"" + ns + "\"\n");
+    return text;
+  };
+  EXPECT_TRUE(ParseConfig(with_slots_namespace("fw/main/")).has_value());
+  for (const std::string bad : {"", "rootfs", "/rootfs/", "a//", "../x/", "./", "fw/*/", "a%b/"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_ERRC(ParseConfig(with_slots_namespace(bad)), Errc::InvalidConfig);
+  }
+  // A module namespace inside the root filesystem's, or the reverse: ambiguous, refused.
+  EXPECT_ERRC(ParseConfig(std::string(kMinimal) +
+                          "[components.x]\nmodule = [\"/m\"]\nnamespace = \"rootfs/x/\"\n"),
+              Errc::InvalidConfig);
+  EXPECT_ERRC(ParseConfig(with_slots_namespace("apps/") +
+                          "[components.cam]\nmodule = [\"/m\"]\nnamespace = \"apps/cam/\"\n"),
+              Errc::InvalidConfig);
+}
+
 }  // namespace
 }  // namespace upkeep::agent

@@ -42,7 +42,8 @@ inline void WriteBytes(const std::filesystem::path& p, const std::string& bytes)
 }
 
 struct ReleaseSpec {
-  std::string name = "fw/rootfs";  // target path prefix: <name>.payload, <name>.chunks.json
+  std::string name = "rootfs/image";  // target path prefix: <name>.payload, <name>.chunks.json
+  std::string role = "targets";       // the role that signs payload and chunk index
   std::string version = "2.0";
   std::string image;
   std::vector<std::string> hardware = {"sim-cam"};
@@ -52,6 +53,10 @@ struct ReleaseSpec {
   install::ChunkCompression compression = install::ChunkCompression::Zstd;
   // Overrides installed_size in the update metadata (to test a mismatch).
   std::optional<std::uint64_t> installed_size;
+  // Overrides the chunk index's target name and the role signing it.
+  std::optional<std::string> index_name;
+  std::optional<std::string> index_role;
+  metadata::Component component = metadata::Component::Rootfs;
 };
 
 class ReleaseRepo {
@@ -88,23 +93,37 @@ class ReleaseRepo {
     m.disruption.downtime_seconds = 30;
     m.payload.format = metadata::PayloadFormat::Chunked;
     m.payload.installed_size = r.installed_size.value_or(r.image.size());
-    m.payload.chunk_index = r.name + "-" + r.version + ".chunks.json";
+    m.payload.chunk_index = r.index_name.value_or(r.name + "-" + r.version + ".chunks.json");
     m.authorised_rollback_sequence = r.authorised_rollback_sequence;
+    m.component = r.component;
     auto repo = Open();
     ASSERT_TRUE(repo.has_value());
     const auto custom = metadata::ToCustomJson(m);
-    auto added = repo->AddTarget(payload, payload_target(r), custom);
+    auto added = repo->AddTarget(payload, payload_target(r), custom, r.role);
     ASSERT_TRUE(added.has_value()) << added.error().ToString();
-    added = repo->AddTarget(index_file, *m.payload.chunk_index, custom);
+    added = repo->AddTarget(index_file, *m.payload.chunk_index, custom,
+                            r.index_role.value_or(r.role));
     ASSERT_TRUE(added.has_value()) << added.error().ToString();
-    for (const auto& key : std::filesystem::directory_iterator(dir_ / "repo" / "keys")) {
-      (void)repo->Sign("targets", key.path());  // only the targets key is accepted
-    }
+    SignAll(*repo);
+  }
+
+  // Delegates target paths matching `paths` to a new role `name` (keys kept in the repository).
+  void Delegate(const std::string& name, const std::vector<std::string>& paths) {
+    auto repo = Open();
+    ASSERT_TRUE(repo.has_value());
+    repository::Repository::Delegation d;
+    d.name = name;
+    d.paths = paths;
+    auto made = repo->Delegate(d);
+    ASSERT_TRUE(made.has_value()) << made.error().ToString();
+    delegated_.push_back(name);
+    SignAll(*repo);
   }
 
   // A single-file release (for an update module): `bytes` as target `name`, format raw.
   void AddFile(const std::string& name, const std::string& bytes, metadata::Component component,
-               const std::string& version, std::uint64_t security_version = 1) {
+               const std::string& version, std::uint64_t security_version = 1,
+               const std::string& role = "targets") {
     const auto file = dir_ / "build" / std::filesystem::path(name).filename();
     WriteBytes(file, bytes);
     metadata::UpdateMetadata m;
@@ -117,11 +136,27 @@ class ReleaseRepo {
     m.payload.installed_size = bytes.size();
     auto repo = Open();
     ASSERT_TRUE(repo.has_value());
-    auto added = repo->AddTarget(file, name, metadata::ToCustomJson(m));
+    auto added = repo->AddTarget(file, name, metadata::ToCustomJson(m), role);
     ASSERT_TRUE(added.has_value()) << added.error().ToString();
-    for (const auto& key : std::filesystem::directory_iterator(dir_ / "repo" / "keys")) {
-      (void)repo->Sign("targets", key.path());
-    }
+    SignAll(*repo);
+  }
+
+  // Adds a raw application file to `role` without asserting: the error code, or success.
+  std::error_code TryAddFile(const std::string& name, const std::string& bytes,
+                             const std::string& role) {
+    const auto file = dir_ / "build" / std::filesystem::path(name).filename();
+    WriteBytes(file, bytes);
+    metadata::UpdateMetadata m;
+    m.component = metadata::Component::Application;
+    m.version = "1";
+    m.hardware = {"sim-cam"};
+    m.is_feature = true;
+    m.payload.format = metadata::PayloadFormat::Raw;
+    m.payload.installed_size = bytes.size();
+    auto repo = Open();
+    if (!repo) return repo.error().code();
+    auto added = repo->AddTarget(file, name, metadata::ToCustomJson(m), role);
+    return added ? std::error_code() : added.error().code();
   }
 
   void Publish() {
@@ -160,7 +195,19 @@ class ReleaseRepo {
 
  private:
   Result<repository::Repository> Open() { return repository::Repository::Open(dir_ / "repo", clock_); }
+  // Signs the top-level targets role and every delegated role with whichever repository keys
+  // each accepts.
+  void SignAll(repository::Repository& repo) {
+    std::vector<std::string> roles = {"targets"};
+    roles.insert(roles.end(), delegated_.begin(), delegated_.end());
+    for (const auto& role : roles) {
+      for (const auto& key : std::filesystem::directory_iterator(dir_ / "repo" / "keys")) {
+        (void)repo.Sign(role, key.path());  // keys of other roles are refused
+      }
+    }
+  }
   std::filesystem::path dir_;
+  std::vector<std::string> delegated_;
   SystemClock clock_;
 };
 

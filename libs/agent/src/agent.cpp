@@ -7,6 +7,7 @@
 #include "upkeep/common/log.hpp"
 #include "upkeep/install/bundle.hpp"
 #include "upkeep/metadata/errc.hpp"
+#include "upkeep/metadata/json_text.hpp"
 #include "upkeep/metadata/updater.hpp"
 #include "upkeep/modules/module.hpp"
 #include "upkeep/transport/http_fetcher.hpp"
@@ -51,11 +52,31 @@ std::unique_ptr<install::Bootloader> MakeBootloader(const BootloaderConfig& c) {
 
 }  // namespace
 
-std::string ComponentOf(const metadata::TargetFile& target, const metadata::UpdateMetadata& m) {
-  if (m.component == metadata::Component::Rootfs) return kRootfs;
-  const auto slash = target.path.find('/');
-  if (slash != std::string::npos && slash > 0) return target.path.substr(0, slash);
-  return metadata::ToString(m.component);
+Result<std::string> ComponentFor(const AgentConfig& config, const metadata::TargetFile& target,
+                                 const metadata::UpdateMetadata& m) {
+  const bool claims_rootfs = m.component == metadata::Component::Rootfs;
+  std::string component;
+  if (target.path.starts_with(config.slots.target_namespace)) {
+    component = kRootfs;
+  } else {
+    for (const auto& [name, module] : config.components) {
+      const std::string ns = module.target_namespace.empty() ? name + "/" : module.target_namespace;
+      if (target.path.starts_with(ns)) component = name;
+    }
+  }
+  if (component.empty()) {
+    return Error(Errc::TargetOutsideNamespace,
+                 target.path + " lies outside every component's namespace on this device" +
+                     (claims_rootfs ? " (root filesystem images come from " +
+                                          config.slots.target_namespace + ")"
+                                    : ""));
+  }
+  if (claims_rootfs != (component == kRootfs)) {
+    return Error(Errc::TargetOutsideNamespace,
+                 target.path + " is in the namespace of component " + component +
+                     " but its update metadata names component " + metadata::ToString(m.component));
+  }
+  return component;
 }
 
 // Where releases come from: an offline bundle or an HTTP repository, read through the same
@@ -85,20 +106,19 @@ fs::path Agent::SlotPath(const std::string& slot) const {
 void Agent::Emit(const char* id, std::string message, Json data) {
   install::Event e{id, std::move(message), std::move(data)};
   log::info("[{}] {}", e.id, e.message);
-  // The event log is for the fleet and support: best effort, bounded, never fatal.
+  // The event log is for the fleet and support: best effort, bounded, never fatal. Text from
+  // untrusted sources (a mirror's answer, a module's output) is recorded with invalid UTF-8
+  // replaced, so a hostile byte can neither abort the agent nor break the log's JSON lines.
   const fs::path log = config_.device.data_dir / "events.jsonl";
-  std::error_code ec;
-  if (fs::exists(log, ec) && fs::file_size(log, ec) > kMaxEventLog) {
-    fs::rename(log, config_.device.data_dir / "events.1.jsonl", ec);
+  if (auto size = fs_.FileSize(log); size && *size > kMaxEventLog) {
+    (void)fs_.Rename(log, config_.device.data_dir / "events.1.jsonl");
   }
   const Json line = {{"time", static_cast<std::int64_t>(clock_.Now().time_since_epoch().count())},
                      {"id", e.id},
                      {"message", e.message},
                      {"data", e.data}};
-  if (auto f = std::fopen(log.c_str(), "a")) {
-    const std::string text = line.dump() + "\n";
-    std::fwrite(text.data(), 1, text.size(), f);
-    std::fclose(f);
+  if (auto appended = fs_.AppendFile(log, metadata::DumpJson(line) + "\n"); !appended) {
+    log::warn("event log: {}", appended.error().ToString());
   }
   if (extra_sink_) extra_sink_(e);
 }
@@ -191,9 +211,8 @@ void Agent::RaiseFloor(DeviceState& state, const std::string& component,
 
 Result<InstallOutcome> Agent::Install(const std::string& source_arg,
                                       const std::optional<std::string>& target_arg) {
-  std::error_code ec;
-  fs::create_directories(config_.device.data_dir / "metadata", ec);
-  fs::create_directories(config_.device.data_dir / "work", ec);
+  UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "metadata"));
+  UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "work"));
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
   if (state.update && state.update->state != UpdateState::Writing &&
       state.update->state != UpdateState::Written) {
@@ -275,7 +294,14 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
   UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile target,
                           source.updater->GetTargetInfo(target_path));
   UPKEEP_ASSIGN_OR_RETURN(const metadata::UpdateMetadata m, metadata::UpdateMetadataOf(target));
-  const std::string component = ComponentOf(target, m);
+  // The path decides the component, so the image repository's delegations decide who may ship it.
+  auto component_or = ComponentFor(config_, target, m);
+  if (!component_or) {
+    Emit(install::event::kInstallRefused, component_or.error().message(),
+         {{"target", target.path}, {"error", component_or.error().ToString()}});
+    return component_or.error();
+  }
+  const std::string component = *component_or;
   if (auto it = state.components.find(component);
       it != state.components.end() && it->second.target == target.path &&
       it->second.version == m.version && !state.update) {
@@ -297,7 +323,13 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
     return Error(Errc::UnsupportedPayload,
                  "root filesystem releases must be chunked payloads (upkeep image build)");
   }
-  // The chunk index is a TUF target of its own: verified in full before any payload byte.
+  // The chunk index is a TUF target of its own: verified in full before any payload byte. It
+  // decides every byte of the image, so it must come from the root filesystem's namespace too.
+  if (!m.payload.chunk_index->starts_with(config_.slots.target_namespace)) {
+    return Error(Errc::TargetOutsideNamespace, "chunk index " + *m.payload.chunk_index +
+                                                   " lies outside the root filesystem's " +
+                                                   "namespace " + config_.slots.target_namespace);
+  }
   const fs::path work = config_.device.data_dir / "work";
   UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile index_target,
                           source.updater->GetTargetInfo(*m.payload.chunk_index));
@@ -424,8 +456,7 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
        "installing " + target.path + " with the " + component + " module",
        {{"target", target.path}, {"version", m.version}, {"component", component}});
   auto installed = modules::InstallComponent(spec, work);
-  std::error_code ec;
-  fs::remove(file, ec);
+  (void)fs_.Remove(file);
   if (!installed) {
     state.last = LastResult{"failed", target.path, m.version, installed.error().ToString()};
     UPKEEP_TRY(store_.Save(state));

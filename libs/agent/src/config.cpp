@@ -7,6 +7,7 @@
 
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/json_text.hpp"
 
 namespace upkeep::agent {
 
@@ -44,12 +45,37 @@ const char* ErrcName(int value) {
       return "ModuleFailed";
     case Errc::AlreadyInstalled:
       return "AlreadyInstalled";
+    case Errc::TargetOutsideNamespace:
+      return "TargetOutsideNamespace";
   }
   return "Unknown";
 }
 
 Error Bad(const std::string& key, const std::string& what) {
   return Error(Errc::InvalidConfig, key + ": " + what);
+}
+
+// A namespace is a target path prefix of whole segments: "rootfs/", "apps/cam/".
+Result<void> CheckNamespace(const std::string& key, const std::string& ns) {
+  if (ns.empty() || ns.back() != '/' || ns.front() == '/') {
+    return Bad(key, "must be a relative target path prefix ending in '/'");
+  }
+  std::string_view rest(ns);
+  while (!rest.empty()) {
+    const auto slash = rest.find('/');
+    const std::string_view segment = rest.substr(0, slash);
+    if (segment.empty() || segment == "." || segment == "..") {
+      return Bad(key, "must not hold empty, '.' or '..' segments");
+    }
+    for (const char ch : segment) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (u < 0x20 || u == 0x7f || ch == '*' || ch == '?' || ch == '[' || ch == '%' || ch == '#') {
+        return Bad(key, "holds a character not allowed in a namespace");
+      }
+    }
+    rest.remove_prefix(slash + 1);
+  }
+  return Ok();
 }
 
 // Reads one table's keys, remembering which were read, so that leftovers are rejected.
@@ -245,6 +271,8 @@ Result<AgentConfig> ParseConfig(std::string_view text) {
   UPKEEP_TRY(slots.Path("b", c.slots.b, true));
   UPKEEP_TRY(slots.Uint("file_size", c.slots.file_size, 0, UINT64_MAX >> 1));
   UPKEEP_TRY(slots.Bool("read_back", c.slots.read_back));
+  UPKEEP_TRY(slots.String("namespace", c.slots.target_namespace));
+  UPKEEP_TRY(CheckNamespace("slots.namespace", c.slots.target_namespace));
   UPKEEP_TRY(slots.NoUnknownKeys());
   if (c.slots.a == c.slots.b) return Bad("slots.b", "must differ from slots.a");
 
@@ -303,17 +331,38 @@ Result<AgentConfig> ParseConfig(std::string_view text) {
       module.timeout = std::chrono::seconds(t);
       if (const auto* args = m.Get("args")) {
         if (!args->is_table()) return Bad(key + ".args", "must be a table");
-        module.args_json = ToJson(*args).dump();
+        module.args_json = metadata::DumpJson(ToJson(*args));
       }
+      module.target_namespace = std::string(name.str()) + "/";
+      UPKEEP_TRY(m.String("namespace", module.target_namespace));
+      UPKEEP_TRY(CheckNamespace(key + ".namespace", module.target_namespace));
       UPKEEP_TRY(m.NoUnknownKeys());
       c.components.emplace(std::string(name.str()), std::move(module));
+    }
+  }
+  // Each target path belongs to at most one component: no namespace may contain another.
+  std::vector<std::pair<std::string, std::string>> spaces = {
+      {"slots.namespace", c.slots.target_namespace}};
+  for (const auto& [name, m] : c.components) {
+    spaces.emplace_back("components." + name + ".namespace", m.target_namespace);
+  }
+  for (std::size_t i = 0; i < spaces.size(); ++i) {
+    for (std::size_t j = 0; j < spaces.size(); ++j) {
+      if (i != j && spaces[j].second.starts_with(spaces[i].second)) {
+        return Bad(spaces[j].first, "overlaps " + spaces[i].first + " (\"" + spaces[i].second +
+                                        "\"): a target must belong to one component");
+      }
     }
   }
   return c;
 }
 
 Result<AgentConfig> LoadConfig(const std::filesystem::path& file) {
-  LocalFilesystem fs;
+  const LocalFilesystem fs;
+  return LoadConfig(file, fs);
+}
+
+Result<AgentConfig> LoadConfig(const std::filesystem::path& file, const Filesystem& fs) {
   auto text = fs.ReadFile(file, 1 << 20);
   if (!text) return Error(Errc::InvalidConfig, text.error().ToString());
   auto config = ParseConfig(*text);
@@ -335,8 +384,10 @@ std::string DumpConfig(const AgentConfig& c) {
   toml::table components;
   for (const auto& [name, m] : c.components) {
     toml::table t{{"module", argv(m.command)},
-                  {"timeout_seconds", static_cast<std::int64_t>(m.timeout.count())}};
-    InsertJson(t, "args", metadata::Json::parse(m.args_json));
+                  {"timeout_seconds", static_cast<std::int64_t>(m.timeout.count())},
+                  {"namespace", m.target_namespace}};
+    // args_json was written by ParseConfig; parse without exceptions all the same.
+    InsertJson(t, "args", metadata::Json::parse(m.args_json, nullptr, false));
     components.insert(name, std::move(t));
   }
   toml::table root{
@@ -347,7 +398,8 @@ std::string DumpConfig(const AgentConfig& c) {
       {"slots", toml::table{{"a", c.slots.a.string()},
                             {"b", c.slots.b.string()},
                             {"file_size", static_cast<std::int64_t>(c.slots.file_size)},
-                            {"read_back", c.slots.read_back}}},
+                            {"read_back", c.slots.read_back},
+                            {"namespace", c.slots.target_namespace}}},
       {"bootloader", toml::table{{"type", c.bootloader.type},
                                  {"env", c.bootloader.env.string()},
                                  {"slot_variable", c.bootloader.slot_variable},

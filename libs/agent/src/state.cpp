@@ -1,10 +1,12 @@
 #include "upkeep/agent/state.hpp"
 
 #include <array>
+#include <new>
 #include <utility>
 
 #include "upkeep/agent/config.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/json_text.hpp"
 
 namespace upkeep::agent {
 
@@ -186,10 +188,20 @@ Result<DeviceState> ParseDeviceState(std::string_view text) {
   return FromJson(*doc);
 }
 
-std::string SerializeDeviceState(const DeviceState& state) { return ToJson(state).dump(1) + "\n"; }
+// Text in the journal may come from untrusted sources (error details): invalid UTF-8 is recorded
+// as U+FFFD instead of making the write throw.
+std::string SerializeDeviceState(const DeviceState& state) {
+  return metadata::DumpJson(ToJson(state), 1) + "\n";
+}
 
 Result<void> StateStore::Save(const DeviceState& state) {
-  auto r = fs_.WriteFileAtomic(path(), SerializeDeviceState(state));
+  std::string text;
+  try {
+    text = SerializeDeviceState(state);
+  } catch (const std::bad_alloc&) {
+    return Error(Errc::JournalWriteFailed, "out of memory serialising the journal");
+  }
+  auto r = fs_.WriteFileAtomic(path(), text);
   if (!r) return Error(Errc::JournalWriteFailed, r.error().ToString());
   ++saves_;
   if (after_save_) after_save_(saves_);

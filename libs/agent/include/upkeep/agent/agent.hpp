@@ -111,10 +111,13 @@ class Agent {
   std::function<void(const install::ImageProgress&)> progress_;
 };
 
-// The component a release installs: "rootfs" for root filesystem images; otherwise the first
-// directory of the target path ("app/web-2.1.tar" installs component "app"), or for a path
-// without one the kind ("application", "configuration", ...). Modules are configured per name.
-[[nodiscard]] std::string ComponentOf(const metadata::TargetFile& target,
-                                      const metadata::UpdateMetadata& m);
+// The component a release installs, decided by the target's path: the root filesystem's
+// namespace (slots.namespace, default "rootfs/") or a module component's
+// (components.NAME.namespace, default "NAME/"). The update metadata must agree (component "rootfs"
+// exactly in the root filesystem's namespace). TargetOutsideNamespace otherwise: whatever a role
+// signs, it can only reach the components whose paths the repository delegated to it.
+[[nodiscard]] Result<std::string> ComponentFor(const AgentConfig& config,
+                                               const metadata::TargetFile& target,
+                                               const metadata::UpdateMetadata& m);
 
 }  // namespace upkeep::agent

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 
 namespace upkeep::agent {
@@ -32,6 +33,8 @@ enum class Errc {
   UnknownComponent = 23,         // the release's component has no slot or module configured
   ModuleFailed = 24,             // an update module failed; the component was rolled back
   AlreadyInstalled = 25,         // the release is what the device already runs
+  TargetOutsideNamespace = 26,   // the target's path lies in no component's namespace, or its
+                                 // update metadata claims another component than its path
 };
 
 }  // namespace upkeep::agent
@@ -65,6 +68,9 @@ struct SlotsConfig {
   std::uint64_t file_size = 0;
   // Read the written image back from the medium and check its digest before switching.
   bool read_back = false;
+  // Target paths the root filesystem may come from (and its chunk index). The image repository's
+  // delegations decide who may sign paths here, so only they can replace the root filesystem.
+  std::string target_namespace = "rootfs/";
 };
 
 struct BootloaderConfig {
@@ -110,6 +116,8 @@ struct ModuleConfig {
   std::chrono::seconds timeout{300};
   // Free-form arguments handed to the module in header.json ("module_args"), as JSON text.
   std::string args_json = "{}";
+  // Target paths this component may come from (a prefix ending in '/'); empty: "<name>/".
+  std::string target_namespace;
 };
 
 struct AgentConfig {
@@ -126,6 +134,8 @@ struct AgentConfig {
 
 // Errc::InvalidConfig with the offending key in the message.
 [[nodiscard]] Result<AgentConfig> ParseConfig(std::string_view toml_text);
+[[nodiscard]] Result<AgentConfig> LoadConfig(const std::filesystem::path& file,
+                                             const Filesystem& fs);
 [[nodiscard]] Result<AgentConfig> LoadConfig(const std::filesystem::path& file);
 // The effective configuration as TOML.
 [[nodiscard]] std::string DumpConfig(const AgentConfig& config);
