@@ -1,10 +1,8 @@
 #include "cli.hpp"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <ostream>
 
 #include "upkeep/agent/agent.hpp"
@@ -12,13 +10,33 @@
 #include "upkeep/common/log.hpp"
 #include "upkeep/install/payload.hpp"
 #include "upkeep/metadata/errc.hpp"
+#include "upkeep/metadata/json_text.hpp"
 #include "upkeep/modules/module.hpp"
 
 namespace upkeep::agent {
 
 namespace {
 
+using metadata::DumpJson;
 using metadata::Json;
+
+// Text for a terminal from strings that may hold a mirror's or a module's bytes: invalid UTF-8
+// becomes U+FFFD and control characters other than newline and tab become '?', so no escape
+// sequence reaches the terminal.
+std::string SanitizeText(std::string_view in) {
+  const std::string valid = [&] {
+    const std::string quoted = DumpJson(Json(std::string(in)));  // replaces invalid UTF-8
+    auto parsed = Json::parse(quoted, nullptr, false);
+    return parsed.is_string() ? parsed.get<std::string>() : std::string();
+  }();
+  std::string out;
+  out.reserve(valid.size());
+  for (const char c : valid) {
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f ? '?' : c);
+  }
+  return out;
+}
 
 struct Options {
   std::string config = "/etc/upkeep/agent.toml";
@@ -40,11 +58,12 @@ class Reporter {
   void Event(const install::Event& e) {
     EndBar();
     if (json_) {
-      out_ << Json{{"type", "event"}, {"id", e.id}, {"message", e.message}, {"data", e.data}}.dump()
+      out_ << DumpJson(
+                  Json{{"type", "event"}, {"id", e.id}, {"message", e.message}, {"data", e.data}})
            << "\n"
            << std::flush;
     } else {
-      err_ << e.id << ": " << e.message << "\n";
+      err_ << e.id << ": " << SanitizeText(e.message) << "\n";
     }
   }
 
@@ -54,12 +73,11 @@ class Reporter {
     if (percent == last_percent_) return;
     last_percent_ = percent;
     if (json_) {
-      out_ << Json{{"type", "progress"},
-                   {"image_bytes", p.image_bytes},
-                   {"image_size", p.image_size},
-                   {"downloaded_bytes", p.downloaded_bytes},
-                   {"reused_bytes", p.reused_bytes}}
-                  .dump()
+      out_ << DumpJson(Json{{"type", "progress"},
+                            {"image_bytes", p.image_bytes},
+                            {"image_size", p.image_size},
+                            {"downloaded_bytes", p.downloaded_bytes},
+                            {"reused_bytes", p.reused_bytes}})
            << "\n"
            << std::flush;
     } else if (bar_) {
@@ -77,14 +95,14 @@ class Reporter {
     EndBar();
     const int code = ExitCodeFor(e);
     if (json_) {
-      out_ << Json{{"type", "error"},
-                   {"code", std::string(e.code().category().name()) + "." + e.code().message()},
-                   {"message", e.message()},
-                   {"exit_code", code}}
-                  .dump()
+      out_ << DumpJson(
+                  Json{{"type", "error"},
+                       {"code", std::string(e.code().category().name()) + "." + e.code().message()},
+                       {"message", e.message()},
+                       {"exit_code", code}})
            << "\n";
     } else {
-      err_ << "upkeep-agent: " << e.ToString() << "\n";
+      err_ << "upkeep-agent: " << SanitizeText(e.ToString()) << "\n";
     }
     return code;
   }
@@ -92,9 +110,9 @@ class Reporter {
   void Result(const Json& result, const std::string& text) {
     EndBar();
     if (json_) {
-      out_ << Json{{"type", "result"}, {"result", result}}.dump() << "\n";
+      out_ << DumpJson(Json{{"type", "result"}, {"result", result}}) << "\n";
     } else {
-      out_ << text;
+      out_ << SanitizeText(text);
     }
   }
 
@@ -110,6 +128,9 @@ class Reporter {
   bool bar_open_ = false;
   unsigned last_percent_ = 101;
 };
+
+int Run(const Options& o, Reporter& reporter, std::ostream& out, std::ostream& err,
+        const CLI::App& app, const AgentHookForTest& hook);
 
 Json StateJson(const DeviceState& s) {
   Json components = Json::object();
@@ -159,24 +180,6 @@ std::string StateText(const DeviceState& s) {
   }
   if (s.last) t += "last: " + s.last->outcome + " " + s.last->version + " " + s.last->detail + "\n";
   return t;
-}
-
-// Crash tests stop the agent at exact points with SIGKILL (tests/agent/crash_test.cpp).
-void InstallCrashHooksForTest(Agent& agent,
-                              std::function<void(const install::ImageProgress&)>& progress) {
-  if (const char* n = std::getenv("UPKEEP_KILL_AFTER_JOURNAL_WRITES_FOR_TEST")) {
-    const unsigned limit = static_cast<unsigned>(std::strtoul(n, nullptr, 10));
-    agent.store().SetAfterSaveHookForTest([limit](unsigned saves) {
-      if (saves >= limit) ::kill(::getpid(), SIGKILL);
-    });
-  }
-  if (const char* n = std::getenv("UPKEEP_KILL_AT_IMAGE_BYTE_FOR_TEST")) {
-    const std::uint64_t at = std::strtoull(n, nullptr, 10);
-    progress = [inner = progress, at](const install::ImageProgress& p) {
-      if (inner) inner(p);
-      if (p.image_bytes >= at) ::kill(::getpid(), SIGKILL);
-    };
-  }
 }
 
 }  // namespace
@@ -241,6 +244,11 @@ int ExitCodeFor(const Error& e) {
 }
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  return MainWithHookForTest(argc, argv, out, err, nullptr);
+}
+
+int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+                        const AgentHookForTest& hook) {
   CLI::App app{"upkeep-agent: installs verified updates on this device"};
   Options o;
   app.add_option("-c,--config", o.config, "Configuration file (TOML)");
@@ -276,6 +284,20 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   }
   log::Init(o.log_level.c_str());
   Reporter reporter(out, err, o.json);
+  // Libraries return errors as values; should anything still throw, the caller gets an error in
+  // the output format it asked for and an exit code, never an abort.
+  try {
+    return Run(o, reporter, out, err, app, hook);
+  } catch (const std::exception& e) {
+    return reporter.Fail(Error(common::Errc::Internal, e.what()));
+  }
+}
+
+namespace {
+
+int Run(const Options& o, Reporter& reporter, std::ostream& out, std::ostream& err,
+        const CLI::App& app, const AgentHookForTest& hook) {
+  const auto parsed = [&app](const char* name) { return app.get_subcommand(name)->parsed(); };
   auto config = LoadConfig(o.config);
   if (!config) return reporter.Fail(config.error());
   if (o.dump_config) {
@@ -293,10 +315,10 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   agent.SetEventSink([&](const install::Event& e) { reporter.Event(e); });
   std::function<void(const install::ImageProgress&)> progress =
       [&](const install::ImageProgress& p) { reporter.Progress(p); };
-  InstallCrashHooksForTest(agent, progress);
+  if (hook) hook(agent, progress);
   agent.SetProgress(progress);
 
-  if (install->parsed()) {
+  if (parsed("install")) {
     auto r = agent.Install(o.source,
                            o.target.empty() ? std::nullopt : std::optional<std::string>(o.target));
     if (!r) return reporter.Fail(r.error());
@@ -331,7 +353,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     }
     return kExitOk;
   }
-  if (status->parsed()) {
+  if (parsed("status")) {
     auto r = agent.Status();
     if (!r) return reporter.Fail(r.error());
     Json j = StateJson(r->state);
@@ -358,8 +380,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     reporter.Result(j, text + StateText(r->state));
     return kExitOk;
   }
-  if (commit->parsed() || rollback->parsed()) {
-    auto r = commit->parsed() ? agent.Commit() : agent.Rollback();
+  if (parsed("commit") || parsed("rollback")) {
+    auto r = parsed("commit") ? agent.Commit() : agent.Rollback();
     if (!r) return reporter.Fail(r.error());
     reporter.Result(StateJson(*r), StateText(*r));
     return kExitOk;
@@ -369,5 +391,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   reporter.Result(Json{{"booted_slot", *slot}}, "booted slot " + *slot + "\n");
   return kExitOk;
 }
+
+}  // namespace
 
 }  // namespace upkeep::agent

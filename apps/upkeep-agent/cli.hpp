@@ -1,10 +1,14 @@
 #pragma once
 
+#include <functional>
 #include <iosfwd>
 
 #include "upkeep/common/error.hpp"
+#include "upkeep/install/image_installer.hpp"
 
 namespace upkeep::agent {
+
+class Agent;
 
 // upkeep-agent: the device side (docs/agent.md).
 //   upkeep-agent [--config FILE] [--json] install SOURCE [TARGET] [--reboot]
@@ -15,6 +19,14 @@ namespace upkeep::agent {
 //   upkeep-agent [--config FILE] --dump-config
 // Exit status: see ExitCode.
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+// Test builds only: called with the agent and its progress callback before a command runs, so a
+// test binary can install fault hooks (tests/agent/crash_agent_main.cpp). The shipped binary
+// passes none and has no way to enable them.
+using AgentHookForTest =
+    std::function<void(Agent&, std::function<void(const install::ImageProgress&)>& progress)>;
+int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+                        const AgentHookForTest& hook);
 
 // Documented exit codes (docs/agent.md); scripts and the daemon rely on them.
 enum ExitCode : int {

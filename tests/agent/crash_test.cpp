@@ -41,8 +41,9 @@ struct Exit {
 // Runs upkeep-agent with `args`; optional extra environment entries; optionally SIGKILLs it after
 // `kill_after`.
 Exit RunAgent(const std::vector<std::string>& args, const std::vector<std::string>& extra_env,
-              std::optional<std::chrono::microseconds> kill_after = std::nullopt) {
-  std::vector<std::string> argv = {UPKEEP_AGENT_BIN, "--log-level", "off"};
+              std::optional<std::chrono::microseconds> kill_after = std::nullopt,
+              const char* binary = UPKEEP_AGENT_BIN) {
+  std::vector<std::string> argv = {binary, "--log-level", "off"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> c_argv;
   for (auto& a : argv) c_argv.push_back(a.data());
@@ -194,6 +195,22 @@ TEST_F(CrashTest, KilledAfterEveryJournalWriteOfInstall) {
   }
   // Start, one checkpoint per MiB, written, switched.
   EXPECT_GE(steps, 5u);
+}
+
+// The shipped agent has no fault hooks: the crash suite's variables change nothing, and the
+// install and commit complete.
+TEST_F(CrashTest, ShippedAgentIgnoresFaultInjectionVariables) {
+  auto d = NewDevice("shipped");
+  const std::vector<std::string> env = {"UPKEEP_KILL_AFTER_JOURNAL_WRITES_FOR_TEST=1",
+                                        "UPKEEP_KILL_AT_IMAGE_BYTE_FOR_TEST=0"};
+  const Exit installed = RunAgent(Args(*d, "install"), env, std::nullopt, UPKEEP_SHIPPED_AGENT_BIN);
+  EXPECT_FALSE(installed.killed);
+  EXPECT_EQ(installed.code, 0);
+  EXPECT_EQ(d->Boot(), "b");
+  const Exit committed = RunAgent(Args(*d, "commit"), env, std::nullopt, UPKEEP_SHIPPED_AGENT_BIN);
+  EXPECT_FALSE(committed.killed);
+  EXPECT_EQ(committed.code, 0);
+  ExpectSafe(*d, "after the shipped agent's update");
 }
 
 // The same for the post-boot step: kills during `commit` on the trial system.
