@@ -27,7 +27,7 @@ enum class PayloadFormat { Raw, Zstd, Chunked };
 struct SecurityInfo {
   Severity severity = Severity::Low;
   std::vector<std::string> cves;    // "CVE-YYYY-NNNN…", may be empty (e.g. hardening)
-  std::string risks_mitigated;      // plain language, shown to users
+  std::string risks_mitigated;      // plain language, meant for users (no notice shows it yet)
 };
 
 struct Disruption {
@@ -38,7 +38,7 @@ struct Disruption {
 
 struct SettingsImpact {
   SettingsEffect effect = SettingsEffect::None;
-  std::string note;  // shown to users; required unless effect is none
+  std::string note;  // meant for users (no notice shows it yet); required unless effect is none
 };
 
 struct Payload {
