@@ -36,18 +36,21 @@ int Fail(std::ostream& err, const Error& e) {
 }
 
 int Init(const Options& o, std::ostream& out, std::ostream& err) {
-  // Installing the trusted root is a copy: it is verified (self-signature, then every rotation)
-  // by the first refresh, which fails if it is not a usable root.
+  // The trusted root arrives out of band; it must at least be a root signed by its own threshold
+  // (TUF 5.2), so a corrupt or wrong file is refused here instead of at the first refresh. Its
+  // expiry is not checked: the first refresh rotates it forward.
   LocalFilesystem fs;
   auto bytes = fs.ReadFile(o.trusted_root, metadata::UpdaterConfig{}.root_max_length);
   if (!bytes) return Fail(err, bytes.error());
+  SystemClock clock;
+  auto trusted = metadata::TrustedMetadataSet::Create(*bytes, clock.Now());
+  if (!trusted) return Fail(err, trusted.error().WithContext("trusted root " + o.trusted_root));
   if (auto r = fs.CreateDirectories(o.metadata_dir); !r) return Fail(err, r.error());
   if (auto r = fs.WriteFileAtomic(fs::path(o.metadata_dir) / "root.json", *bytes); !r) {
     return Fail(err, r.error());
   }
-  out << "installed trusted root in " << o.metadata_dir;
-  if (auto root = metadata::ParseRoot(*bytes)) out << " (root version " << root->version << ")";
-  out << "\n";
+  out << "installed trusted root in " << o.metadata_dir << " (root version "
+      << trusted->root().version << ")\n";
   return kOk;
 }
 
@@ -56,16 +59,14 @@ void PrintTrusted(const metadata::TrustedMetadataSet& t, std::ostream& out) {
   if (t.timestamp()) out << ", timestamp v" << t.timestamp()->version;
   if (t.snapshot()) out << ", snapshot v" << t.snapshot()->version;
   if (const auto* targets = t.targets(metadata::kTargetsRole)) {
-    out << ", targets v" << targets->version << " (" << targets->body.targets.size()
-        << " targets)";
+    out << ", targets v" << targets->version << " (" << targets->body.targets.size() << " targets)";
   }
   out << "\n";
 }
 
 // The local filesystem, the system clock and libcurl, wired into an Updater for DIR and URL.
 struct Client {
-  explicit Client(const Options& o)
-      : updater(o.metadata_dir, o.metadata_url, fetcher, fs, clock) {}
+  explicit Client(const Options& o) : updater(o.metadata_dir, o.metadata_url, fetcher, fs, clock) {}
   LocalFilesystem fs;
   SystemClock clock;
   transport::HttpFetcher fetcher;

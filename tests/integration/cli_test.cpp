@@ -79,6 +79,27 @@ TEST_F(CliTest, InitFailsForMissingRootFile) {
   EXPECT_FALSE(fs::exists(meta_ / "root.json"));
 }
 
+// TUF 5.2: a trusted root that does not parse or is not signed by its own threshold is refused
+// at init, with the exact error, and nothing is installed.
+TEST_F(CliTest, InitRefusesRootThatIsNotASelfSignedRoot) {
+  const auto bad = meta_.path() / ".." / "bad-root.json";
+  const std::string good = testing::ReadFileOrEmpty(kFixtures / "basic" / "initial_root.json");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\xff\xfe", "metadata.MalformedJson"},
+      {good.substr(0, good.size() / 2), "metadata.MalformedJson"},
+      {testing::ReadFileOrEmpty(kFixtures / "basic" / "initial_root.json").replace(
+           good.find("\"sig\": \"") + 8, 4, "0000"),
+       "metadata.RootNotSignedByItself"},
+  };
+  for (const auto& [bytes, code] : cases) {
+    SCOPED_TRACE(code);
+    std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+    EXPECT_EQ(Run({"--metadata-dir", meta_.path().string(), "init", bad.string()}), 1);
+    EXPECT_NE(err_.str().find(code), std::string::npos) << err_.str();
+    EXPECT_FALSE(fs::exists(meta_ / "root.json"));
+  }
+}
+
 // refresh fetches the top-level roles in workflow order and stores only unversioned names.
 TEST_F(CliTest, RefreshStoresUnversionedTopLevelMetadata) {
   ASSERT_EQ(Init("basic"), 0);
