@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libarchive-dev libubootenv-dev libubootenv-tool libtomlplusplus-dev dpkg grub-common
+  libboost1.81-dev
   faketime time e2fsprogs util-linux
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
