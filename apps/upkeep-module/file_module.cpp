@@ -82,7 +82,7 @@ Result<void> Install(const ModuleContext& ctx, const fs::path& dest) {
 
 Result<void> DropState(const ModuleContext& ctx, const fs::path& dest) {
   const FileState state = StateFor(ctx);
-  UPKEEP_TRY(RemoveDurably(TempPathFor(dest)));
+  UPKEEP_TRY(RemoveStaleTemps(dest));
   UPKEEP_TRY(RemoveDurably(state.backup));
   return RemoveDurably(state.absent);
 }
@@ -121,7 +121,7 @@ Result<void> RunFileModule(Stage stage, const ModuleContext& ctx) {
     case Stage::Cleanup:
       // The backup stays until Commit or a successful Rollback, so that a failed Rollback
       // can be retried.
-      UPKEEP_TRY(RemoveDurably(TempPathFor(dest)));
+      UPKEEP_TRY(RemoveStaleTemps(dest));
       return ClearTmp(ctx);
   }
   return Ok();
