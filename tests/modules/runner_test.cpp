@@ -408,6 +408,13 @@ TEST(ModuleWorkDirTest, UsesTheInjectedFilesystem) {
     Result<void> CreateDirectories(const fs::path& p) override {
       return local_.CreateDirectories(p);
     }
+    Result<void> AppendFile(const fs::path& p, std::string_view data) override {
+      return local_.AppendFile(p, data);
+    }
+    Result<std::uint64_t> FileSize(const fs::path& p) const override { return local_.FileSize(p); }
+    Result<void> Rename(const fs::path& from, const fs::path& to) override {
+      return local_.Rename(from, to);
+    }
     int writes = 0;
 
    private:
