@@ -367,6 +367,20 @@ TEST(ModuleWorkDirTest, RefusesWorkDirThatIsASymlink) {
   EXPECT_FALSE(fs::exists(tmp / "victim" / "files"));
 }
 
+// A work directory path ending in ".." or "." names a directory that is not a work directory
+// (the data directory itself): it is refused, and nothing is removed.
+TEST(ModuleWorkDirTest, RefusesWorkDirPathEndingInDotDot) {
+  TempDir tmp;
+  testing::WriteTextFile(tmp / "data" / "journal", "keep");
+  fs::create_directories(tmp / "data" / "modules");
+  ComponentHeader header;
+  header.component = "c";
+  EXPECT_ERRC(PrepareWorkDir(tmp / "data" / "modules" / "..", header, {}), Errc::WorkDirFailed);
+  EXPECT_ERRC(PrepareWorkDir(tmp / "data" / "modules" / ".", header, {}), Errc::WorkDirFailed);
+  EXPECT_EQ(ReadFileOrEmpty(tmp / "data" / "journal"), "keep");
+  EXPECT_TRUE(fs::is_directory(tmp / "data" / "modules"));
+}
+
 // Links planted inside an old work directory (at files/, or pointing at another directory)
 // are removed as links: their targets are neither emptied nor written to.
 TEST(ModuleWorkDirTest, PlantedLinksInOldWorkDirRedirectNothing) {
