@@ -1,10 +1,12 @@
-// The "dir" module: replaces a directory tree with the content of a tarball (any format and
-// compression libarchive reads).
+// The "dir" module: replaces a directory tree with the content of a tar archive (ustar, pax or
+// GNU tar; uncompressed or gzip, xz, zstd, bzip2).
 //
 // Paths: DEST, DEST.upkeep-new (extraction target), DEST.upkeep-old (the previous tree while
 // the update is not committed). State in WORKDIR:
 //   dir.swap    written (durably) after the new tree is complete and before the first rename;
-//               from then on the renames are completed (Install) or undone (Rollback)
+//               from then on the renames are completed (Install) or undone (Rollback). It
+//               names the update (target and version from header.json); a dir.swap of another
+//               update is refused, never taken as a finished Install.
 //   dir.absent  marker: DEST did not exist before the update
 //
 // Every stage derives its next step from which of DEST, NEW and OLD exist, so each can be
@@ -13,6 +15,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,6 +107,25 @@ Result<void> CheckSymlinkTarget(const std::string& entry, const char* raw_target
   return Ok();
 }
 
+// The content of dir.swap for this update.
+std::string SwapTag(const ModuleContext& ctx) {
+  return "swap\ntarget=" + ctx.header.target + "\nversion=" + ctx.header.version + "\n";
+}
+
+// Fails unless dir.swap names this update.
+Result<void> CheckSwapTag(const ModuleContext& ctx, const DirPaths& p) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string tag, ReadStateFile(p.swap_marker));
+  if (tag != SwapTag(ctx)) {
+    return InvalidArgument(p.swap_marker.string() +
+                           " belongs to another update; refusing to take it as this one's");
+  }
+  return Ok();
+}
+
+// Mode bits an extracted entry keeps unless module_args "allow_special_modes" is true:
+// no setuid, setgid or sticky bit, and nothing writable by others.
+constexpr mode_t kPlainModeMask = 0777 & ~static_cast<mode_t>(S_IWOTH);
+
 // Restores the working directory when extraction ends.
 class ScopedChdir {
  public:
@@ -135,14 +157,25 @@ Result<void> CopyData(archive* in, archive* out) {
   }
 }
 
-// Extracts `tarball` into the empty directory `into`, refusing entries that would land or
-// point outside it and entry types other than files, directories, symlinks and hard links.
-Result<void> Extract(const fs::path& tarball, const fs::path& into) {
+// Extracts `tarball` (tar formats only) into the empty directory open as `into_fd`, refusing
+// entries that would land or point outside it and entry types other than files, directories,
+// symlinks and hard links. Unless `allow_special_modes`, entries lose setuid, setgid, sticky and
+// world-writable bits.
+Result<void> Extract(const fs::path& tarball, int into_fd, const fs::path& into,
+                     bool allow_special_modes) {
   ArchivePtr reader(archive_read_new(), &archive_free);
   ArchivePtr writer(archive_write_disk_new(), &archive_free);
   if (!reader || !writer) return InvalidArgument("libarchive: out of memory");
-  archive_read_support_filter_all(reader.get());
-  archive_read_support_format_all(reader.get());
+  // The tar family only (ustar, pax, GNU tar): formats such as mtree name files to read from
+  // the device, and every other reader is attack surface this module does not need.
+  if (archive_read_support_format_tar(reader.get()) != ARCHIVE_OK) {
+    return ArchiveError("enable tar", reader.get());
+  }
+  for (auto* add : {&archive_read_support_filter_gzip, &archive_read_support_filter_xz,
+                    &archive_read_support_filter_zstd, &archive_read_support_filter_bzip2}) {
+    // ARCHIVE_WARN: the filter works through an external program; still usable.
+    if (add(reader.get()) < ARCHIVE_WARN) return ArchiveError("enable filter", reader.get());
+  }
   if (archive_read_open_filename(reader.get(), tarball.c_str(), 65536) != ARCHIVE_OK) {
     return ArchiveError("open " + tarball.string(), reader.get());
   }
@@ -155,13 +188,16 @@ Result<void> Extract(const fs::path& tarball, const fs::path& into) {
   // Entry names stay relative (so libarchive's own checks apply) with `into` as the cwd.
   ScopedChdir restore;
   if (!restore.ok()) return IoError("open", ".", errno);
-  if (::chdir(into.c_str()) != 0) return IoError("chdir", into, errno);
+  if (::fchdir(into_fd) != 0) return IoError("chdir", into, errno);
 
   for (;;) {
     archive_entry* entry = nullptr;
     int r = archive_read_next_header(reader.get(), &entry);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return ArchiveError("read " + tarball.string(), reader.get());
+    if ((archive_format(reader.get()) & ARCHIVE_FORMAT_BASE_MASK) != ARCHIVE_FORMAT_TAR) {
+      return InvalidArgument("not a tar archive: " + tarball.string());
+    }
 
     UPKEEP_ASSIGN_OR_RETURN(std::string name, NormalizeEntryPath(archive_entry_pathname(entry)));
     if (name.empty()) continue;  // the root directory itself
@@ -177,6 +213,9 @@ Result<void> Extract(const fs::path& tarball, const fs::path& into) {
       return InvalidArgument("unsupported entry type (device, fifo or socket): " + name);
     }
     archive_entry_set_pathname(entry, name.c_str());
+    if (!allow_special_modes) {
+      archive_entry_set_perm(entry, archive_entry_perm(entry) & kPlainModeMask);
+    }
 
     if (archive_write_header(writer.get(), entry) < ARCHIVE_WARN) {
       return ArchiveError("extract " + name, writer.get());
@@ -216,36 +255,73 @@ Result<void> FinishSwap(const ModuleContext& ctx, const DirPaths& p) {
   return RenameDurably(p.next, p.dest);
 }
 
+// Creates NEW (exclusively), extracts the tarball into it and gives its root `mode` and, when
+// set and running as root, `owner`. On any failure NEW is removed.
+Result<void> ExtractNewTree(const ModuleContext& ctx, const DirPaths& p, const fs::path& tarball,
+                            mode_t mode, std::optional<FileOwner> owner) {
+  UPKEEP_ASSIGN_OR_RETURN(bool allow_special_modes,
+                          BoolArg(ctx, "allow_special_modes", /*fallback=*/false));
+  *ctx.log << "dir: extracting " << tarball.filename().string() << " into " << p.next.string()
+           << "\n";
+  if (::mkdir(p.next.c_str(), 0700) != 0) return IoError("mkdir", p.next, errno);
+  UniqueFd next_fd(::open(p.next.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Result<void> r = Ok();
+  if (next_fd.get() < 0) {
+    r = IoError("open", p.next, errno);
+  } else {
+    r = Extract(tarball, next_fd.get(), p.next, allow_special_modes);
+  }
+  if (r && owner && ::geteuid() == 0 && ::fchown(next_fd.get(), owner->uid, owner->gid) != 0) {
+    r = IoError("chown", p.next, errno);
+  }
+  if (r && ::fchmod(next_fd.get(), mode) != 0) r = IoError("chmod", p.next, errno);
+  if (!r) {
+    next_fd.reset();
+    (void)RemoveDurably(p.next);
+  }
+  return r;
+}
+
 Result<void> Install(const ModuleContext& ctx, const fs::path& dest) {
   const DirPaths p = PathsFor(ctx, dest);
-  if (PathExists(p.swap_marker)) return FinishSwap(ctx, p);
+  if (PathExists(p.swap_marker)) {
+    UPKEEP_TRY(CheckSwapTag(ctx, p));
+    return FinishSwap(ctx, p);
+  }
 
-  // Nothing of this update has touched DEST yet: leftovers of earlier runs can go.
+  // Nothing of this update has touched DEST yet: leftovers of earlier runs can go, except an
+  // OLD without DEST, which is the only copy of the previous tree (an earlier update stopped
+  // between its two renames): it is put back first.
   UPKEEP_ASSIGN_OR_RETURN(fs::path tarball, SingleArtifact(ctx));
   UPKEEP_TRY(RemoveDurably(p.next));
+  if (PathExists(p.old) && !PathExists(p.dest)) {
+    *ctx.log << "dir: restoring " << p.dest.string() << " from leftover " << p.old.string() << "\n";
+    UPKEEP_TRY(RenameDurably(p.old, p.dest));
+  }
   if (PathExists(p.old)) {
     *ctx.log << "dir: removing leftover " << p.old.string() << "\n";
     UPKEEP_TRY(RemoveDurably(p.old));
   }
-  if (PathExists(p.dest)) {
-    std::error_code ec;
-    if (!fs::is_directory(fs::symlink_status(p.dest, ec))) {
+  // The new tree's root keeps DEST's owner and mode; 0755 and the module's user when DEST is new.
+  mode_t mode = 0755;
+  std::optional<FileOwner> owner;
+  struct stat st {};
+  if (::lstat(p.dest.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
       return InvalidArgument(p.dest.string() + " exists and is not a directory");
     }
+    mode = st.st_mode & 07777;
+    owner = FileOwner{st.st_uid, st.st_gid};
     UPKEEP_TRY(RemoveDurably(p.absent_marker));
+  } else if (errno != ENOENT) {
+    return IoError("stat", p.dest, errno);
   } else {
     UPKEEP_TRY(WriteStateFile(p.absent_marker, "absent\n"));
   }
 
-  *ctx.log << "dir: extracting " << tarball.filename().string() << " into " << p.next.string()
-           << "\n";
-  if (::mkdir(p.next.c_str(), 0755) != 0) return IoError("mkdir", p.next, errno);
-  if (auto r = Extract(tarball, p.next); !r) {
-    (void)RemoveDurably(p.next);
-    return r;
-  }
+  UPKEEP_TRY(ExtractNewTree(ctx, p, tarball, mode, owner));
   UPKEEP_TRY(SyncTree(p.next));
-  UPKEEP_TRY(WriteStateFile(p.swap_marker, "swap\n"));
+  UPKEEP_TRY(WriteStateFile(p.swap_marker, SwapTag(ctx)));
   return FinishSwap(ctx, p);
 }
 
@@ -277,6 +353,7 @@ Result<void> Commit(const ModuleContext& ctx, const fs::path& dest) {
   if (!PathExists(p.swap_marker) || PathExists(p.next)) {
     return InvalidArgument("Commit before Install completed for " + p.dest.string());
   }
+  UPKEEP_TRY(CheckSwapTag(ctx, p));
   if (PathExists(p.old)) *ctx.log << "dir: removing " << p.old.string() << "\n";
   UPKEEP_TRY(RemoveDurably(p.old));
   return RemoveDurably(p.absent_marker);
@@ -285,7 +362,7 @@ Result<void> Commit(const ModuleContext& ctx, const fs::path& dest) {
 }  // namespace
 
 Result<void> RunDirModule(Stage stage, const ModuleContext& ctx) {
-  UPKEEP_TRY(CheckArgs(ctx, {"dest"}));
+  UPKEEP_TRY(CheckArgs(ctx, {"dest", "allow_special_modes"}));
   UPKEEP_ASSIGN_OR_RETURN(fs::path dest, DestArg(ctx));
   switch (stage) {
     case Stage::Download:

@@ -70,7 +70,7 @@ Result<void> Install(const ModuleContext& ctx, const fs::path& dest) {
   mode_t mode = 0644;
   std::optional<FileOwner> owner;
   struct stat backup_st {};
-  if (::stat(state.backup.c_str(), &backup_st) == 0) {
+  if (::lstat(state.backup.c_str(), &backup_st) == 0 && S_ISREG(backup_st.st_mode)) {
     mode = backup_st.st_mode & 07777;
     owner = FileOwner{backup_st.st_uid, backup_st.st_gid};
   }
@@ -82,7 +82,7 @@ Result<void> Install(const ModuleContext& ctx, const fs::path& dest) {
 
 Result<void> DropState(const ModuleContext& ctx, const fs::path& dest) {
   const FileState state = StateFor(ctx);
-  UPKEEP_TRY(RemoveDurably(TempPathFor(dest)));
+  UPKEEP_TRY(RemoveStaleTemps(dest));
   UPKEEP_TRY(RemoveDurably(state.backup));
   return RemoveDurably(state.absent);
 }
@@ -90,7 +90,7 @@ Result<void> DropState(const ModuleContext& ctx, const fs::path& dest) {
 Result<void> Rollback(const ModuleContext& ctx, const fs::path& dest) {
   const FileState state = StateFor(ctx);
   struct stat st {};
-  if (::stat(state.backup.c_str(), &st) == 0) {
+  if (::lstat(state.backup.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
     *ctx.log << "file: restoring " << dest.string() << " from the backup\n";
     UPKEEP_TRY(
         CopyFileAtomic(state.backup, dest, st.st_mode & 07777, FileOwner{st.st_uid, st.st_gid}));
@@ -121,7 +121,7 @@ Result<void> RunFileModule(Stage stage, const ModuleContext& ctx) {
     case Stage::Cleanup:
       // The backup stays until Commit or a successful Rollback, so that a failed Rollback
       // can be retried.
-      UPKEEP_TRY(RemoveDurably(TempPathFor(dest)));
+      UPKEEP_TRY(RemoveStaleTemps(dest));
       return ClearTmp(ctx);
   }
   return Ok();

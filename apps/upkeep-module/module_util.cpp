@@ -1,6 +1,7 @@
 #include "module_util.hpp"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/unique_fd.hpp"
+#include "upkeep/modules/tree.hpp"
 
 namespace upkeep::module_tool {
 
@@ -66,11 +68,20 @@ Result<fs::path> DestArg(const ModuleContext& ctx) {
   return p;
 }
 
+Result<bool> BoolArg(const ModuleContext& ctx, const char* key, bool fallback) {
+  auto it = ctx.args.find(key);
+  if (it == ctx.args.end()) return fallback;
+  if (!it->is_boolean()) {
+    return InvalidArgument(std::string("module_args: \"") + key + "\" is not a boolean");
+  }
+  return it->get<bool>();
+}
+
 Result<fs::path> SingleArtifact(const ModuleContext& ctx) {
   std::error_code ec;
   std::vector<fs::path> found;
   for (const auto& entry : fs::directory_iterator(ctx.work_dir / "files", ec)) {
-    if (entry.is_regular_file(ec)) found.push_back(entry.path());
+    if (entry.is_regular_file(ec) && !entry.is_symlink(ec)) found.push_back(entry.path());
   }
   if (ec) return FsError("list", ctx.work_dir / "files", ec);
   if (found.size() != 1) {
@@ -92,54 +103,126 @@ Result<void> SyncDir(const fs::path& dir) {
   return Ok();
 }
 
-fs::path TempPathFor(const fs::path& dest) {
-  return dest.parent_path() / ("." + dest.filename().string() + ".upkeep-tmp");
+std::string TempPrefixFor(const fs::path& dest) {
+  return "." + dest.filename().string() + ".upkeep-tmp-";
 }
+
+namespace {
+
+constexpr std::size_t kTempSuffixLength = 6;
+
+// Six random characters from [A-Za-z0-9].
+Result<std::string> RandomSuffix() {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  unsigned char bytes[kTempSuffixLength];
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return IoError("getrandom", "", errno);
+    got += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  for (unsigned char b : bytes) out += kAlphabet[b % (sizeof kAlphabet - 1)];
+  return out;
+}
+
+Result<void> WriteAll(int fd, const char* data, std::size_t size, const std::string& shown) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, data + done, size - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return IoError("write", shown, errno);
+    done += static_cast<std::size_t>(w);
+  }
+  return Ok();
+}
+
+// Removes a temporary file by name relative to its directory when it is not committed.
+class TempFileGuard {
+ public:
+  TempFileGuard(int dir_fd, std::string name) : dir_fd_(dir_fd), name_(std::move(name)) {}
+  TempFileGuard(const TempFileGuard&) = delete;
+  TempFileGuard& operator=(const TempFileGuard&) = delete;
+  ~TempFileGuard() {
+    if (!name_.empty()) ::unlinkat(dir_fd_, name_.c_str(), 0);
+  }
+  void Release() { name_.clear(); }
+
+ private:
+  int dir_fd_;
+  std::string name_;
+};
+
+}  // namespace
 
 Result<void> CopyFileAtomic(const fs::path& source, const fs::path& dest, mode_t mode,
                             std::optional<FileOwner> owner) {
-  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
   if (in.get() < 0) return IoError("open", source, errno);
-  const fs::path tmp = TempPathFor(dest);
-  ::unlink(tmp.c_str());
-  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (out.get() < 0) return IoError("create", tmp, errno);
+  const fs::path dir = dest.parent_path();
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.get() < 0) return IoError("open directory", dir, errno);
+
+  // A fresh, unpredictable name, created exclusively: nothing planted in the directory can
+  // redirect the write (O_EXCL fails on any existing name, links included).
+  std::string tmp_name;
+  UniqueFd out;
+  for (int attempt = 0; attempt < 100 && out.get() < 0; ++attempt) {
+    UPKEEP_ASSIGN_OR_RETURN(std::string suffix, RandomSuffix());
+    tmp_name = TempPrefixFor(dest) + suffix;
+    out = UniqueFd(::openat(dir_fd.get(), tmp_name.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (out.get() < 0 && errno != EEXIST) return IoError("create", dir / tmp_name, errno);
+  }
+  if (out.get() < 0) return IoError("create", dir / tmp_name, EEXIST);
+  TempFileGuard guard(dir_fd.get(), tmp_name);
+  const std::string shown = (dir / tmp_name).string();
+
   char buf[65536];
   for (;;) {
-    ssize_t n = ::read(in.get(), buf, sizeof buf);
+    const ssize_t n = ::read(in.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return IoError("read", source, errno);
     if (n == 0) break;
-    std::size_t done = 0;
-    while (done < static_cast<std::size_t>(n)) {
-      ssize_t w = ::write(out.get(), buf + done, static_cast<std::size_t>(n) - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        int err = errno;
-        ::unlink(tmp.c_str());
-        return IoError("write", tmp, err);
-      }
-      done += static_cast<std::size_t>(w);
-    }
+    UPKEEP_TRY(WriteAll(out.get(), buf, static_cast<std::size_t>(n), shown));
   }
   if (owner && ::geteuid() == 0 && ::fchown(out.get(), owner->uid, owner->gid) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("chown", tmp, err);
+    return IoError("chown", shown, errno);
   }
   // After chown, which clears set-id bits.
-  if (::fchmod(out.get(), mode) != 0 || ::fsync(out.get()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("chmod/fsync", tmp, err);
+  if (::fchmod(out.get(), mode) != 0) return IoError("chmod", shown, errno);
+  if (::fsync(out.get()) != 0) return IoError("fsync", shown, errno);
+  if (::close(out.release()) != 0) return IoError("close", shown, errno);
+  const std::string name = dest.filename().string();
+  if (::renameat(dir_fd.get(), tmp_name.c_str(), dir_fd.get(), name.c_str()) != 0) {
+    return IoError("rename to", dest, errno);
   }
-  out.reset();
-  if (::rename(tmp.c_str(), dest.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError("rename to", dest, err);
+  guard.Release();
+  if (::fsync(dir_fd.get()) != 0) return IoError("fsync directory", dir, errno);
+  return Ok();
+}
+
+Result<void> RemoveStaleTemps(const fs::path& dest) {
+  const fs::path dir = dest.parent_path();
+  const std::string prefix = TempPrefixFor(dest);
+  const std::string legacy = prefix.substr(0, prefix.size() - 1);  // ".NAME.upkeep-tmp"
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == legacy ||
+        (name.size() == prefix.size() + kTempSuffixLength && name.rfind(prefix, 0) == 0)) {
+      stale.push_back(entry.path());
+    }
   }
-  return SyncDir(dest.parent_path());
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) return Ok();
+    return FsError("list", dir, ec);
+  }
+  for (const auto& path : stale) UPKEEP_TRY(RemoveDurably(path));
+  return Ok();
 }
 
 Result<void> WriteStateFile(const fs::path& path, const std::string& content) {
@@ -154,9 +237,7 @@ Result<std::string> ReadStateFile(const fs::path& path) {
 
 Result<void> RemoveDurably(const fs::path& path) {
   if (!PathExists(path)) return Ok();
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  if (ec) return FsError("remove", path, ec);
+  UPKEEP_TRY(modules::RemoveTree(path));
   return SyncDir(path.parent_path());
 }
 
@@ -169,13 +250,10 @@ Result<void> RenameDurably(const fs::path& from, const fs::path& to) {
 
 Result<void> ClearTmp(const ModuleContext& ctx) {
   const fs::path tmp = ctx.work_dir / "tmp";
-  std::error_code ec;
-  if (!fs::exists(tmp, ec)) return Ok();
-  for (const auto& entry : fs::directory_iterator(tmp, ec)) {
-    fs::remove_all(entry.path(), ec);
-    if (ec) return FsError("remove", entry.path(), ec);
-  }
-  if (ec) return FsError("list", tmp, ec);
+  struct stat st {};
+  if (::lstat(tmp.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return modules::EmptyDirectory(tmp);
+  UPKEEP_TRY(modules::RemoveTree(tmp));
+  if (::mkdir(tmp.c_str(), 0700) != 0) return IoError("create directory", tmp, errno);
   return Ok();
 }
 

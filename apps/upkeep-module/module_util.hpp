@@ -32,9 +32,11 @@ struct ModuleContext {
 // A string argument; nullopt when absent; an error when present but not a string.
 [[nodiscard]] Result<std::optional<std::string>> StringArg(const ModuleContext& ctx,
                                                            const char* key);
+// A boolean argument; `fallback` when absent; an error when present but not a boolean.
+[[nodiscard]] Result<bool> BoolArg(const ModuleContext& ctx, const char* key, bool fallback);
 // The "dest" argument: required, an absolute path without "." or ".." components.
 [[nodiscard]] Result<std::filesystem::path> DestArg(const ModuleContext& ctx);
-// The one regular file in WORKDIR/files/.
+// The one regular file in WORKDIR/files/ (symbolic links are not followed and not counted).
 [[nodiscard]] Result<std::filesystem::path> SingleArtifact(const ModuleContext& ctx);
 
 // Errors of the shipped modules (common::Errc::IoError / InvalidArgument with a message).
@@ -50,25 +52,31 @@ struct FileOwner {
   gid_t gid;
 };
 
-// Copies `source` to `dest` atomically: a temporary file next to dest (TempPathFor), fsynced,
+// Copies `source` (a regular file, not a link) to `dest` atomically: a new temporary file with
+// an unpredictable name (TempPrefixFor(dest) + 6 random characters) created exclusively in
+// dest's directory relative to its opened descriptor (O_CREAT | O_EXCL | O_NOFOLLOW), fsynced,
 // given `mode` (and `owner` when set and running as root), renamed over dest, and the
 // directory fsynced. Readers see the old or the new content, never a mix.
 [[nodiscard]] Result<void> CopyFileAtomic(const std::filesystem::path& source,
                                           const std::filesystem::path& dest, mode_t mode,
                                           std::optional<FileOwner> owner);
-// The fixed temporary name CopyFileAtomic uses for dest: ".NAME.upkeep-tmp" in its directory.
-[[nodiscard]] std::filesystem::path TempPathFor(const std::filesystem::path& dest);
+// The name prefix of CopyFileAtomic's temporary files for dest: ".NAME.upkeep-tmp-".
+[[nodiscard]] std::string TempPrefixFor(const std::filesystem::path& dest);
+// Removes temporary files a crashed CopyFileAtomic left next to dest (".NAME.upkeep-tmp-XXXXXX",
+// and ".NAME.upkeep-tmp" of earlier versions); links are removed, never followed.
+[[nodiscard]] Result<void> RemoveStaleTemps(const std::filesystem::path& dest);
 
 // Writes a small state file in the work directory atomically and durably.
 [[nodiscard]] Result<void> WriteStateFile(const std::filesystem::path& path,
                                           const std::string& content);
 [[nodiscard]] Result<std::string> ReadStateFile(const std::filesystem::path& path);
-// Removes a file or a tree (absent is fine), then fsyncs the parent directory.
+// Removes a file or a tree (absent is fine) without following symbolic links, then fsyncs the
+// parent directory.
 [[nodiscard]] Result<void> RemoveDurably(const std::filesystem::path& path);
 // rename(2) then fsync of the parent directory.
 [[nodiscard]] Result<void> RenameDurably(const std::filesystem::path& from,
                                          const std::filesystem::path& to);
-// Empties WORKDIR/tmp.
+// Empties WORKDIR/tmp; a link or file at that name is removed and replaced by a directory.
 [[nodiscard]] Result<void> ClearTmp(const ModuleContext& ctx);
 
 // Runs a helper tool (dpkg, ...) with a fixed PATH; its output is written to ctx.log.

@@ -59,12 +59,15 @@ class DebModuleTest : public ::testing::Test {
     return args + "}";
   }
 
-  // A work directory for version `version` of the fake package.
-  fs::path WorkFor(const std::string& version, bool fail = false, bool with_cache = true) {
+  // A work directory for version `version` of the fake package (tmp/work-VERSION unless
+  // `work` names one).
+  fs::path WorkFor(const std::string& version, bool fail = false, bool with_cache = true,
+                   const std::string& work = "") {
     fs::path deb = tmp_ / ("artifact-" + version) / ("upkeep-fake_" + version + ".deb");
     WriteTextFile(deb,
                   "Package: upkeep-fake\nVersion: " + version + "\n" + (fail ? "Fail: yes\n" : ""));
-    return testing::MakeWorkDir(tmp_ / ("work-" + version), Args(with_cache), {deb});
+    return testing::MakeWorkDir(tmp_ / (work.empty() ? "work-" + version : work), Args(with_cache),
+                                {deb}, version);
   }
 
   void SetInstalled(const std::string& version) {
@@ -135,6 +138,21 @@ TEST_F(DebModuleTest, InstallTwiceThenRollbackRestoresOriginalVersion) {
   EXPECT_EQ(Installed(), "1.0\n");
   ASSERT_TRUE(RunStage(module_, Stage::Rollback, work));  // idempotent
   EXPECT_EQ(Installed(), "1.0\n");
+}
+
+// Successive updates prepared in the same work directory (as the agent does) each install: the
+// previous update's artifact does not remain beside the new one.
+TEST_F(DebModuleTest, SuccessiveUpdatesInOneWorkDirEachInstall) {
+  for (const std::string version : {"1.0", "2.0", "3.0"}) {
+    auto r = InstallComponent(module_, WorkFor(version, false, true, "work"));
+    ASSERT_TRUE(r) << version << ": " << r.error().ToString();
+    EXPECT_EQ(Installed(), version + "\n");
+    EXPECT_TRUE(fs::exists(cache_ / ("upkeep-fake_" + version + ".deb")));
+  }
+  // A failing fourth update rolls back to 3.0 from the cache.
+  auto r = InstallComponent(module_, WorkFor("4.0", /*fail=*/true, true, "work"));
+  EXPECT_ERRC(r, Errc::RolledBack);
+  EXPECT_EQ(Installed(), "3.0\n");
 }
 
 TEST_F(DebModuleTest, RejectsUnknownModuleArgs) {

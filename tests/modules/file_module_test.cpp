@@ -110,10 +110,42 @@ TEST(FileModuleTest, RollbackAfterCrashDuringInstall) {
   FileFixture f;
   WriteTextFile(f.dest, "old content\n");
   WriteTextFile(f.work / "file.backup", "old content\n");
-  WriteTextFile(f.dest.parent_path() / ".app.conf.upkeep-tmp", "new cont");
+  WriteTextFile(f.dest.parent_path() / ".app.conf.upkeep-tmp-Xy12Zw", "new cont");
   ASSERT_TRUE(f.Run(Stage::Rollback));
   EXPECT_EQ(ReadFileOrEmpty(f.dest), "old content\n");
   ExpectNoLeftovers(f.dest);
+}
+
+// A link planted at the temporary name earlier versions used (".NAME.upkeep-tmp" next to
+// dest) does not redirect the write: the file it points to keeps its content, and Cleanup
+// removes the link.
+TEST(FileModuleTest, PlantedLinkAtOldTemporaryNameRedirectsNothing) {
+  FileFixture f;
+  WriteTextFile(f.dest, "old content\n");
+  TempDir outside;
+  WriteTextFile(outside / "victim", "precious\n");
+  const fs::path planted = f.dest.parent_path() / ".app.conf.upkeep-tmp";
+  fs::create_symlink(outside / "victim", planted);
+  auto r = InstallComponent(ShippedModule("file"), f.work);
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(ReadFileOrEmpty(f.dest), "new content\n");
+  EXPECT_EQ(ReadFileOrEmpty(outside / "victim"), "precious\n");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(planted)));
+  ExpectNoLeftovers(f.dest);
+}
+
+// A link planted at WORKDIR/tmp is removed at Cleanup, not followed: the directory it points
+// to is not emptied.
+TEST(FileModuleTest, CleanupDoesNotEmptyDirectoryBehindLinkedTmp) {
+  FileFixture f;
+  TempDir outside;
+  WriteTextFile(outside / "precious", "keep");
+  fs::remove(f.work / "tmp");
+  fs::create_directory_symlink(outside.path(), f.work / "tmp");
+  ASSERT_TRUE(f.Run(Stage::Cleanup));
+  EXPECT_EQ(ReadFileOrEmpty(outside / "precious"), "keep");
+  EXPECT_FALSE(fs::is_symlink(f.work / "tmp"));
+  EXPECT_TRUE(fs::is_directory(f.work / "tmp"));
 }
 
 TEST(FileModuleTest, AppliesModeFromModuleArgs) {

@@ -37,13 +37,15 @@ inline std::filesystem::path WriteScript(const std::filesystem::path& path,
 }
 
 // A work directory prepared with PrepareWorkDir; aborts the test on failure.
+// `version` also names the target ("components/test-component-VERSION").
 inline std::filesystem::path MakeWorkDir(const std::filesystem::path& work_dir,
                                          const std::string& module_args_json,
-                                         const std::vector<std::filesystem::path>& artifacts) {
+                                         const std::vector<std::filesystem::path>& artifacts,
+                                         const std::string& version = "1.0") {
   modules::ComponentHeader header;
   header.component = "test-component";
-  header.version = "1.0";
-  header.target = "components/test-component-1.0";
+  header.version = version;
+  header.target = "components/test-component-" + version;
   header.module_args_json = module_args_json;
   auto r = modules::PrepareWorkDir(work_dir, header, artifacts);
   if (!r) ADD_FAILURE() << r.error().ToString();

@@ -1,13 +1,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "module_test_util.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
+#include "upkeep/common/errc.hpp"
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/modules/module.hpp"
 
 namespace upkeep::modules {
@@ -110,10 +114,20 @@ TEST(ModuleRunnerTest, KillsModuleThatExceedsTimeout) {
 TEST(ModuleRunnerTest, EscalatesToSigkillWhenModuleIgnoresSigterm) {
   TempDir tmp;
   fs::create_directories(tmp / "work");
-  // Ignores SIGTERM and never ends by itself: only SIGKILL can return from this stage.
-  auto script = WriteScript(tmp / "m.sh", "trap '' TERM\nwhile :; do sleep 1; done");
+  // Ignores SIGTERM and would run for 30 s: only SIGKILL ends it before it writes "survived".
+  // Its own bound is the test's deadline: RunStage returns even if no signal ever arrives.
+  const fs::path survived = tmp / "survived";
+  auto script =
+      WriteScript(tmp / "m.sh", "trap '' TERM\necho $$ > " + (tmp / "module.pid").string() +
+                                    "\ni=0\nwhile [ $i -lt 300 ]; do sleep 0.1; "
+                                    "i=$((i+1)); done\necho yes > " +
+                                    survived.string());
   auto r = RunStage(ScriptModule(script, milliseconds(200)), Stage::Install, tmp / "work");
   EXPECT_ERRC(r, Errc::ModuleTimeout);
+  EXPECT_FALSE(fs::exists(survived)) << "the module ran to its end: no SIGKILL";
+  const pid_t module = ReadPid(tmp / "module.pid");
+  ASSERT_GT(module, 0);
+  EXPECT_TRUE(ProcessEnded(module));
 }
 
 TEST(ModuleRunnerTest, ReportsModuleKilledBySignal) {
@@ -148,6 +162,37 @@ TEST(ModuleRunnerTest, KeepsOnlyTheOutputTail) {
   EXPECT_EQ(r->output.size(), 1000u);
   EXPECT_TRUE(r->output_truncated);
   EXPECT_EQ(r->output.substr(r->output.size() - 4), "END\n");
+}
+
+// Output cut by the tail limit starts at a character boundary, and invalid UTF-8 in a failing
+// module's output reaches the Error as U+FFFD: the message can go into JSON as it is.
+TEST(ModuleRunnerTest, OutputWithInvalidUtf8BecomesValidTextInErrors) {
+  TempDir tmp;
+  fs::create_directories(tmp / "work");
+  // "x" then 5 euro signs (3 bytes each), a stray 0xff byte and a newline: 18 bytes.
+  auto script = WriteScript(tmp / "m.sh",
+                            "printf 'x\\342\\202\\254\\342\\202\\254\\342\\202\\254"
+                            "\\342\\202\\254\\342\\202\\254\\377\\n'; exit \"$EXIT\"");
+  WriteScript(tmp / "ok.sh", "EXIT=0 exec " + script.string() + " \"$@\"");
+  WriteScript(tmp / "fail.sh", "EXIT=3 exec " + script.string() + " \"$@\"");
+  ModuleSpec spec = ScriptModule(tmp / "ok.sh");
+  spec.max_output_bytes = 9;  // cuts into the third euro sign from the end
+  auto ok = RunStage(spec, Stage::Install, tmp / "work");
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_TRUE(ok->output_truncated);
+  EXPECT_EQ(ok->output, "\xE2\x82\xAC\xE2\x82\xAC\xFF\n");
+
+  spec.command = {(tmp / "fail.sh").string()};
+  spec.max_output_bytes = 64 * 1024;
+  auto failed = RunStage(spec, Stage::Install, tmp / "work");
+  EXPECT_ERRC(failed, Errc::ModuleFailed);
+  const std::string& message = failed.error().message();
+  EXPECT_NE(message.find("\xE2\x82\xAC\xEF\xBF\xBD\n"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\xFF'), std::string::npos);
+  const nlohmann::json report = {{"error", failed.error().ToString()}};
+  std::string dumped;
+  EXPECT_NO_THROW(dumped = report.dump());
+  EXPECT_FALSE(dumped.empty());
 }
 
 TEST(ModuleRunnerTest, ReportsMissingModule) {
@@ -244,12 +289,9 @@ TEST(ModuleWorkDirTest, PreparesHeaderFilesAndTmp) {
   header.module_args_json = R"({"dest": "/etc/app.conf", "nested": {"k": [1, 2]}})";
   std::vector<fs::path> artifacts = {tmp / "artifact.bin"};
   ASSERT_TRUE(PrepareWorkDir(tmp / "work", header, artifacts));
-  // Preparing again (a restarted update) succeeds and keeps module state.
-  testing::WriteTextFile(tmp / "work" / "file.backup", "state");
-  ASSERT_TRUE(PrepareWorkDir(tmp / "work", header, artifacts));
   EXPECT_EQ(ReadFileOrEmpty(tmp / "work" / "files" / "artifact.bin"), "payload");
-  EXPECT_EQ(ReadFileOrEmpty(tmp / "work" / "file.backup"), "state");
   EXPECT_TRUE(fs::is_directory(tmp / "work" / "tmp"));
+  EXPECT_EQ(fs::status(tmp / "work").permissions(), fs::perms::owner_all);
   auto read = ReadHeader(tmp / "work");
   ASSERT_TRUE(read) << read.error().ToString();
   EXPECT_EQ(read->component, "app-config");
@@ -284,6 +326,122 @@ TEST(ModuleWorkDirTest, ArtifactMissingIsWorkDirFailure) {
   header.component = "c";
   std::vector<fs::path> artifacts = {tmp / "missing.bin"};
   EXPECT_ERRC(PrepareWorkDir(tmp / "work", header, artifacts), Errc::WorkDirFailed);
+}
+
+// Each installation starts from an empty work directory: module state and artifacts of the
+// previous installation are gone, so they can be neither mistaken for this one's nor counted
+// as a second artifact.
+TEST(ModuleWorkDirTest, PreparingAgainStartsFromAnEmptyDirectory) {
+  TempDir tmp;
+  testing::WriteTextFile(tmp / "one" / "app-1.conf", "1");
+  testing::WriteTextFile(tmp / "two" / "app-2.conf", "2");
+  testing::MakeWorkDir(tmp / "work", "{}", {tmp / "one" / "app-1.conf"}, "1");
+  testing::WriteTextFile(tmp / "work" / "dir.swap", "state of update 1");
+  testing::WriteTextFile(tmp / "work" / "tmp" / "scratch", "x");
+  testing::MakeWorkDir(tmp / "work", "{}", {tmp / "two" / "app-2.conf"}, "2");
+  std::vector<std::string> entries;
+  for (const auto& e : fs::recursive_directory_iterator(tmp / "work")) {
+    entries.push_back(fs::relative(e.path(), tmp / "work").string());
+  }
+  std::sort(entries.begin(), entries.end());
+  EXPECT_EQ(entries, (std::vector<std::string>{"files", "files/app-2.conf", "header.json", "tmp"}));
+  auto header = ReadHeader(tmp / "work");
+  ASSERT_TRUE(header) << header.error().ToString();
+  EXPECT_EQ(header->version, "2");
+}
+
+// A symbolic link at the work directory's path is refused: nothing is written where it points
+// and the link stays (an operator must look at it).
+TEST(ModuleWorkDirTest, RefusesWorkDirThatIsASymlink) {
+  TempDir tmp;
+  testing::WriteTextFile(tmp / "victim" / "precious", "keep");
+  fs::create_directory_symlink(tmp / "victim", tmp / "work");
+  testing::WriteTextFile(tmp / "artifact.bin", "payload");
+  ComponentHeader header;
+  header.component = "c";
+  std::vector<fs::path> artifacts = {tmp / "artifact.bin"};
+  EXPECT_ERRC(PrepareWorkDir(tmp / "work", header, artifacts), Errc::WorkDirFailed);
+  EXPECT_TRUE(fs::is_symlink(tmp / "work"));
+  EXPECT_EQ(ReadFileOrEmpty(tmp / "victim" / "precious"), "keep");
+  EXPECT_FALSE(fs::exists(tmp / "victim" / "header.json"));
+  EXPECT_FALSE(fs::exists(tmp / "victim" / "files"));
+}
+
+// A work directory path ending in ".." or "." names a directory that is not a work directory
+// (the data directory itself): it is refused, and nothing is removed.
+TEST(ModuleWorkDirTest, RefusesWorkDirPathEndingInDotDot) {
+  TempDir tmp;
+  testing::WriteTextFile(tmp / "data" / "journal", "keep");
+  fs::create_directories(tmp / "data" / "modules");
+  ComponentHeader header;
+  header.component = "c";
+  EXPECT_ERRC(PrepareWorkDir(tmp / "data" / "modules" / "..", header, {}), Errc::WorkDirFailed);
+  EXPECT_ERRC(PrepareWorkDir(tmp / "data" / "modules" / ".", header, {}), Errc::WorkDirFailed);
+  EXPECT_EQ(ReadFileOrEmpty(tmp / "data" / "journal"), "keep");
+  EXPECT_TRUE(fs::is_directory(tmp / "data" / "modules"));
+}
+
+// Links planted inside an old work directory (at files/, or pointing at another directory)
+// are removed as links: their targets are neither emptied nor written to.
+TEST(ModuleWorkDirTest, PlantedLinksInOldWorkDirRedirectNothing) {
+  TempDir tmp;
+  testing::WriteTextFile(tmp / "victim" / "precious", "keep");
+  fs::create_directories(tmp / "work");
+  fs::create_directory_symlink(tmp / "victim", tmp / "work" / "files");
+  fs::create_directory_symlink(tmp / "victim", tmp / "work" / "state");
+  testing::WriteTextFile(tmp / "artifact.bin", "payload");
+  testing::MakeWorkDir(tmp / "work", "{}", {tmp / "artifact.bin"});
+  EXPECT_EQ(ReadFileOrEmpty(tmp / "victim" / "precious"), "keep");
+  EXPECT_FALSE(fs::exists(tmp / "victim" / "artifact.bin"));
+  EXPECT_FALSE(fs::is_symlink(tmp / "work" / "files"));
+  EXPECT_EQ(ReadFileOrEmpty(tmp / "work" / "files" / "artifact.bin"), "payload");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(tmp / "work" / "state")));
+}
+
+// PrepareWorkDir writes header.json through the injected Filesystem; its failure is reported
+// as WorkDirFailed.
+TEST(ModuleWorkDirTest, UsesTheInjectedFilesystem) {
+  class FailingWrites final : public Filesystem {
+   public:
+    Result<std::string> ReadFile(const fs::path& p, std::uint64_t max) const override {
+      return local_.ReadFile(p, max);
+    }
+    Result<void> WriteFileAtomic(const fs::path& p, std::string_view, Durability) override {
+      ++writes;
+      return Error(common::Errc::IoError, "injected failure writing " + p.string());
+    }
+    Result<void> SyncDirectory(const fs::path& dir) override { return local_.SyncDirectory(dir); }
+    Result<std::unique_ptr<AtomicFile>> CreateAtomic(const fs::path& p) override {
+      return local_.CreateAtomic(p);
+    }
+    Result<void> ReadChunks(const fs::path& p, const ChunkSink& sink) const override {
+      return local_.ReadChunks(p, sink);
+    }
+    Result<bool> Exists(const fs::path& p) const override { return local_.Exists(p); }
+    Result<void> Remove(const fs::path& p) override { return local_.Remove(p); }
+    Result<void> CreateDirectories(const fs::path& p) override {
+      return local_.CreateDirectories(p);
+    }
+    Result<void> AppendFile(const fs::path& p, std::string_view data) override {
+      return local_.AppendFile(p, data);
+    }
+    Result<std::uint64_t> FileSize(const fs::path& p) const override { return local_.FileSize(p); }
+    Result<void> Rename(const fs::path& from, const fs::path& to) override {
+      return local_.Rename(from, to);
+    }
+    int writes = 0;
+
+   private:
+    LocalFilesystem local_;
+  };
+  TempDir tmp;
+  FailingWrites failing;
+  ComponentHeader header;
+  header.component = "c";
+  EXPECT_ERRC(PrepareWorkDir(failing, tmp / "work", header, {}), Errc::WorkDirFailed);
+  EXPECT_EQ(failing.writes, 1);
+  EXPECT_FALSE(fs::exists(tmp / "work" / "header.json"));
+  EXPECT_FALSE(ReadHeader(failing, tmp / "work"));
 }
 
 }  // namespace

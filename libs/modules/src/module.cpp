@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "upkeep/common/log.hpp"
+#include "upkeep/common/utf8.hpp"
 
 namespace upkeep::modules {
 
@@ -41,14 +42,17 @@ const char* ErrcName(int value) {
 // The environment every module starts with; nothing is inherited from the agent.
 constexpr const char* kModulePath = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
+// The output as it goes into an Error: valid UTF-8, so that the message can be put into the
+// journal and events (JSON) as it is.
 std::string OutputSuffix(const ProcessResult& r) {
   if (r.output.empty()) return "; no output";
-  return std::string("; output") + (r.output_truncated ? " (tail)" : "") + ":\n" + r.output;
+  return std::string("; output") + (r.output_truncated ? " (tail)" : "") + ":\n" +
+         SanitizeUtf8(r.output);
 }
 
 std::string Describe(const ModuleSpec& spec, Stage stage) {
   std::string out = "module";
-  for (const auto& a : spec.command) out += " " + a;
+  for (const auto& a : spec.command) out += " " + SanitizeUtf8(a);
   return out + " stage " + StageName(stage);
 }
 

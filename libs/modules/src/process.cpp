@@ -44,11 +44,18 @@ class OutputTail {
   }
 
  private:
+  // Keeps the last limit_ bytes, then drops up to 3 more leading bytes that continue a UTF-8
+  // sequence whose lead byte was cut off: the tail starts at a character boundary.
   void Trim() {
-    if (buffer_.size() > limit_) {
-      buffer_.erase(0, buffer_.size() - limit_);
-      truncated_ = true;
+    if (buffer_.size() <= limit_) return;
+    std::size_t cut = buffer_.size() - limit_;
+    for (int i = 0;
+         i < 3 && cut < buffer_.size() && (static_cast<unsigned char>(buffer_[cut]) & 0xC0) == 0x80;
+         ++i) {
+      ++cut;
     }
+    buffer_.erase(0, cut);
+    truncated_ = true;
   }
   std::size_t limit_;
   std::string buffer_;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 
 namespace upkeep::modules {
@@ -64,14 +65,16 @@ struct ModuleSpec {
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
   // Time between SIGTERM and SIGKILL when a stage times out.
   std::chrono::milliseconds kill_grace{std::chrono::seconds(5)};
-  // Combined stdout/stderr kept per stage: the last max_output_bytes bytes.
+  // Combined stdout/stderr kept per stage: the last max_output_bytes bytes. In an Error message
+  // the tail is made valid UTF-8 (invalid bytes become U+FFFD).
   std::size_t max_output_bytes = 64 * 1024;
 };
 
 // A stage that exited 0.
 struct StageResult {
   int exit_code = 0;
-  // The tail of the module's combined stdout and stderr (at most max_output_bytes).
+  // The tail of the module's combined stdout and stderr (at most max_output_bytes), starting
+  // at a UTF-8 character boundary; the bytes are the module's own (not validated).
   std::string output;
   // True when earlier output was dropped to respect max_output_bytes.
   bool output_truncated = false;
@@ -96,15 +99,25 @@ struct ComponentHeader {
   std::string module_args_json = "{}";
 };
 
-// Creates work_dir, work_dir/files and work_dir/tmp, places each artifact in files/ under its
-// file name (hard link when possible, otherwise an fsynced copy) and writes header.json
-// atomically. State a module left in work_dir from an earlier attempt is kept, so that a
-// restarted update can still roll back. Errors: WorkDirFailed, InvalidHeader.
+// Prepares work_dir for one installation, starting from nothing: whatever is at work_dir (a
+// previous installation's files and module state) is removed without following symbolic links,
+// then work_dir, work_dir/files and work_dir/tmp are created (mode 0700), each artifact is
+// placed in files/ under its file name (hard link when possible, otherwise an fsynced copy) and
+// header.json is written atomically. A symbolic link at work_dir itself is refused and left
+// alone. The header is validated before anything is removed. Creating and emptying the
+// directory use POSIX calls directly (no-follow semantics the Filesystem lacks); the copy, the
+// header and the syncs go through `fs`. Errors: WorkDirFailed, InvalidHeader.
+[[nodiscard]] Result<void> PrepareWorkDir(Filesystem& fs, const std::filesystem::path& work_dir,
+                                          const ComponentHeader& header,
+                                          std::span<const std::filesystem::path> artifacts);
+// The same on the local filesystem.
 [[nodiscard]] Result<void> PrepareWorkDir(const std::filesystem::path& work_dir,
                                           const ComponentHeader& header,
                                           std::span<const std::filesystem::path> artifacts);
 
 // Reads and validates WORKDIR/header.json. Errors: InvalidHeader.
+[[nodiscard]] Result<ComponentHeader> ReadHeader(const Filesystem& fs,
+                                                 const std::filesystem::path& work_dir);
 [[nodiscard]] Result<ComponentHeader> ReadHeader(const std::filesystem::path& work_dir);
 
 // Runs Download, Install, Commit, Cleanup. When Download, Install or Commit fails, runs
@@ -137,7 +150,10 @@ struct ProcessResult {
   int exit_code = -1;      // exit status when the child exited, else -1
   int term_signal = 0;     // the signal that ended the child, else 0
   bool timed_out = false;  // the runner killed the child because of the timeout
-  std::string output;      // tail of the captured output
+  // Tail of the captured output: at most max_output_bytes bytes, starting at a UTF-8 character
+  // boundary (a multi-byte character cut by the limit is dropped whole). Not validated: use
+  // SanitizeUtf8 before putting it into an Error or JSON.
+  std::string output;
   bool output_truncated = false;
   std::chrono::milliseconds duration{0};
 

@@ -1,0 +1,69 @@
+#include "upkeep/common/utf8.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace upkeep {
+namespace {
+
+constexpr std::string_view kFffd = "\xEF\xBF\xBD";
+
+TEST(SanitizeUtf8Test, KeepsValidText) {
+  const std::string text = "ascii \xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 end";
+  EXPECT_EQ(SanitizeUtf8(text), text);
+  EXPECT_EQ(SanitizeUtf8(""), "");
+  EXPECT_EQ(SanitizeUtf8(std::string("nul\0byte", 8)), std::string("nul\0byte", 8));
+}
+
+// Every byte that is not part of a well-formed sequence becomes U+FFFD; the rest is kept.
+TEST(SanitizeUtf8Test, ReplacesEachInvalidByte) {
+  const std::string f(kFffd);
+  EXPECT_EQ(SanitizeUtf8("a\xFF"
+                         "b"),
+            "a" + f + "b");
+  EXPECT_EQ(SanitizeUtf8("\x80\x80"), f + f);  // stray continuations
+  EXPECT_EQ(SanitizeUtf8("\xC3"), f);          // truncated at the end
+  EXPECT_EQ(SanitizeUtf8("\xE2\x82"
+                         "x"),
+            f + f + "x");                                      // truncated in the middle
+  EXPECT_EQ(SanitizeUtf8("\xC0\xAF"), f + f);                  // overlong "/"
+  EXPECT_EQ(SanitizeUtf8("\xE0\x80\xAF"), f + f + f);          // overlong, 3 bytes
+  EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), f + f + f);          // surrogate U+D800
+  EXPECT_EQ(SanitizeUtf8("\xF4\x90\x80\x80"), f + f + f + f);  // above U+10FFFF
+  EXPECT_EQ(SanitizeUtf8("\xF5\x80"), f + f);                  // invalid lead byte
+}
+
+TEST(TruncateUtf8Test, NeverSplitsACharacter) {
+  const std::string text =
+      "ab\xE2\x82\xAC"
+      "cd";  // "ab€cd": € is bytes 2..4
+  EXPECT_EQ(TruncateUtf8(text, 100), text);
+  EXPECT_EQ(TruncateUtf8(text, 7), text);
+  EXPECT_EQ(TruncateUtf8(text, 6),
+            "ab\xE2\x82\xAC"
+            "c");
+  EXPECT_EQ(TruncateUtf8(text, 5), "ab\xE2\x82\xAC");
+  EXPECT_EQ(TruncateUtf8(text, 4), "ab");
+  EXPECT_EQ(TruncateUtf8(text, 3), "ab");
+  EXPECT_EQ(TruncateUtf8(text, 2), "ab");
+  EXPECT_EQ(TruncateUtf8(text, 0), "");
+  const std::string emoji = "\xF0\x9F\x98\x80\xF0\x9F\x98\x80";
+  EXPECT_EQ(TruncateUtf8(emoji, 7), "\xF0\x9F\x98\x80");
+  EXPECT_EQ(TruncateUtf8(emoji, 4), "\xF0\x9F\x98\x80");
+  EXPECT_EQ(TruncateUtf8(emoji, 3), "");
+}
+
+// Bytes that belong to no character are cut at the limit like any other byte.
+TEST(TruncateUtf8Test, CutsInvalidBytesAtTheLimit) {
+  EXPECT_EQ(TruncateUtf8("a\x80\x80\x80\x80\x80", 3), "a\x80\x80");
+  EXPECT_EQ(TruncateUtf8("ab\x80"
+                         "c",
+                         2),
+            "ab");
+  EXPECT_EQ(TruncateUtf8("abc\x80", 3), "abc");
+  EXPECT_EQ(SanitizeUtf8(TruncateUtf8("x\xC3\xA9\xC3\xA9", 4)), "x\xC3\xA9");
+}
+
+}  // namespace
+}  // namespace upkeep
