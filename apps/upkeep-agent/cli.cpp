@@ -8,6 +8,7 @@
 #include "upkeep/agent/agent.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/log.hpp"
+#include "upkeep/common/utf8.hpp"
 #include "upkeep/install/payload.hpp"
 #include "upkeep/metadata/errc.hpp"
 #include "upkeep/metadata/json_text.hpp"
@@ -19,24 +20,6 @@ namespace {
 
 using metadata::DumpJson;
 using metadata::Json;
-
-// Text for a terminal from strings that may hold a mirror's or a module's bytes: invalid UTF-8
-// becomes U+FFFD and control characters other than newline and tab become '?', so no escape
-// sequence reaches the terminal.
-std::string SanitizeText(std::string_view in) {
-  const std::string valid = [&] {
-    const std::string quoted = DumpJson(Json(std::string(in)));  // replaces invalid UTF-8
-    auto parsed = Json::parse(quoted, nullptr, false);
-    return parsed.is_string() ? parsed.get<std::string>() : std::string();
-  }();
-  std::string out;
-  out.reserve(valid.size());
-  for (const char c : valid) {
-    const auto u = static_cast<unsigned char>(c);
-    out.push_back((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f ? '?' : c);
-  }
-  return out;
-}
 
 struct Options {
   std::string config = "/etc/upkeep/agent.toml";
@@ -63,7 +46,7 @@ class Reporter {
            << "\n"
            << std::flush;
     } else {
-      err_ << e.id << ": " << SanitizeText(e.message) << "\n";
+      err_ << e.id << ": " << PrintableText(e.message) << "\n";
     }
   }
 
@@ -102,7 +85,7 @@ class Reporter {
                        {"exit_code", code}})
            << "\n";
     } else {
-      err_ << "upkeep-agent: " << SanitizeText(e.ToString()) << "\n";
+      err_ << "upkeep-agent: " << PrintableText(e.ToString()) << "\n";
     }
     return code;
   }
@@ -112,7 +95,7 @@ class Reporter {
     if (json_) {
       out_ << DumpJson(Json{{"type", "result"}, {"result", result}}) << "\n";
     } else {
-      out_ << SanitizeText(text);
+      out_ << PrintableText(text);
     }
   }
 

@@ -7,6 +7,7 @@
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/log.hpp"
+#include "upkeep/common/utf8.hpp"
 #include "upkeep/metadata/trusted_set.hpp"
 #include "upkeep/metadata/updater.hpp"
 #include "upkeep/transport/http_fetcher.hpp"
@@ -31,7 +32,7 @@ struct Options {
 };
 
 int Fail(std::ostream& err, const Error& e) {
-  err << "upkeep-tuf-client: " << e.ToString() << "\n";
+  err << "upkeep-tuf-client: " << PrintableText(e.ToString()) << "\n";
   return kFailed;
 }
 

@@ -448,7 +448,7 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
   header.target = target.path;
   header.module_args_json = it->second.args_json;
   const fs::path artifacts[] = {file};
-  UPKEEP_TRY(modules::PrepareWorkDir(work, header, artifacts));
+  UPKEEP_TRY(modules::PrepareWorkDir(fs_, work, header, artifacts));
   modules::ModuleSpec spec;
   spec.command = it->second.command;
   spec.timeout = it->second.timeout;

@@ -78,4 +78,13 @@ std::string_view TruncateUtf8(std::string_view text, std::size_t max_bytes) {
   return text.substr(0, max_bytes);
 }
 
+std::string PrintableText(std::string_view text) {
+  std::string out = SanitizeUtf8(text);
+  for (char& c : out) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) c = '?';
+  }
+  return out;
+}
+
 }  // namespace upkeep

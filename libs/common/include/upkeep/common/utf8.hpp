@@ -20,4 +20,9 @@ namespace upkeep {
 // SanitizeUtf8); the cut only never splits a character that was complete in `text`.
 [[nodiscard]] std::string_view TruncateUtf8(std::string_view text, std::size_t max_bytes);
 
+// Text safe to print on a terminal: SanitizeUtf8, then every control character other than
+// newline and tab (C0, DEL) replaced by '?', so no escape sequence from a mirror, a module or a
+// file reaches the terminal.
+[[nodiscard]] std::string PrintableText(std::string_view text);
+
 }  // namespace upkeep
