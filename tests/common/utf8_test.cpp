@@ -65,5 +65,14 @@ TEST(TruncateUtf8Test, CutsInvalidBytesAtTheLimit) {
   EXPECT_EQ(SanitizeUtf8(TruncateUtf8("x\xC3\xA9\xC3\xA9", 4)), "x\xC3\xA9");
 }
 
+// Terminal output from untrusted text: no escape sequence survives, newlines and tabs do, and
+// invalid bytes become U+FFFD.
+TEST(PrintableTextTest, RemovesControlCharactersAndInvalidBytes) {
+  EXPECT_EQ(PrintableText("ok\tline\nnext"), "ok\tline\nnext");
+  EXPECT_EQ(PrintableText("\x1b[2J\x1b]0;title\x07\x7f"), "?[2J?]0;title??");
+  EXPECT_EQ(PrintableText("bad \xff"), "bad \xEF\xBF\xBD");
+  EXPECT_EQ(PrintableText(std::string("nul\0x", 5)), "nul?x");
+}
+
 }  // namespace
 }  // namespace upkeep
