@@ -472,16 +472,22 @@ Result<void> PooledDatabase::RunTransaction(const std::function<Result<void>(Tx&
     }
     TxImpl tx(c);
     Result<void> r;
-    try {
-      const Database* outer = std::exchange(t_in_transaction, this);
-      r = body(tx);
-      t_in_transaction = outer;
-    } catch (const std::exception& e) {
-      t_in_transaction = nullptr;
-      r = FromException(e.what());
-    } catch (...) {
-      t_in_transaction = nullptr;
-      r = FromException("non-standard exception");
+    {
+      // Marks this thread as inside a body of this Database until the body returns or throws.
+      struct InBody {
+        const Database* outer;
+        explicit InBody(const Database* db) : outer(std::exchange(t_in_transaction, db)) {}
+        InBody(const InBody&) = delete;
+        InBody& operator=(const InBody&) = delete;
+        ~InBody() { t_in_transaction = outer; }
+      } in_body(this);
+      try {
+        r = body(tx);
+      } catch (const std::exception& e) {
+        r = FromException(e.what());
+      } catch (...) {
+        r = FromException("non-standard exception");
+      }
     }
     // A body that swallowed a failed statement still must not commit a partial transaction.
     if (r && tx.failure()) r = *tx.failure();

@@ -1,5 +1,6 @@
 // Numbered schema migrations recorded in schema_migrations.
 
+#include <exception>
 #include <limits>
 #include <set>
 #include <string>
@@ -43,62 +44,66 @@ Result<std::set<std::int64_t>> AppliedVersions(Tx& tx) {
 }  // namespace
 
 Result<void> Migrate(Database& db, std::span<const Migration> migrations) {
-  UPKEEP_TRY(ValidateList(migrations));
-  const int newest = migrations.empty() ? 0 : migrations.back().number;
-  // One transaction per migration (lock, check the record, apply the first missing one, record
-  // it); the loop ends when a transaction finds nothing left to apply.
-  for (std::size_t round = 0; round <= migrations.size(); ++round) {
-    bool applied_one = false;
-    Result<void> r = db.RunTransaction(
-        [&](Tx& tx) -> Result<void> {
-          applied_one = false;
-          if (db.backend() == Backend::kPostgresql) {
-            // Serializes concurrent migrators; released at commit or rollback. The transaction
-            // is READ COMMITTED, so the statements below see what the previous holder committed.
-            UPKEEP_TRY(tx.Query("SELECT pg_advisory_xact_lock($1)", {kMigrationLockKey}));
-          }
-          UPKEEP_TRY(tx.Exec(kCreateTable));
-          UPKEEP_ASSIGN_OR_RETURN(std::set<std::int64_t> applied, AppliedVersions(tx));
-          if (!applied.empty() && *applied.rbegin() > newest) {
-            return Error(Errc::SchemaTooNew, "database schema version " +
-                                                 std::to_string(*applied.rbegin()) +
-                                                 " is newer than this program knows (" +
-                                                 std::to_string(newest) + "); upgrade the program");
-          }
-          for (std::int64_t v : applied) {
-            bool known = false;
-            for (const Migration& m : migrations) known = known || m.number == v;
-            if (!known) {
-              return Error(Errc::MigrationFailed, "database records migration " +
-                                                      std::to_string(v) +
-                                                      " which this program does not have");
+  try {
+    UPKEEP_TRY(ValidateList(migrations));
+    const int newest = migrations.empty() ? 0 : migrations.back().number;
+    // One transaction per migration (lock, check the record, apply the first missing one, record
+    // it); the loop ends when a transaction finds nothing left to apply.
+    for (std::size_t round = 0; round <= migrations.size(); ++round) {
+      bool applied_one = false;
+      Result<void> r = db.RunTransaction(
+          [&](Tx& tx) -> Result<void> {
+            applied_one = false;
+            if (db.backend() == Backend::kPostgresql) {
+              // Serializes concurrent migrators; released at commit or rollback. The transaction
+              // is READ COMMITTED, so the statements below see what the previous holder committed.
+              UPKEEP_TRY(tx.Query("SELECT pg_advisory_xact_lock($1)", {kMigrationLockKey}));
             }
-          }
-          for (const Migration& m : migrations) {
-            if (applied.contains(m.number)) continue;
-            const std::string what =
-                "migration " + std::to_string(m.number) + " (" + std::string(m.name) + ")";
-            if (auto s = tx.ExecScript(m.sql); !s) {
-              const auto& code = s.error().code();
-              if (code == Errc::Conflict || code == Errc::Unavailable) {
-                return std::move(s).error().WithContext(what);
+            UPKEEP_TRY(tx.Exec(kCreateTable));
+            UPKEEP_ASSIGN_OR_RETURN(std::set<std::int64_t> applied, AppliedVersions(tx));
+            if (!applied.empty() && *applied.rbegin() > newest) {
+              return Error(Errc::SchemaTooNew,
+                           "database schema version " + std::to_string(*applied.rbegin()) +
+                               " is newer than this program knows (" + std::to_string(newest) +
+                               "); upgrade the program");
+            }
+            for (std::int64_t v : applied) {
+              bool known = false;
+              for (const Migration& m : migrations) known = known || m.number == v;
+              if (!known) {
+                return Error(Errc::MigrationFailed, "database records migration " +
+                                                        std::to_string(v) +
+                                                        " which this program does not have");
               }
-              return Error(Errc::MigrationFailed, what + ": " + s.error().ToString());
             }
-            UPKEEP_TRY(
-                tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) "
-                        "VALUES ($1, $2, CAST(CURRENT_TIMESTAMP AS TEXT))",
-                        {std::int64_t{m.number}, std::string(m.name)}));
-            applied_one = true;
+            for (const Migration& m : migrations) {
+              if (applied.contains(m.number)) continue;
+              const std::string what =
+                  "migration " + std::to_string(m.number) + " (" + std::string(m.name) + ")";
+              if (auto s = tx.ExecScript(m.sql); !s) {
+                const auto& code = s.error().code();
+                if (code == Errc::Conflict || code == Errc::Unavailable) {
+                  return std::move(s).error().WithContext(what);
+                }
+                return Error(Errc::MigrationFailed, what + ": " + s.error().ToString());
+              }
+              UPKEEP_TRY(
+                  tx.Exec("INSERT INTO schema_migrations (version, name, applied_at) "
+                          "VALUES ($1, $2, CAST(CURRENT_TIMESTAMP AS TEXT))",
+                          {std::int64_t{m.number}, std::string(m.name)}));
+              applied_one = true;
+              return Ok();
+            }
             return Ok();
-          }
-          return Ok();
-        },
-        Database::Isolation::kReadCommitted);
-    if (!r) return r;
-    if (!applied_one) return Ok();
+          },
+          Database::Isolation::kReadCommitted);
+      if (!r) return r;
+      if (!applied_one) return Ok();
+    }
+    return Ok();
+  } catch (const std::exception& e) {
+    return Error(Errc::Internal, std::string("migrate: unexpected exception: ") + e.what());
   }
-  return Ok();
 }
 
 Result<int> SchemaVersion(Database& db) {

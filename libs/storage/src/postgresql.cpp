@@ -62,9 +62,10 @@ class PgConnection final : public Connection {
     // Notices ("relation already exists, skipping") are not errors: keep them off stderr.
     PQsetNoticeProcessor(
         conn_, [](void*, const char*) {}, nullptr);
-    std::string sql =
-        "SET client_min_messages = warning; SET bytea_output = 'hex'; SET statement_timeout = " +
-        std::to_string(statement_timeout_.count());
+    std::string sql = "SET client_min_messages = warning; SET bytea_output = 'hex';";
+    if (statement_timeout_.count() > 0) {  // otherwise keep the server's or role's setting
+      sql += " SET statement_timeout = " + std::to_string(statement_timeout_.count()) + ";";
+    }
     return ExecScript(sql);
   }
 

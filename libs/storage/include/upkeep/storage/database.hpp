@@ -133,7 +133,9 @@ struct Options {
   // Backoff before retry n (n >= 1): a uniformly random delay in [0, min(cap, base * 2^(n-1))].
   std::chrono::milliseconds retry_base_delay{2};
   std::chrono::milliseconds retry_max_delay{100};
-  // Sleeps between attempts; tests inject a recorder. Empty = std::this_thread::sleep_for.
+  // Sleeps between attempts, called from the thread running the transaction (so it must be
+  // thread-safe when several threads use the Database); tests inject a recorder.
+  // Empty = std::this_thread::sleep_for.
   std::function<void(std::chrono::milliseconds)> sleeper;
 };
 
