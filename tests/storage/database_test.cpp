@@ -177,6 +177,7 @@ TYPED_TEST(DatabaseTest, UpdatesAndDeletesReportAffectedRows) {
                 .value(),
             2);
   EXPECT_EQ(db.Exec("DELETE FROM items WHERE id = $1", {std::int64_t{1}}).value(), 1);
+  EXPECT_EQ(db.Exec("SELECT id FROM items").value(), 0);  // reads change nothing
   auto count = db.Query("SELECT COUNT(*), SUM(n) FROM items WHERE s = $1", {std::string("x")});
   ASSERT_TRUE(count) << count.error().ToString();
   EXPECT_EQ((*count)[0].Get<std::int64_t>(0).value(), 2);  // aggregates read as integers

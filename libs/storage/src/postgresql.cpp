@@ -71,6 +71,8 @@ class PgConnection final : public Connection {
 
   Result<std::int64_t> Exec(std::string_view sql, const Params& params) override {
     UPKEEP_ASSIGN_OR_RETURN(ResultPtr res, Run(sql, params));
+    // The tag of a SELECT counts rows read, not changed (SQLite reports 0 for it too).
+    if (std::strncmp(PQcmdStatus(res.get()), "SELECT", 6) == 0) return 0;
     return ParseInt(PQcmdTuples(res.get())).value_or(0);
   }
 
