@@ -12,6 +12,7 @@ packages=(
   libarchive-dev libubootenv-dev libubootenv-tool libtomlplusplus-dev dpkg grub-common
   libboost1.81-dev
   faketime time e2fsprogs util-linux
+  libsqlite3-dev sqlite3 libpq-dev postgresql postgresql-common
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
 # (for example from another repository) keeps them, since Debian's npm conflicts with those builds.
