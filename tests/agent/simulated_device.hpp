@@ -59,7 +59,7 @@ class ReleaseRepo {
   explicit ReleaseRepo(const std::filesystem::path& dir) : dir_(dir) {
     std::filesystem::create_directories(dir_ / "build");
     repository::InitOptions o;
-    auto repo = repository::Repository::Init(dir_ / "repo", o, clock_);
+    auto repo = repository::Repository::Init(dir_ / "repo", o, fs_, clock_);
     EXPECT_TRUE(repo.has_value()) << repo.error().ToString();
   }
 
@@ -159,8 +159,9 @@ class ReleaseRepo {
   [[nodiscard]] std::filesystem::path root_path() const { return www() / "metadata" / "1.root.json"; }
 
  private:
-  Result<repository::Repository> Open() { return repository::Repository::Open(dir_ / "repo", clock_); }
+  Result<repository::Repository> Open() { return repository::Repository::Open(dir_ / "repo", fs_, clock_); }
   std::filesystem::path dir_;
+  LocalFilesystem fs_;
   SystemClock clock_;
 };
 

@@ -31,7 +31,7 @@ TEST_F(ModelTest, ParsesGoodRoot) {
   EXPECT_EQ(root->version, 1u);
   EXPECT_EQ(root->body.roles.size(), 4u);
   EXPECT_EQ(root->body.keys.size(), 4u);
-  EXPECT_TRUE(root->body.consistent_snapshot);
+  EXPECT_TRUE(root->body.ConsistentSnapshot());
 }
 
 // "Object format": both "signed" and "signatures" are required.

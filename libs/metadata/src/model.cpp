@@ -1,6 +1,8 @@
 #include "upkeep/metadata/model.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <initializer_list>
 #include <mutex>
 #include <set>
 
@@ -57,6 +59,25 @@ Result<const Json*> GetArray(const Json& object, const char* key, const std::str
   return v;
 }
 
+// The members of `object` whose keys are not in `known`, kept for writing the object back.
+Json Unrecognized(const Json& object, std::initializer_list<std::string_view> known) {
+  Json out = Json::object();
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    bool is_known = false;
+    for (auto k : known) is_known = is_known || it.key() == k;
+    if (!is_known) out[it.key()] = it.value();
+  }
+  return out;
+}
+
+// Adds the kept unknown members to `out` (known members already set win).
+void AddUnrecognized(Json& out, const Json& unrecognized) {
+  if (!unrecognized.is_object()) return;
+  for (auto it = unrecognized.begin(); it != unrecognized.end(); ++it) {
+    if (!out.contains(it.key())) out[it.key()] = it.value();
+  }
+}
+
 Result<std::vector<std::string>> StringList(const Json& array, const std::string& where,
                                             bool unique) {
   std::vector<std::string> out;
@@ -104,6 +125,7 @@ Result<RoleKeys> ParseRoleKeys(const Json& role, const std::string& where) {
   UPKEEP_ASSIGN_OR_RETURN(const Json* keyids, GetArray(role, "keyids", where));
   UPKEEP_ASSIGN_OR_RETURN(out.keyids, StringList(*keyids, where + ": keyids", true));
   UPKEEP_ASSIGN_OR_RETURN(out.threshold, GetPositive(role, "threshold", where));
+  out.unrecognized_fields = Unrecognized(role, {"keyids", "threshold"});
   return out;
 }
 
@@ -117,6 +139,7 @@ Result<MetaFile> ParseMetaFile(const Json& v, const std::string& where) {
   if (auto it = v.find("hashes"); it != v.end()) {
     UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*it, where));
   }
+  out.unrecognized_fields = Unrecognized(v, {"version", "length", "hashes"});
   return out;
 }
 
@@ -125,6 +148,8 @@ Result<RootBody> ParseRootBody(const Json& s) {
   if (auto it = s.find("consistent_snapshot"); it != s.end()) {
     if (!it->is_boolean()) return Invalid("root", "\"consistent_snapshot\" must be a boolean");
     out.consistent_snapshot = it->get<bool>();
+  } else {
+    out.consistent_snapshot = std::nullopt;
   }
   UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(s, "keys", "root"));
   UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, "root"));
@@ -150,6 +175,7 @@ Result<TimestampBody> ParseTimestampBody(const Json& s) {
   if (it == meta->end()) return Invalid("timestamp", "\"meta\" must list \"snapshot.json\"");
   TimestampBody out;
   UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(*it, "timestamp: snapshot.json"));
+  out.other_meta = Unrecognized(*meta, {"snapshot.json"});
   return out;
 }
 
@@ -206,6 +232,8 @@ Result<Delegations> ParseDelegations(const Json& d) {
         UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
                                 StringList(*prefixes, rw + ": path_hash_prefixes", false));
       }
+      role.unrecognized_fields = Unrecognized(
+          r, {"name", "keyids", "threshold", "terminating", "paths", "path_hash_prefixes"});
       out.roles.push_back(std::move(role));
     }
   } else {
@@ -217,8 +245,11 @@ Result<Delegations> ParseDelegations(const Json& d) {
     if (bits < 1 || bits > 32) return Invalid(sw, "\"bit_length\" must be between 1 and 32");
     s.bit_length = static_cast<std::uint32_t>(bits);
     UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, GetString(*succinct, "name_prefix", sw));
+    s.unrecognized_fields =
+        Unrecognized(*succinct, {"keyids", "threshold", "bit_length", "name_prefix"});
     out.succinct = std::move(s);
   }
+  out.unrecognized_fields = Unrecognized(d, {"keys", "roles", "succinct_roles"});
   return out;
 }
 
@@ -233,7 +264,12 @@ Result<TargetsBody> ParseTargetsBody(const Json& s) {
     UPKEEP_ASSIGN_OR_RETURN(file.length, GetUint(t, "length", tw));
     UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, Member(t, "hashes", tw));
     UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, tw));
-    if (auto it = t.find("custom"); it != t.end()) file.custom = *it;
+    // An explicit "custom": null stays among the unrecognized fields, so it is written back.
+    file.unrecognized_fields = Unrecognized(t, {"length", "hashes", "custom"});
+    if (auto it = t.find("custom"); it != t.end()) {
+      if (it->is_null()) file.unrecognized_fields["custom"] = nullptr;
+      file.custom = *it;
+    }
     out.targets.emplace(path, std::move(file));
   }
   if (auto it = s.find("delegations"); it != s.end()) {
@@ -259,6 +295,21 @@ bool SpecVersionSupported(const std::string& v) {
     if (p.empty()) return false;
   }
   return parts[0] == "1";
+}
+
+// The members of "signed" upkeep does not read, for each role.
+Json SignedUnrecognized(const Json& s, const RootBody*) {
+  return Unrecognized(
+      s, {"_type", "spec_version", "version", "expires", "consistent_snapshot", "keys", "roles"});
+}
+Json SignedUnrecognized(const Json& s, const TimestampBody*) {
+  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "meta"});
+}
+Json SignedUnrecognized(const Json& s, const SnapshotBody*) {
+  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "meta"});
+}
+Json SignedUnrecognized(const Json& s, const TargetsBody*) {
+  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "targets", "delegations"});
 }
 
 template <typename Body, typename BodyParser>
@@ -292,6 +343,7 @@ Result<Metadata<Body>> ParseEnvelope(std::string_view bytes, std::string_view ex
     Signature out;
     UPKEEP_ASSIGN_OR_RETURN(out.keyid, GetString(sig, "keyid", where + ": signature"));
     UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, GetString(sig, "sig", where + ": signature"));
+    out.unrecognized_fields = Unrecognized(sig, {"keyid", "sig"});
     if (!seen.insert(out.keyid).second) {
       return Error(Errc::DuplicateSignature, where + ": two signatures by key " + out.keyid);
     }
@@ -299,6 +351,8 @@ Result<Metadata<Body>> ParseEnvelope(std::string_view bytes, std::string_view ex
   }
   UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(*s));
   UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(*s));
+  md.unrecognized_fields = SignedUnrecognized(*s, static_cast<const Body*>(nullptr));
+  md.unrecognized_envelope_fields = Unrecognized(doc, {"signed", "signatures"});
   return md;
 }
 
@@ -389,8 +443,8 @@ std::vector<std::string_view> SplitPath(std::string_view s) {
 
 std::optional<TimePoint> ParseDateTime(std::string_view text) {
   // Exactly "YYYY-MM-DDTHH:MM:SSZ".
-  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
-      text[13] != ':' || text[16] != ':' || text[19] != 'Z') {
+  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||
+      text[16] != ':' || text[19] != 'Z') {
     return std::nullopt;
   }
   auto num = [&](std::size_t pos, std::size_t len) -> int {
@@ -411,8 +465,8 @@ std::optional<TimePoint> ParseDateTime(std::string_view text) {
                                         std::chrono::month{static_cast<unsigned>(mo)},
                                         std::chrono::day{static_cast<unsigned>(d)}};
   if (!ymd.ok()) return std::nullopt;
-  return TimePoint(std::chrono::sys_days(ymd)) + std::chrono::hours(h) +
-         std::chrono::minutes(mi) + std::chrono::seconds(s);
+  return TimePoint(std::chrono::sys_days(ymd)) + std::chrono::hours(h) + std::chrono::minutes(mi) +
+         std::chrono::seconds(s);
 }
 
 std::string FormatDateTime(TimePoint t) {
@@ -600,6 +654,290 @@ Result<void> VerifyMetaFile(const MetaFile& meta, std::string_view bytes,
     }
   }
   return Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serialisation
+
+namespace {
+
+Json RoleKeysToJson(const RoleKeys& r) {
+  Json out = {{"keyids", r.keyids}, {"threshold", r.threshold}};
+  AddUnrecognized(out, r.unrecognized_fields);
+  return out;
+}
+
+Json KeysToJson(const KeyMap& keys) {
+  Json out = Json::object();
+  for (const auto& [id, key] : keys) out[id] = key.ToJson();
+  return out;
+}
+
+Json MetaFileToJson(const MetaFile& m) {
+  Json out = {{"version", m.version}};
+  if (m.length) out["length"] = *m.length;
+  if (m.hashes) out["hashes"] = *m.hashes;
+  AddUnrecognized(out, m.unrecognized_fields);
+  return out;
+}
+
+Json DelegationsToJson(const Delegations& d) {
+  Json out = {{"keys", KeysToJson(d.keys)}};
+  if (d.succinct) {
+    Json s = {{"keyids", d.succinct->keys.keyids},
+              {"threshold", d.succinct->keys.threshold},
+              {"bit_length", d.succinct->bit_length},
+              {"name_prefix", d.succinct->name_prefix}};
+    AddUnrecognized(s, d.succinct->keys.unrecognized_fields);
+    AddUnrecognized(s, d.succinct->unrecognized_fields);
+    out["succinct_roles"] = std::move(s);
+  } else {
+    Json roles = Json::array();
+    for (const auto& role : d.roles) {
+      Json r = {{"name", role.name},
+                {"keyids", role.keys.keyids},
+                {"threshold", role.keys.threshold},
+                {"terminating", role.terminating}};
+      if (role.paths) r["paths"] = *role.paths;
+      if (role.path_hash_prefixes) r["path_hash_prefixes"] = *role.path_hash_prefixes;
+      AddUnrecognized(r, role.keys.unrecognized_fields);
+      AddUnrecognized(r, role.unrecognized_fields);
+      roles.push_back(std::move(r));
+    }
+    out["roles"] = std::move(roles);
+  }
+  AddUnrecognized(out, d.unrecognized_fields);
+  return out;
+}
+
+void BodyToJson(const RootBody& b, Json& out) {
+  if (b.consistent_snapshot) out["consistent_snapshot"] = *b.consistent_snapshot;
+  out["keys"] = KeysToJson(b.keys);
+  Json roles = Json::object();
+  for (const auto& [name, r] : b.roles) roles[name] = RoleKeysToJson(r);
+  out["roles"] = std::move(roles);
+}
+
+void BodyToJson(const TimestampBody& b, Json& out) {
+  Json meta = {{"snapshot.json", MetaFileToJson(b.snapshot_meta)}};
+  AddUnrecognized(meta, b.other_meta);
+  out["meta"] = std::move(meta);
+}
+
+void BodyToJson(const SnapshotBody& b, Json& out) {
+  Json meta = Json::object();
+  for (const auto& [name, m] : b.meta) meta[name] = MetaFileToJson(m);
+  out["meta"] = std::move(meta);
+}
+
+void BodyToJson(const TargetsBody& b, Json& out) {
+  Json targets = Json::object();
+  for (const auto& [path, t] : b.targets) {
+    Json entry = {{"length", t.length}, {"hashes", t.hashes}};
+    if (!t.custom.is_null()) entry["custom"] = t.custom;
+    AddUnrecognized(entry, t.unrecognized_fields);
+    targets[path] = std::move(entry);
+  }
+  out["targets"] = std::move(targets);
+  if (b.delegations) out["delegations"] = DelegationsToJson(*b.delegations);
+}
+
+// JSON text of `value`; nlohmann throws on strings that are not UTF-8.
+Result<std::string> Dump(const Json& value, int indent) {
+  try {
+    return value.dump(indent);
+  } catch (const Json::exception& e) {
+    return Error(Errc::InvalidMetadata, std::string("cannot serialise metadata: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Json Key::ToJson() const {
+  Json out = json.is_object() ? json : Json::object();
+  out["keytype"] = keytype;
+  out["scheme"] = scheme;
+  if (!out.contains("keyval") || !out["keyval"].is_object()) out["keyval"] = Json::object();
+  Json& keyval = out["keyval"];
+  // A key read without a string "public" keeps whatever it had.
+  if (!public_value.empty() || !keyval.contains("public")) keyval["public"] = public_value;
+  return out;
+}
+
+Key Key::FromPublicKey(const crypto::PublicKey& key) {
+  Key out;
+  out.keytype = key.keytype();
+  out.scheme = key.scheme();
+  out.public_value = key.public_value();
+  out.json = out.ToJson();
+  // Canonicalize cannot fail here: the object holds only strings.
+  out.keyid = ComputeKeyId(out.json).value_or(std::string());
+  return out;
+}
+
+template <typename Body>
+Metadata<Body> Metadata<Body>::Create(TimePoint expires) {
+  Metadata<Body> md;
+  md.type = std::string(Body::kType);
+  md.spec_version = std::string(kSpecVersion);
+  md.version = 1;
+  md.expires = expires;
+  return md;
+}
+
+template <typename Body>
+Json Metadata<Body>::SignedToJson() const {
+  Json out = {{"_type", type},
+              {"spec_version", spec_version},
+              {"version", version},
+              {"expires", FormatDateTime(expires)}};
+  BodyToJson(body, out);
+  AddUnrecognized(out, unrecognized_fields);
+  return out;
+}
+
+template <typename Body>
+Json Metadata<Body>::ToJson() const {
+  Json sigs = Json::array();
+  for (const auto& sig : signatures) {
+    Json s = {{"keyid", sig.keyid}, {"sig", sig.sig_hex}};
+    AddUnrecognized(s, sig.unrecognized_fields);
+    sigs.push_back(std::move(s));
+  }
+  Json out = {{"signed", SignedToJson()}, {"signatures", std::move(sigs)}};
+  AddUnrecognized(out, unrecognized_envelope_fields);
+  return out;
+}
+
+template <typename Body>
+Result<std::string> Metadata<Body>::ToBytes() const {
+  return Dump(ToJson(), 1);
+}
+
+template <typename Body>
+Result<std::string> Metadata<Body>::CanonicalSigned() const {
+  const Json s = SignedToJson();
+  UPKEEP_TRY(Dump(s, -1));  // rejects strings that are not UTF-8 before canonicalising them
+  return Canonicalize(s);
+}
+
+template <typename Body>
+Result<void> Metadata<Body>::Sign(const crypto::PrivateKey& key) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string canonical, CanonicalSigned());
+  UPKEEP_ASSIGN_OR_RETURN(
+      auto sig, key.Sign(std::span<const std::uint8_t>(
+                    reinterpret_cast<const std::uint8_t*>(canonical.data()), canonical.size())));
+  const std::string keyid = Key::FromPublicKey(key.public_key()).keyid;
+  canonical_signed = std::move(canonical);
+  for (auto& s : signatures) {
+    if (s.keyid == keyid) {
+      s.sig_hex = HexEncode(sig);
+      return Ok();
+    }
+  }
+  signatures.push_back(Signature{keyid, HexEncode(sig), Json::object()});
+  return Ok();
+}
+
+template struct Metadata<RootBody>;
+template struct Metadata<TimestampBody>;
+template struct Metadata<SnapshotBody>;
+template struct Metadata<TargetsBody>;
+
+// ---------------------------------------------------------------------------------------------
+// Target names and hash values
+
+namespace {
+
+// Length of the UTF-8 sequence starting at s[i] if it is valid (shortest form, no surrogates,
+// at most U+10FFFF), else 0.
+std::size_t Utf8SequenceLength(std::string_view s, std::size_t i) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  std::size_t n = 0;
+  std::uint32_t cp = 0;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((b(i + k) & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i + k) & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) return 0;
+  if (cp >= 0xd800 && cp <= 0xdfff) return 0;
+  return n;
+}
+
+}  // namespace
+
+Result<void> ValidateTargetPath(std::string_view path, TargetPathRules rules) {
+  auto bad = [&](const std::string& why) {
+    return Error(Errc::InvalidTargetPath, "target name \"" + std::string(path) + "\" " + why);
+  };
+  if (path.empty()) return Error(Errc::InvalidTargetPath, "empty target name");
+  if (path.front() == '/') return bad("starts with '/'");
+  for (std::size_t i = 0; i < path.size();) {
+    const auto c = static_cast<unsigned char>(path[i]);
+    if (c < 0x20 || c == 0x7f) return bad("contains a control character");
+    if (rules == TargetPathRules::kPublish && (c == '%' || c == '?' || c == '#')) {
+      return bad("contains '%', '?' or '#', which TUF clients put into URLs differently");
+    }
+    const std::size_t n = Utf8SequenceLength(path, i);
+    if (n == 0) return Error(Errc::InvalidTargetPath, "target name is not valid UTF-8");
+    i += n;
+  }
+  for (std::string_view segment : SplitPath(path)) {
+    if (segment.empty()) return bad("has an empty segment");
+    if (segment == "." || segment == "..") return bad("has a '.' or '..' segment");
+  }
+  return Ok();
+}
+
+Result<void> ValidateHashValue(std::string_view algorithm, std::string_view value) {
+  const auto alg = crypto::HashAlgorithmFromName(algorithm);
+  if (!alg) {
+    return Error(Errc::InvalidTargetHash,
+                 "hash algorithm \"" + std::string(algorithm) + "\" is not supported");
+  }
+  const bool hex = std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!hex || value.size() != 2 * crypto::DigestSize(*alg)) {
+    return Error(Errc::InvalidTargetHash, std::string(algorithm) + " value is not " +
+                                              std::to_string(2 * crypto::DigestSize(*alg)) +
+                                              " lower-case hex digits");
+  }
+  return Ok();
+}
+
+Result<void> ValidateTargetFile(const TargetFile& target, TargetPathRules rules) {
+  UPKEEP_TRY(ValidateTargetPath(target.path, rules));
+  for (const auto& [alg, value] : target.hashes) {
+    // Other algorithms are never put into a URL; the download fails on them (TargetHashMismatch).
+    if (!crypto::HashAlgorithmFromName(alg)) continue;
+    if (auto r = ValidateHashValue(alg, value); !r) {
+      return Error(Errc::InvalidTargetHash, target.path + ": " + r.error().message());
+    }
+  }
+  return Ok();
+}
+
+const std::string* UrlHash(const TargetFile& target) {
+  for (const auto& [alg, value] : target.hashes) {
+    if (crypto::HashAlgorithmFromName(alg) && ValidateHashValue(alg, value)) return &value;
+  }
+  return nullptr;
 }
 
 }  // namespace upkeep::metadata
