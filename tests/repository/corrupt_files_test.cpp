@@ -8,7 +8,9 @@
 
 #include <fstream>
 #include <functional>
+#include <sstream>
 
+#include "cli.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 #include "upkeep/repository/repository.hpp"
@@ -157,6 +159,21 @@ TEST_F(CorruptFilesTest, ReportsHandEditedStagedRootAsCorruptFile) {
   ExpectOpenFailsWithBytes(name, "[]", Errc::CorruptFile, "not an object");
   fs::remove(Repo(name));
   EXPECT_ERRC(Open(), Errc::CorruptFile);
+}
+
+// `upkeep repo publish` on a staged targets.json without "expires" once died on an uncaught
+// exception; it now fails with exit status 1 and names the file.
+TEST_F(CorruptFilesTest, PublishCommandReportsStagedTargetsWithoutExpires) {
+  Json doc = Json::parse(Read("staged/targets.json"));
+  doc["signed"].erase("expires");
+  Write("staged/targets.json", doc.dump(1));
+  const std::string repo = Repo("").string(), www = (work_ / "www").string();
+  const char* argv[] = {"upkeep", "repo", "publish", repo.c_str(), www.c_str()};
+  std::ostringstream out, err;
+  EXPECT_EQ(tool::Main(5, argv, out, err), 1);
+  EXPECT_NE(err.str().find("staged/targets.json"), std::string::npos) << err.str();
+  EXPECT_NE(err.str().find("expires"), std::string::npos) << err.str();
+  EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
 }
 
 // repo.json is parsed strictly: each hand edit is NotARepository.
