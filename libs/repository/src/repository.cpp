@@ -154,7 +154,10 @@ Result<Settings> ParseSettings(std::string_view bytes) {
   }
   for (const auto& [role, delegator] : out.delegations) {
     const bool top_level = Contains({std::begin(kTopLevelRoles), std::end(kTopLevelRoles)}, role);
-    if (role.empty() || top_level || delegator == "root" || delegator == role ||
+    // Role names become file names under REPO/staged and the published metadata directory.
+    const bool usable_name =
+        metadata::ValidateTargetPath(role, metadata::TargetPathRules::kPublish).has_value();
+    if (!usable_name || top_level || delegator == "root" || delegator == role ||
         (delegator != "targets" && !out.delegations.contains(delegator))) {
       return bad("delegation \"" + role + "\" from \"" + delegator + "\" is not valid");
     }
