@@ -7,67 +7,19 @@
 #include <set>
 
 #include "upkeep/common/encoding.hpp"
+#include "upkeep/metadata/json_reader.hpp"
 
 namespace upkeep::metadata {
 
 namespace {
 
+constexpr Errc kInvalid = Errc::InvalidMetadata;
+// TUF metadata allows empty strings (a key ID, a path pattern); upkeep's own rules check names.
+constexpr StringRules kAnyString{.allow_empty = true};
+constexpr UintRange kPositive{.min = 1};
+
 Error Invalid(const std::string& where, const std::string& what) {
-  return Error(Errc::InvalidMetadata, where + ": " + what);
-}
-
-Result<const Json*> Member(const Json& object, const char* key, const std::string& where) {
-  auto it = object.find(key);
-  if (it == object.end()) return Invalid(where, std::string("missing \"") + key + "\"");
-  return &*it;
-}
-
-Result<std::string> GetString(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_string()) return Invalid(where, std::string("\"") + key + "\" must be a string");
-  return v->get<std::string>();
-}
-
-Result<std::uint64_t> AsUint(const Json& v, const std::string& what) {
-  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
-  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
-    return static_cast<std::uint64_t>(v.get<std::int64_t>());
-  }
-  return Error(Errc::InvalidMetadata, what + " must be a non-negative integer");
-}
-
-Result<std::uint64_t> GetUint(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  return AsUint(*v, where + ": \"" + key + "\"");
-}
-
-Result<std::uint64_t> GetPositive(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(std::uint64_t v, GetUint(object, key, where));
-  if (v == 0) return Invalid(where, std::string("\"") + key + "\" must be at least 1");
-  return v;
-}
-
-Result<const Json*> GetObject(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_object()) return Invalid(where, std::string("\"") + key + "\" must be an object");
-  return v;
-}
-
-Result<const Json*> GetArray(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_array()) return Invalid(where, std::string("\"") + key + "\" must be an array");
-  return v;
-}
-
-// The members of `object` whose keys are not in `known`, kept for writing the object back.
-Json Unrecognized(const Json& object, std::initializer_list<std::string_view> known) {
-  Json out = Json::object();
-  for (auto it = object.begin(); it != object.end(); ++it) {
-    bool is_known = false;
-    for (auto k : known) is_known = is_known || it.key() == k;
-    if (!is_known) out[it.key()] = it.value();
-  }
-  return out;
+  return Error(kInvalid, where + ": " + what);
 }
 
 // Adds the kept unknown members to `out` (known members already set win).
@@ -78,114 +30,55 @@ void AddUnrecognized(Json& out, const Json& unrecognized) {
   }
 }
 
-Result<std::vector<std::string>> StringList(const Json& array, const std::string& where,
-                                            bool unique) {
-  std::vector<std::string> out;
-  std::set<std::string, std::less<>> seen;
-  for (const auto& v : array) {
-    if (!v.is_string()) return Invalid(where, "list entries must be strings");
-    if (unique && !seen.insert(v.get<std::string>()).second) {
-      return Invalid(where, "duplicate entry \"" + v.get<std::string>() + "\"");
-    }
-    out.push_back(v.get<std::string>());
-  }
-  return out;
-}
-
-Result<Hashes> ParseHashes(const Json& v, const std::string& where) {
-  if (!v.is_object() || v.empty()) return Invalid(where, "\"hashes\" must be a non-empty object");
+Result<Hashes> ParseHashes(const Json& v, const std::string& path) {
+  if (!v.is_object() || v.empty()) return Invalid(path, "must be a non-empty object");
   Hashes out;
   for (const auto& [alg, digest] : v.items()) {
-    if (!digest.is_string()) return Invalid(where, "hash values must be strings");
+    if (!digest.is_string()) return Invalid(path + "." + alg, "must be a string");
     out.emplace(alg, digest.get<std::string>());
   }
   return out;
 }
 
-Result<KeyMap> ParseKeys(const Json& keys, const std::string& where) {
+// The "keys" member of `parent`: key ID -> key object.
+Result<KeyMap> ParseKeys(JsonReader& parent) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader keys, parent.Object("keys"));
   KeyMap out;
-  for (const auto& [keyid, k] : keys.items()) {
-    const std::string kw = where + ": key " + keyid;
-    if (!k.is_object()) return Invalid(kw, "must be an object");
+  for (const auto& [keyid, unused] : keys.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader k, keys.Object(keyid));
     Key key;
     key.keyid = keyid;
-    UPKEEP_ASSIGN_OR_RETURN(key.keytype, GetString(k, "keytype", kw));
-    UPKEEP_ASSIGN_OR_RETURN(key.scheme, GetString(k, "scheme", kw));
-    UPKEEP_ASSIGN_OR_RETURN(const Json* keyval, GetObject(k, "keyval", kw));
-    key.json = k;
-    auto pub = keyval->find("public");
-    if (pub != keyval->end() && pub->is_string()) key.public_value = pub->get<std::string>();
+    UPKEEP_ASSIGN_OR_RETURN(key.keytype, k.String("keytype", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(key.scheme, k.String("scheme", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader keyval, k.Object("keyval"));
+    // A key without a usable "public" still parses; it can never sign (Key::PublicKey is null).
+    if (const Json* pub = keyval.Optional("public"); pub != nullptr && pub->is_string()) {
+      key.public_value = pub->get<std::string>();
+    }
+    key.json = k.json();  // kept whole: its canonical form is the key ID
     out.emplace(keyid, std::move(key));
   }
   return out;
 }
 
-Result<RoleKeys> ParseRoleKeys(const Json& role, const std::string& where) {
+// "keyids" and "threshold" of a role object; the caller keeps the object's other members.
+Result<RoleKeys> ParseRoleKeys(JsonReader& role) {
   RoleKeys out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keyids, GetArray(role, "keyids", where));
-  UPKEEP_ASSIGN_OR_RETURN(out.keyids, StringList(*keyids, where + ": keyids", true));
-  UPKEEP_ASSIGN_OR_RETURN(out.threshold, GetPositive(role, "threshold", where));
-  out.unrecognized_fields = Unrecognized(role, {"keyids", "threshold"});
+  UPKEEP_ASSIGN_OR_RETURN(out.keyids,
+                          role.Strings("keyids", {.allow_empty_strings = true, .unique = true}));
+  UPKEEP_ASSIGN_OR_RETURN(out.threshold, role.Uint("threshold", kPositive));
   return out;
 }
 
-Result<MetaFile> ParseMetaFile(const Json& v, const std::string& where) {
-  if (!v.is_object()) return Invalid(where, "must be an object");
+Result<MetaFile> ParseMetaFile(JsonReader& meta, std::string_view name) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader v, meta.Object(name));
   MetaFile out;
-  UPKEEP_ASSIGN_OR_RETURN(out.version, GetPositive(v, "version", where));
-  if (auto it = v.find("length"); it != v.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.length, AsUint(*it, where + ": \"length\""));
+  UPKEEP_ASSIGN_OR_RETURN(out.version, v.Uint("version", kPositive));
+  UPKEEP_ASSIGN_OR_RETURN(out.length, v.OptionalUint("length"));
+  if (const Json* hashes = v.Optional("hashes"); hashes != nullptr) {
+    UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*hashes, v.Path("hashes")));
   }
-  if (auto it = v.find("hashes"); it != v.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*it, where));
-  }
-  out.unrecognized_fields = Unrecognized(v, {"version", "length", "hashes"});
-  return out;
-}
-
-Result<RootBody> ParseRootBody(const Json& s) {
-  RootBody out;
-  if (auto it = s.find("consistent_snapshot"); it != s.end()) {
-    if (!it->is_boolean()) return Invalid("root", "\"consistent_snapshot\" must be a boolean");
-    out.consistent_snapshot = it->get<bool>();
-  } else {
-    out.consistent_snapshot = std::nullopt;
-  }
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(s, "keys", "root"));
-  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, "root"));
-  UPKEEP_ASSIGN_OR_RETURN(const Json* roles, GetObject(s, "roles", "root"));
-  for (const auto& [name, role] : roles->items()) {
-    if (name != kRootRole && name != kTimestampRole && name != kSnapshotRole &&
-        name != kTargetsRole) {
-      return Invalid("root", "unknown role \"" + name + "\" in \"roles\"");
-    }
-    if (!role.is_object()) return Invalid("root", "role \"" + name + "\" must be an object");
-    UPKEEP_ASSIGN_OR_RETURN(auto rk, ParseRoleKeys(role, "root: role " + name));
-    out.roles.emplace(name, std::move(rk));
-  }
-  if (out.roles.size() != 4) {
-    return Invalid("root", "\"roles\" must define root, timestamp, snapshot and targets");
-  }
-  return out;
-}
-
-Result<TimestampBody> ParseTimestampBody(const Json& s) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "timestamp"));
-  auto it = meta->find("snapshot.json");
-  if (it == meta->end()) return Invalid("timestamp", "\"meta\" must list \"snapshot.json\"");
-  TimestampBody out;
-  UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(*it, "timestamp: snapshot.json"));
-  out.other_meta = Unrecognized(*meta, {"snapshot.json"});
-  return out;
-}
-
-Result<SnapshotBody> ParseSnapshotBody(const Json& s) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "snapshot"));
-  SnapshotBody out;
-  for (const auto& [name, v] : meta->items()) {
-    UPKEEP_ASSIGN_OR_RETURN(auto mf, ParseMetaFile(v, "snapshot: " + name));
-    out.meta.emplace(name, mf);
-  }
+  out.unrecognized_fields = v.Unrecognized();
   return out;
 }
 
@@ -194,86 +87,118 @@ bool IsTopLevelRole(std::string_view name) {
          name == kTargetsRole;
 }
 
-Result<Delegations> ParseDelegations(const Json& d) {
-  const std::string where = "targets: delegations";
-  if (!d.is_object()) return Invalid(where, "must be an object");
-  Delegations out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(d, "keys", where));
-  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, where));
-  const auto roles = d.find("roles");
-  const auto succinct = d.find("succinct_roles");
-  if ((roles == d.end()) == (succinct == d.end())) {
-    return Invalid(where, "exactly one of \"roles\" and \"succinct_roles\" must be present");
+Result<RootBody> ParseRootBody(JsonReader& s) {
+  RootBody out;
+  UPKEEP_ASSIGN_OR_RETURN(out.consistent_snapshot, s.OptionalBool("consistent_snapshot"));
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(s));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader roles, s.Object("roles"));
+  for (const auto& [name, unused] : roles.json().items()) {
+    if (!IsTopLevelRole(name)) return roles.Fail(name, "unknown role");
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader role, roles.Object(name));
+    UPKEEP_ASSIGN_OR_RETURN(auto keys, ParseRoleKeys(role));
+    keys.unrecognized_fields = role.Unrecognized();
+    out.roles.emplace(name, std::move(keys));
   }
-  if (roles != d.end()) {
-    if (!roles->is_array()) return Invalid(where, "\"roles\" must be an array");
-    std::set<std::string, std::less<>> names;
-    for (const auto& r : *roles) {
-      if (!r.is_object()) return Invalid(where, "each role must be an object");
-      DelegatedRole role;
-      UPKEEP_ASSIGN_OR_RETURN(role.name, GetString(r, "name", where));
-      const std::string rw = where + ": role " + role.name;
-      if (IsTopLevelRole(role.name)) return Invalid(rw, "a top-level role cannot be delegated");
-      if (!names.insert(role.name).second) return Invalid(rw, "role listed twice");
-      UPKEEP_ASSIGN_OR_RETURN(role.keys, ParseRoleKeys(r, rw));
-      UPKEEP_ASSIGN_OR_RETURN(const Json* term, Member(r, "terminating", rw));
-      if (!term->is_boolean()) return Invalid(rw, "\"terminating\" must be a boolean");
-      role.terminating = term->get<bool>();
-      const auto paths = r.find("paths");
-      const auto prefixes = r.find("path_hash_prefixes");
-      if ((paths == r.end()) == (prefixes == r.end())) {
-        return Invalid(rw, "exactly one of \"paths\" and \"path_hash_prefixes\" must be set");
-      }
-      if (paths != r.end()) {
-        if (!paths->is_array()) return Invalid(rw, "\"paths\" must be an array");
-        UPKEEP_ASSIGN_OR_RETURN(role.paths, StringList(*paths, rw + ": paths", false));
-      } else {
-        if (!prefixes->is_array()) return Invalid(rw, "\"path_hash_prefixes\" must be an array");
-        UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
-                                StringList(*prefixes, rw + ": path_hash_prefixes", false));
-      }
-      role.unrecognized_fields = Unrecognized(
-          r, {"name", "keyids", "threshold", "terminating", "paths", "path_hash_prefixes"});
-      out.roles.push_back(std::move(role));
-    }
-  } else {
-    const std::string sw = where + ": succinct_roles";
-    if (!succinct->is_object()) return Invalid(sw, "must be an object");
-    SuccinctRoles s;
-    UPKEEP_ASSIGN_OR_RETURN(s.keys, ParseRoleKeys(*succinct, sw));
-    UPKEEP_ASSIGN_OR_RETURN(std::uint64_t bits, GetUint(*succinct, "bit_length", sw));
-    if (bits < 1 || bits > 32) return Invalid(sw, "\"bit_length\" must be between 1 and 32");
-    s.bit_length = static_cast<std::uint32_t>(bits);
-    UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, GetString(*succinct, "name_prefix", sw));
-    s.unrecognized_fields =
-        Unrecognized(*succinct, {"keyids", "threshold", "bit_length", "name_prefix"});
-    out.succinct = std::move(s);
+  if (out.roles.size() != 4) {
+    return Invalid(roles.path(), "must define root, timestamp, snapshot and targets");
   }
-  out.unrecognized_fields = Unrecognized(d, {"keys", "roles", "succinct_roles"});
   return out;
 }
 
-Result<TargetsBody> ParseTargetsBody(const Json& s) {
+Result<TimestampBody> ParseTimestampBody(JsonReader& s) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader meta, s.Object("meta"));
+  if (!meta.json().contains("snapshot.json")) return meta.Fail("snapshot.json", "missing");
+  TimestampBody out;
+  UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(meta, "snapshot.json"));
+  out.other_meta = meta.Unrecognized();
+  return out;
+}
+
+Result<SnapshotBody> ParseSnapshotBody(JsonReader& s) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader meta, s.Object("meta"));
+  SnapshotBody out;
+  for (const auto& [name, unused] : meta.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(auto mf, ParseMetaFile(meta, name));
+    out.meta.emplace(name, std::move(mf));
+  }
+  return out;
+}
+
+Result<DelegatedRole> ParseDelegatedRole(JsonReader& r, std::set<std::string, std::less<>>& names) {
+  DelegatedRole role;
+  UPKEEP_ASSIGN_OR_RETURN(role.name, r.String("name", kAnyString));
+  if (IsTopLevelRole(role.name)) return r.Fail("name", "a top-level role cannot be delegated");
+  if (!names.insert(role.name).second) return r.Fail("name", "role listed twice");
+  UPKEEP_ASSIGN_OR_RETURN(role.keys, ParseRoleKeys(r));
+  UPKEEP_ASSIGN_OR_RETURN(role.terminating, r.Bool("terminating"));
+  const bool has_paths = r.Optional("paths") != nullptr;
+  const bool has_prefixes = r.Optional("path_hash_prefixes") != nullptr;
+  if (has_paths == has_prefixes) {
+    return Invalid(r.path(), "exactly one of \"paths\" and \"path_hash_prefixes\" must be set");
+  }
+  if (has_paths) {
+    UPKEEP_ASSIGN_OR_RETURN(role.paths, r.Strings("paths", {.allow_empty_strings = true}));
+  } else {
+    UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
+                            r.Strings("path_hash_prefixes", {.allow_empty_strings = true}));
+  }
+  role.unrecognized_fields = r.Unrecognized();
+  return role;
+}
+
+Result<Delegations> ParseDelegations(JsonReader& d) {
+  Delegations out;
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(d));
+  const Json* roles = d.Optional("roles");
+  const Json* succinct = d.Optional("succinct_roles");
+  if ((roles == nullptr) == (succinct == nullptr)) {
+    return Invalid(d.path(), "exactly one of \"roles\" and \"succinct_roles\" must be present");
+  }
+  if (roles != nullptr) {
+    if (!roles->is_array()) return d.Fail("roles", "must be an array");
+    std::set<std::string, std::less<>> names;
+    for (std::size_t i = 0; i < roles->size(); ++i) {
+      const std::string at = d.Path("roles") + "[" + std::to_string(i) + "]";
+      UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of((*roles)[i], kInvalid, at));
+      UPKEEP_ASSIGN_OR_RETURN(auto role, ParseDelegatedRole(r, names));
+      out.roles.push_back(std::move(role));
+    }
+  } else {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader sr, d.Object("succinct_roles"));
+    SuccinctRoles s;
+    UPKEEP_ASSIGN_OR_RETURN(s.keys, ParseRoleKeys(sr));
+    UPKEEP_ASSIGN_OR_RETURN(std::uint64_t bits, sr.Uint("bit_length", {.min = 1, .max = 32}));
+    s.bit_length = static_cast<std::uint32_t>(bits);
+    UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, sr.String("name_prefix", kAnyString));
+    s.unrecognized_fields = sr.Unrecognized();
+    out.succinct = std::move(s);
+  }
+  out.unrecognized_fields = d.Unrecognized();
+  return out;
+}
+
+Result<TargetsBody> ParseTargetsBody(JsonReader& s) {
   TargetsBody out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* targets, GetObject(s, "targets", "targets"));
-  for (const auto& [path, t] : targets->items()) {
-    const std::string tw = "targets: target " + path;
-    if (!t.is_object()) return Invalid(tw, "must be an object");
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader targets, s.Object("targets"));
+  for (const auto& [path, unused] : targets.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader t, targets.Object(path));
     TargetFile file;
     file.path = path;
-    UPKEEP_ASSIGN_OR_RETURN(file.length, GetUint(t, "length", tw));
-    UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, Member(t, "hashes", tw));
-    UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, tw));
-    // An explicit "custom": null stays among the unrecognized fields, so it is written back.
-    file.unrecognized_fields = Unrecognized(t, {"length", "hashes", "custom"});
-    if (auto it = t.find("custom"); it != t.end()) {
-      if (it->is_null()) file.unrecognized_fields["custom"] = nullptr;
-      file.custom = *it;
+    UPKEEP_ASSIGN_OR_RETURN(file.length, t.Uint("length"));
+    UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, t.Required("hashes"));
+    UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, t.Path("hashes")));
+    const Json* custom = t.Optional("custom");
+    file.unrecognized_fields = t.Unrecognized();
+    if (custom != nullptr) {
+      // An explicit "custom": null stays among the unrecognized fields, so it is written back.
+      if (custom->is_null()) file.unrecognized_fields["custom"] = nullptr;
+      file.custom = *custom;
     }
     out.targets.emplace(path, std::move(file));
   }
-  if (auto it = s.find("delegations"); it != s.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.delegations, ParseDelegations(*it));
+  UPKEEP_ASSIGN_OR_RETURN(auto delegations, s.OptionalObject("delegations"));
+  if (delegations) {
+    UPKEEP_ASSIGN_OR_RETURN(out.delegations, ParseDelegations(*delegations));
   }
   return out;
 }
@@ -297,62 +222,48 @@ bool SpecVersionSupported(const std::string& v) {
   return parts[0] == "1";
 }
 
-// The members of "signed" upkeep does not read, for each role.
-Json SignedUnrecognized(const Json& s, const RootBody*) {
-  return Unrecognized(
-      s, {"_type", "spec_version", "version", "expires", "consistent_snapshot", "keys", "roles"});
-}
-Json SignedUnrecognized(const Json& s, const TimestampBody*) {
-  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "meta"});
-}
-Json SignedUnrecognized(const Json& s, const SnapshotBody*) {
-  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "meta"});
-}
-Json SignedUnrecognized(const Json& s, const TargetsBody*) {
-  return Unrecognized(s, {"_type", "spec_version", "version", "expires", "targets", "delegations"});
-}
-
 template <typename Body, typename BodyParser>
 Result<Metadata<Body>> ParseEnvelope(std::string_view bytes, std::string_view expected_type,
                                      BodyParser parse_body) {
   UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseJson(bytes));
   const std::string where(expected_type);
-  if (!doc.is_object()) return Invalid(where, "metadata must be a JSON object");
-  UPKEEP_ASSIGN_OR_RETURN(const Json* sigs, GetArray(doc, "signatures", where));
-  UPKEEP_ASSIGN_OR_RETURN(const Json* s, GetObject(doc, "signed", where));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader envelope, JsonReader::Of(doc, kInvalid, where));
+  UPKEEP_ASSIGN_OR_RETURN(const Json* sigs, envelope.Array("signatures"));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader s, envelope.Object("signed"));
 
   Metadata<Body> md;
-  UPKEEP_ASSIGN_OR_RETURN(md.type, GetString(*s, "_type", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.type, s.String("_type", kAnyString));
   if (md.type != expected_type) {
     return Error(Errc::WrongType, "expected \"" + where + "\" metadata, got \"" + md.type + "\"");
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.spec_version, GetString(*s, "spec_version", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.spec_version, s.String("spec_version", kAnyString));
   if (!SpecVersionSupported(md.spec_version)) {
     return Error(Errc::UnsupportedSpecVersion,
                  where + ": spec_version \"" + md.spec_version + "\" is not 1.x");
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.version, GetPositive(*s, "version", where));
-  UPKEEP_ASSIGN_OR_RETURN(std::string expires, GetString(*s, "expires", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.version, s.Uint("version", kPositive));
+  UPKEEP_ASSIGN_OR_RETURN(std::string expires, s.String("expires", kAnyString));
   auto when = ParseDateTime(expires);
-  if (!when) return Invalid(where, "\"expires\" is not YYYY-MM-DDTHH:MM:SSZ: " + expires);
+  if (!when) return s.Fail("expires", "is not YYYY-MM-DDTHH:MM:SSZ: " + expires);
   md.expires = *when;
 
   std::set<std::string, std::less<>> seen;
-  for (const auto& sig : *sigs) {
-    if (!sig.is_object()) return Invalid(where, "each signature must be an object");
+  for (std::size_t i = 0; i < sigs->size(); ++i) {
+    const std::string at = envelope.Path("signatures") + "[" + std::to_string(i) + "]";
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader sig, JsonReader::Of((*sigs)[i], kInvalid, at));
     Signature out;
-    UPKEEP_ASSIGN_OR_RETURN(out.keyid, GetString(sig, "keyid", where + ": signature"));
-    UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, GetString(sig, "sig", where + ": signature"));
-    out.unrecognized_fields = Unrecognized(sig, {"keyid", "sig"});
+    UPKEEP_ASSIGN_OR_RETURN(out.keyid, sig.String("keyid", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, sig.String("sig", kAnyString));
+    out.unrecognized_fields = sig.Unrecognized();
     if (!seen.insert(out.keyid).second) {
       return Error(Errc::DuplicateSignature, where + ": two signatures by key " + out.keyid);
     }
     md.signatures.push_back(std::move(out));
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(*s));
-  UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(*s));
-  md.unrecognized_fields = SignedUnrecognized(*s, static_cast<const Body*>(nullptr));
-  md.unrecognized_envelope_fields = Unrecognized(doc, {"signed", "signatures"});
+  UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(s.json()));
+  UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(s));
+  md.unrecognized_fields = s.Unrecognized();
+  md.unrecognized_envelope_fields = envelope.Unrecognized();
   return md;
 }
 
@@ -847,55 +758,23 @@ template struct Metadata<TargetsBody>;
 // ---------------------------------------------------------------------------------------------
 // Target names and hash values
 
-namespace {
-
-// Length of the UTF-8 sequence starting at s[i] if it is valid (shortest form, no surrogates,
-// at most U+10FFFF), else 0.
-std::size_t Utf8SequenceLength(std::string_view s, std::size_t i) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  std::size_t n = 0;
-  std::uint32_t cp = 0;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((b(i + k) & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (b(i + k) & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) return 0;
-  if (cp >= 0xd800 && cp <= 0xdfff) return 0;
-  return n;
-}
-
-}  // namespace
-
 Result<void> ValidateTargetPath(std::string_view path, TargetPathRules rules) {
   auto bad = [&](const std::string& why) {
-    return Error(Errc::InvalidTargetPath, "target name \"" + std::string(path) + "\" " + why);
+    std::string shown(path);  // control characters never reach a log line
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    return Error(Errc::InvalidTargetPath, "target name \"" + shown + "\" " + why);
   };
   if (path.empty()) return Error(Errc::InvalidTargetPath, "empty target name");
   if (path.front() == '/') return bad("starts with '/'");
-  for (std::size_t i = 0; i < path.size();) {
-    const auto c = static_cast<unsigned char>(path[i]);
+  if (!IsValidUtf8(path)) return Error(Errc::InvalidTargetPath, "target name is not valid UTF-8");
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
     if (c < 0x20 || c == 0x7f) return bad("contains a control character");
     if (rules == TargetPathRules::kPublish && (c == '%' || c == '?' || c == '#')) {
       return bad("contains '%', '?' or '#', which TUF clients put into URLs differently");
     }
-    const std::size_t n = Utf8SequenceLength(path, i);
-    if (n == 0) return Error(Errc::InvalidTargetPath, "target name is not valid UTF-8");
-    i += n;
   }
   for (std::string_view segment : SplitPath(path)) {
     if (segment.empty()) return bad("has an empty segment");
