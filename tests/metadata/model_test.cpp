@@ -326,6 +326,20 @@ TEST_F(ModelTest, RoundTripsTargetsWithUnknownFields) {
   EXPECT_EQ(Must(first->CanonicalSigned()), first->canonical_signed);
 }
 
+// A key object without a string "keyval.public" (a key upkeep cannot use) is written back as it
+// was, so the signatures over it still verify.
+TEST_F(ModelTest, RoundTripsKeyWithoutPublicValue) {
+  auto doc = RootDoc();
+  doc["signed"]["keys"]["f00d"] = {{"keytype", "x-future"},
+                                   {"scheme", "x-future"},
+                                   {"keyval", {{"x-material", "00"}}}};
+  doc["signed"]["keys"]["beef"] = {
+      {"keytype", "x-future"}, {"scheme", "x-future"}, {"keyval", {{"public", 5}}}};
+  auto root = Must(ParseRoot(doc.dump()));
+  EXPECT_EQ(Json::parse(Must(root.ToBytes())), doc);
+  EXPECT_EQ(Must(root.CanonicalSigned()), root.canonical_signed);
+}
+
 // Every role round-trips, including a root without "consistent_snapshot" (which stays absent).
 TEST_F(ModelTest, RoundTripsEveryRole) {
   sim_.Publish();

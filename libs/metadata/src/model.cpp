@@ -670,8 +670,8 @@ Json Key::ToJson() const {
   out["scheme"] = scheme;
   if (!out.contains("keyval") || !out["keyval"].is_object()) out["keyval"] = Json::object();
   Json& keyval = out["keyval"];
-  // A key read without a string "public" keeps whatever it had.
-  if (!public_value.empty() || !keyval.contains("public")) keyval["public"] = public_value;
+  // A key read without a string "public" keeps whatever it had (or lacked).
+  if (!public_value.empty()) keyval["public"] = public_value;
   return out;
 }
 
