@@ -330,9 +330,8 @@ TEST_F(ModelTest, RoundTripsTargetsWithUnknownFields) {
 // was, so the signatures over it still verify.
 TEST_F(ModelTest, RoundTripsKeyWithoutPublicValue) {
   auto doc = RootDoc();
-  doc["signed"]["keys"]["f00d"] = {{"keytype", "x-future"},
-                                   {"scheme", "x-future"},
-                                   {"keyval", {{"x-material", "00"}}}};
+  doc["signed"]["keys"]["f00d"] = {
+      {"keytype", "x-future"}, {"scheme", "x-future"}, {"keyval", {{"x-material", "00"}}}};
   doc["signed"]["keys"]["beef"] = {
       {"keytype", "x-future"}, {"scheme", "x-future"}, {"keyval", {{"public", 5}}}};
   auto root = Must(ParseRoot(doc.dump()));
