@@ -180,9 +180,9 @@ crypto::KeyAlgorithm KeyType(const std::string& name) {
 }
 
 // Private key passphrases come from the environment, never from the command line.
-std::string Passphrase() {
+crypto::SecretString Passphrase() {
   const char* p = std::getenv("UPKEEP_KEY_PASSPHRASE");
-  return p == nullptr ? std::string() : std::string(p);
+  return p == nullptr ? crypto::SecretString() : crypto::SecretString(p);
 }
 
 int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, std::ostream& err) {
@@ -201,14 +201,14 @@ int Repo(const std::string& command, const RepoOptions& o, std::ostream& out, st
     init.timestamp_expiry_days = o.timestamp_days;
     init.passphrase = Passphrase();
     if (!o.pkcs11_key.empty()) init.targets_token_key = TokenKey(o);
-    auto repo = repository::Repository::Init(o.repo, init, clock);
+    auto repo = repository::Repository::Init(o.repo, init, fs, clock);
     if (!repo) return Fail(err, repo.error());
     out << "initialised " << o.repo << " (root " << o.root_threshold << "-of-" << o.root_keys
         << ", targets " << o.targets_threshold << "-of-" << o.targets_keys << ", " << o.key_type
         << " keys in " << (fs::path(o.repo) / "keys").string() << ")\n";
     return kOk;
   }
-  auto repo = repository::Repository::Open(o.repo, clock, Passphrase());
+  auto repo = repository::Repository::Open(o.repo, fs, clock, Passphrase());
   if (!repo) return Fail(err, repo.error());
   Result<void> done;
   if (command == "add-target") {

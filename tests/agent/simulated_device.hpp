@@ -64,7 +64,7 @@ class ReleaseRepo {
   explicit ReleaseRepo(const std::filesystem::path& dir) : dir_(dir) {
     std::filesystem::create_directories(dir_ / "build");
     repository::InitOptions o;
-    auto repo = repository::Repository::Init(dir_ / "repo", o, clock_);
+    auto repo = repository::Repository::Init(dir_ / "repo", o, fs_, clock_);
     EXPECT_TRUE(repo.has_value()) << repo.error().ToString();
   }
 
@@ -194,7 +194,9 @@ class ReleaseRepo {
   [[nodiscard]] std::filesystem::path root_path() const { return www() / "metadata" / "1.root.json"; }
 
  private:
-  Result<repository::Repository> Open() { return repository::Repository::Open(dir_ / "repo", clock_); }
+  Result<repository::Repository> Open() {
+    return repository::Repository::Open(dir_ / "repo", fs_, clock_);
+  }
   // Signs the top-level targets role and every delegated role with whichever repository keys
   // each accepts.
   void SignAll(repository::Repository& repo) {
@@ -208,6 +210,7 @@ class ReleaseRepo {
   }
   std::filesystem::path dir_;
   std::vector<std::string> delegated_;
+  LocalFilesystem fs_;
   SystemClock clock_;
 };
 

@@ -93,9 +93,9 @@ TEST(CanonicalJsonTest, RejectsExcessiveNesting) {
 }
 
 TEST(CanonicalJsonTest, RejectsTrailingGarbageAndComments) {
-  EXPECT_FALSE(ParseJson("{} x"));
-  EXPECT_FALSE(ParseJson("{/* c */}"));
-  EXPECT_FALSE(ParseJson(""));
+  EXPECT_ERRC(ParseJson("{} x"), Errc::MalformedJson);
+  EXPECT_ERRC(ParseJson("{/* c */}"), Errc::MalformedJson);
+  EXPECT_ERRC(ParseJson(""), Errc::MalformedJson);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "test_util.hpp"
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -679,6 +680,117 @@ TEST_F(TargetDownloadTest, RejectsTargetWithUnsupportedHashAlgorithm) {
   info->hashes["x-unknown"] = "00";
   EXPECT_ERRC(updater.DownloadTarget(*info, RepositorySimulator::kTargetsUrl, dir_.path()),
               Errc::TargetHashMismatch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target names and hash values reach URLs and file names only when they are safe
+
+class HostileTargetTest : public UpdaterTest {
+ protected:
+  void SetUp() override {
+    for (const auto& name : BadNames()) sim_.AddTarget("targets", name, "payload");
+    const auto bad = BadHashes();
+    for (std::size_t i = 0; i < bad.size(); ++i) {
+      const std::string name = "fw/hash" + std::to_string(i) + ".bin";
+      sim_.AddTarget("targets", name, "payload");
+      sim_.targets["targets"][name]["hashes"] = Json{{bad[i].first, bad[i].second}};
+    }
+    UpdaterTest::SetUp();
+  }
+  // Hash values that are not lower-case hex of their algorithm's digest length.
+  static std::vector<std::pair<std::string, std::string>> BadHashes() {
+    const std::string good = HexEncode(crypto::Sha256("payload"));
+    std::string upper = good;
+    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return {{"sha256", "../../../escape"}, {"sha256", good.substr(0, 62)}, {"sha256", upper},
+            {"sha256", good + "00"},       {"sha512", good},               {"sha256", good + "/x"}};
+  }
+  static std::vector<std::string> BadNames() {
+    return {"../../x", "fw/../../x", "/etc/passwd", "fw//x", "./x",
+            "fw/./x",  "fw/",        "fw/..",       "a\nb",  "a\x01z", "del\x7f"};
+  }
+  // A TargetFile as a caller might build it, with a good sha256 of "payload".
+  static TargetFile Info(const std::string& path) {
+    TargetFile t;
+    t.path = path;
+    t.length = 7;
+    t.hashes["sha256"] = HexEncode(crypto::Sha256("payload"));
+    return t;
+  }
+  // True when every request stayed under the metadata or targets base URL without a "."/".."
+  // segment.
+  bool RequestsStayInRepository() const {
+    for (const auto& url : fetcher_.requests()) {
+      const bool under = url.starts_with(RepositorySimulator::kMetadataUrl) ||
+                         url.starts_with(RepositorySimulator::kTargetsUrl);
+      if (!under || url.find("/../") != std::string::npos ||
+          url.find("/./") != std::string::npos) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+// A signed target name with "..", a leading '/', empty or "." segments, control characters or
+// invalid UTF-8 is refused with InvalidTargetPath, and no request leaves the repository.
+TEST_F(HostileTargetTest, RefusesSignedTargetNamesThatEscapeTargetsDirectory) {
+  auto updater = MakeUpdater();
+  for (const auto& name : BadNames()) {
+    EXPECT_ERRC(updater.GetTargetInfo(name), Errc::InvalidTargetPath);
+  }
+  EXPECT_TRUE(RequestsStayInRepository());
+}
+
+// A caller-built target with a climbing name is refused before anything is fetched.
+TEST_F(HostileTargetTest, DownloadRefusesClimbingTargetNameWithoutFetching) {
+  auto updater = MakeUpdater();
+  ASSERT_TRUE(updater.Refresh());
+  fetcher_.ClearRequests();
+  for (const auto& name : BadNames()) {
+    EXPECT_ERRC(updater.DownloadTarget(Info(name), RepositorySimulator::kTargetsUrl, dir_.path()),
+                Errc::InvalidTargetPath);
+  }
+  // Names signed metadata cannot carry (the JSON parser refuses invalid UTF-8) but a caller can.
+  for (const std::string name : {"", "bad\xff", "\xc0\xaf", "\xed\xa0\x80"}) {
+    EXPECT_ERRC(updater.DownloadTarget(Info(name), RepositorySimulator::kTargetsUrl, dir_.path()),
+                Errc::InvalidTargetPath);
+  }
+  EXPECT_TRUE(fetcher_.requests().empty());
+}
+
+// Consistent snapshots put the hash into the URL: a signed hash value "../../../escape" (or any
+// value that is not lower-case hex of the digest's length) is refused with InvalidTargetHash and
+// nothing is fetched.
+TEST_F(HostileTargetTest, RefusesSignedHashValuesUnusableInUrls) {
+  auto updater = MakeUpdater();
+  const auto bad = BadHashes();
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    const std::string name = "fw/hash" + std::to_string(i) + ".bin";
+    EXPECT_ERRC(updater.GetTargetInfo(name), Errc::InvalidTargetHash);
+    TargetFile forged = Info(name);
+    forged.hashes = Hashes{{bad[i].first, bad[i].second}};
+    fetcher_.ClearRequests();
+    EXPECT_ERRC(updater.DownloadTarget(forged, RepositorySimulator::kTargetsUrl, dir_.path()),
+                Errc::InvalidTargetHash);
+    EXPECT_TRUE(fetcher_.requests().empty()) << bad[i].second;
+  }
+}
+
+// The shared rules: what a client accepts and what a repository may publish.
+TEST(TargetNameRulesTest, AcceptsOrdinaryNamesAndRefusesUrlAmbiguityOnlyWhenPublishing) {
+  for (const char* ok : {"a", "fw/image v1.bin", "dir/sub/file.tar.gz", "caf\xc3\xa9", "..a/b.."}) {
+    EXPECT_TRUE(ValidateTargetPath(ok)) << ok;
+    EXPECT_TRUE(ValidateTargetPath(ok, TargetPathRules::kPublish)) << ok;
+  }
+  for (const char* ambiguous : {"a%2Fb", "a?b", "a#b"}) {
+    EXPECT_TRUE(ValidateTargetPath(ambiguous)) << ambiguous;
+    EXPECT_ERRC(ValidateTargetPath(ambiguous, TargetPathRules::kPublish), Errc::InvalidTargetPath);
+  }
+  EXPECT_ERRC(ValidateTargetPath(std::string("a\0b", 3)), Errc::InvalidTargetPath);
+  EXPECT_ERRC(ValidateTargetPath("\xed\xa0\x80"), Errc::InvalidTargetPath);  // a surrogate
+  EXPECT_TRUE(ValidateHashValue("sha512", std::string(128, 'a')));
+  EXPECT_ERRC(ValidateHashValue("md5", std::string(32, 'a')), Errc::InvalidTargetHash);
 }
 
 // 5.7.2: a path no role lists is reported as not found.

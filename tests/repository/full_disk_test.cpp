@@ -30,8 +30,9 @@ TEST(FullDiskTest, PublishFailsCleanlyWhenTheOutputDiskIsFull) {
     ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
   } unmount{out};
 
+  LocalFilesystem fs_;
   SystemClock clock;
-  auto repo = Repository::Init(work / "repo", InitOptions{}, clock);
+  auto repo = Repository::Init(work / "repo", InitOptions{}, fs_, clock);
   ASSERT_TRUE(repo);
   ASSERT_TRUE(repo->Publish(out));  // a first, small release fits
   const std::string served_timestamp = testing::ReadFileOrEmpty(out / "metadata" / "timestamp.json");

@@ -52,6 +52,7 @@ class Pkcs11Test : public ::testing::Test {
     return {kModule, "upkeep-test", "targets-key", std::move(pin)};
   }
 
+  LocalFilesystem fs_;
   SystemClock clock_;
   testing::TempDir work_;
 };
@@ -90,7 +91,7 @@ TEST_F(Pkcs11Test, PublishesWithTokenHeldTargetsKey) {
   o.root_keys = 3;
   o.root_threshold = 2;
   o.targets_token_key = Ref();
-  auto repo = Repository::Init(work_ / "repo", o, clock_);
+  auto repo = Repository::Init(work_ / "repo", o, fs_, clock_);
   ASSERT_TRUE(repo) << repo.error().ToString();
   std::ofstream(work_ / "app.bin", std::ios::binary) << "application";
   Json meta = {{"upkeep",
@@ -144,8 +145,8 @@ TEST_F(Pkcs11Test, FullReleaseLifecycle) {
   o.root_keys = 3;
   o.root_threshold = 2;
   o.targets_token_key = Ref();
-  ASSERT_TRUE(Repository::Init(work_ / "repo", o, clock_));
-  auto open = [&] { return Repository::Open(work_ / "repo", clock_).value(); };
+  ASSERT_TRUE(Repository::Init(work_ / "repo", o, fs_, clock_));
+  auto open = [&] { return Repository::Open(work_ / "repo", fs_, clock_).value(); };
   auto keys_of = [&](const std::string& role) {
     auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "root.json"));
     std::vector<fs::path> out;

@@ -50,10 +50,10 @@ class RepositoryTest : public ::testing::Test {
     o.root_threshold = 2;
     o.targets_keys = 3;
     o.targets_threshold = 2;
-    auto repo = Repository::Init(work_ / "repo", o, clock_);
+    auto repo = Repository::Init(work_ / "repo", o, fs_, clock_);
     ASSERT_TRUE(repo) << repo.error().ToString();
   }
-  Repository Open() { return Repository::Open(work_ / "repo", clock_).value(); }
+  Repository Open() { return Repository::Open(work_ / "repo", fs_, clock_).value(); }
   std::vector<fs::path> KeysOf(const std::string& role) {
     auto root = Json::parse(testing::ReadFileOrEmpty(work_ / "repo" / "staged" / "root.json"));
     std::vector<fs::path> out;
@@ -70,6 +70,7 @@ class RepositoryTest : public ::testing::Test {
                                   target);
   }
 
+  LocalFilesystem fs_;
   SystemClock clock_;
   testing::TempDir work_;
 };
@@ -297,7 +298,7 @@ TEST_F(RepositoryTest, RejectsInvalidUpdateMetadataAndChangesNothing) {
 // Staged offline metadata that has expired is not published (devices would reject it).
 TEST_F(RepositoryTest, RefusesToPublishExpiredOfflineMetadata) {
   FakeClock later(clock_.Now() + std::chrono::days(400));  // root expires after 365 days
-  auto repo = Repository::Open(work_ / "repo", later);
+  auto repo = Repository::Open(work_ / "repo", fs_, later);
   ASSERT_TRUE(repo);
   EXPECT_ERRC(repo->Publish(work_ / "www"), Errc::Expired);
   EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
@@ -315,8 +316,8 @@ TEST_F(RepositoryTest, RefusesKeysOfAnotherRole) {
 }
 
 TEST_F(RepositoryTest, RefusesToInitTwiceOrOpenNothing) {
-  EXPECT_ERRC(Repository::Init(work_ / "repo", InitOptions{}, clock_), Errc::AlreadyExists);
-  EXPECT_ERRC(Repository::Open(work_ / "nothing", clock_), Errc::NotARepository);
+  EXPECT_ERRC(Repository::Init(work_ / "repo", InitOptions{}, fs_, clock_), Errc::AlreadyExists);
+  EXPECT_ERRC(Repository::Open(work_ / "nothing", fs_, clock_), Errc::NotARepository);
 }
 
 // Online keys must be on this machine to publish.
@@ -326,19 +327,22 @@ TEST_F(RepositoryTest, PublishNeedsTheOnlineKeys) {
   EXPECT_FALSE(fs::exists(work_ / "www" / "metadata" / "timestamp.json"));
 }
 
-// Keys can be kept encrypted; the wrong passphrase cannot sign.
+// Keys can be kept encrypted; the wrong passphrase cannot sign and is reported as such.
 TEST(RepositoryKeysTest, EncryptsPrivateKeysWithPassphrase) {
   testing::TempDir work;
+  LocalFilesystem fs_;
   SystemClock clock;
   InitOptions o;
   o.passphrase = "correct horse";
-  ASSERT_TRUE(Repository::Init(work / "repo", o, clock));
+  ASSERT_TRUE(Repository::Init(work / "repo", o, fs_, clock));
   for (const auto& e : fs::directory_iterator(work / "repo" / "keys")) {
     EXPECT_NE(testing::ReadFileOrEmpty(e.path()).find("ENCRYPTED"), std::string::npos);
     EXPECT_EQ(fs::status(e.path()).permissions() & fs::perms::group_all, fs::perms::none);
   }
-  EXPECT_TRUE(Repository::Open(work / "repo", clock, "correct horse").value().Publish(work / "www"));
-  EXPECT_FALSE(Repository::Open(work / "repo", clock, "wrong").value().Publish(work / "www2"));
+  EXPECT_TRUE(Repository::Open(work / "repo", fs_, clock, "correct horse").value().Publish(work / "www"));
+  EXPECT_ERRC(Repository::Open(work / "repo", fs_, clock, "wrong").value().Publish(work / "www2"),
+              Errc::BadPassphrase);
+  EXPECT_FALSE(fs::exists(work / "www2" / "metadata" / "timestamp.json"));
 }
 
 }  // namespace

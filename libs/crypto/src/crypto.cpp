@@ -1,5 +1,7 @@
 #include "upkeep/crypto/crypto.hpp"
 
+#include <fcntl.h>
+#include <libp11.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -8,8 +10,10 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
-#include <libp11.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "upkeep/common/encoding.hpp"
@@ -34,14 +38,24 @@ using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)>;
 
 const char* ErrcName(int value) {
   switch (static_cast<Errc>(value)) {
-    case Errc::UnsupportedKeyType: return "UnsupportedKeyType";
-    case Errc::InvalidKey: return "InvalidKey";
-    case Errc::WeakKey: return "WeakKey";
-    case Errc::BadSignature: return "BadSignature";
-    case Errc::SigningFailed: return "SigningFailed";
-    case Errc::BadPassphrase: return "BadPassphrase";
-    case Errc::Internal: return "Internal";
-    case Errc::TokenUnavailable: return "TokenUnavailable";
+    case Errc::UnsupportedKeyType:
+      return "UnsupportedKeyType";
+    case Errc::InvalidKey:
+      return "InvalidKey";
+    case Errc::WeakKey:
+      return "WeakKey";
+    case Errc::BadSignature:
+      return "BadSignature";
+    case Errc::SigningFailed:
+      return "SigningFailed";
+    case Errc::BadPassphrase:
+      return "BadPassphrase";
+    case Errc::Internal:
+      return "Internal";
+    case Errc::TokenUnavailable:
+      return "TokenUnavailable";
+    case Errc::KeyFileFailed:
+      return "KeyFileFailed";
   }
   return "Unknown";
 }
@@ -90,10 +104,10 @@ bool IsP256(EVP_PKEY* pkey) {
   char group[64] = {0};
   char encoding[32] = {0};
   std::size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                     &len) != 1 ||
-      EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_EC_ENCODING, encoding,
-                                     sizeof encoding, &len) != 1) {
+  if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &len) !=
+          1 ||
+      EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_EC_ENCODING, encoding, sizeof encoding,
+                                     &len) != 1) {
     return false;
   }
   return (std::strcmp(group, "prime256v1") == 0 || std::strcmp(group, "P-256") == 0) &&
@@ -151,8 +165,8 @@ bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, const PkeyHandle& key, bool s
   EVP_PKEY* pkey = key.pkey;
   // Token keys use OpenSSL's legacy key methods, which want the legacy digest object.
   const EVP_MD* md = alg == KeyAlgorithm::Ed25519 ? nullptr
-                     : key.token_session   ? EVP_sha256()
-                                           : FetchedMd(HashAlgorithm::Sha256);
+                     : key.token_session          ? EVP_sha256()
+                                                  : FetchedMd(HashAlgorithm::Sha256);
   EVP_PKEY_CTX* pctx = nullptr;
   const int ok = sign ? EVP_DigestSignInit(ctx, &pctx, md, nullptr, pkey)
                       : EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, pkey);
@@ -160,8 +174,8 @@ bool InitDigest(EVP_MD_CTX* ctx, KeyAlgorithm alg, const PkeyHandle& key, bool s
   if (alg == KeyAlgorithm::RsaPss) {
     if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1) return false;
     if (EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1) return false;
-    if (EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, sign ? RSA_PSS_SALTLEN_DIGEST
-                                                    : RSA_PSS_SALTLEN_AUTO) != 1) {
+    if (EVP_PKEY_CTX_set_rsa_pss_saltlen(
+            pctx, sign ? RSA_PSS_SALTLEN_DIGEST : RSA_PSS_SALTLEN_AUTO) != 1) {
       return false;
     }
   }
@@ -268,8 +282,8 @@ Result<PrivateKey> PrivateKey::FromOwnedPkey(PkeyHandle* raw_handle) {
   key.pkey_.reset(raw_handle);
   UPKEEP_ASSIGN_OR_RETURN(auto form, TufForm(raw_handle->pkey));
   key.algorithm_ = std::get<0>(form);
-  UPKEEP_ASSIGN_OR_RETURN(key.public_key_,
-                          PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
+  UPKEEP_ASSIGN_OR_RETURN(
+      key.public_key_, PublicKey::FromTuf(std::get<1>(form), std::get<2>(form), std::get<3>(form)));
   return key;
 }
 
@@ -364,9 +378,9 @@ Result<PrivateKey> PrivateKey::FromPkcs11(const Pkcs11KeyRef& ref) {
   if (out.algorithm_ == KeyAlgorithm::Ed25519) {
     return Error(Errc::UnsupportedKeyType, "token keys must be ECDSA P-256 or RSA");
   }
-  UPKEEP_ASSIGN_OR_RETURN(out.public_key_, PublicKey::FromTuf(std::get<1>(*pub_form),
-                                                             std::get<2>(*pub_form),
-                                                             std::get<3>(*pub_form)));
+  UPKEEP_ASSIGN_OR_RETURN(
+      out.public_key_,
+      PublicKey::FromTuf(std::get<1>(*pub_form), std::get<2>(*pub_form), std::get<3>(*pub_form)));
   return out;
 }
 
@@ -374,7 +388,8 @@ Result<std::string> PrivateKey::ToPem(std::string_view passphrase) const {
   if (pkey_->token_session) {
     return Error(Errc::UnsupportedKeyType, "a key held in a PKCS#11 token cannot be exported");
   }
-  BioPtr bio(BIO_new(BIO_s_mem()), &BIO_free);
+  // Secure memory BIO: the PEM text is cleared when the BIO is freed.
+  BioPtr bio(BIO_new(BIO_s_secmem()), &BIO_free);
   if (!bio) return Error(Errc::Internal, "out of memory");
   int ok = 0;
   if (passphrase.empty()) {
@@ -464,6 +479,59 @@ bool ConstantTimeEqual(std::span<const std::uint8_t> a, std::span<const std::uin
   if (a.size() != b.size()) return false;
   if (a.empty()) return true;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+void Cleanse(std::string& secret) {
+  // Cover the whole buffer, including bytes past size() left by earlier, longer contents.
+  secret.resize(secret.capacity());
+  OPENSSL_cleanse(secret.data(), secret.size());
+  secret.clear();
+}
+
+Result<void> WritePrivateKeyFile(const std::filesystem::path& path, std::string_view content) {
+  auto fail = [&](const char* what) {
+    return Error(Errc::KeyFileFailed, path.string() + ": " + what + ": " + std::strerror(errno));
+  };
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return fail("cannot create");
+  auto remove = [&] { ::unlink(path.c_str()); };
+  // The umask can only remove bits; make the mode exactly 0600 whatever it is.
+  if (::fchmod(fd, 0600) != 0) {
+    Error e = fail("cannot set mode 0600");
+    ::close(fd);
+    remove();
+    return e;
+  }
+  std::size_t written = 0;
+  while (written < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      Error e = fail("cannot write");
+      ::close(fd);
+      remove();
+      return e;
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    Error e = fail("cannot fsync");
+    ::close(fd);
+    remove();
+    return e;
+  }
+  if (::close(fd) != 0) {
+    Error e = fail("cannot close");
+    remove();
+    return e;
+  }
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return fail("cannot open directory");
+  const int synced = ::fsync(dir_fd);
+  ::close(dir_fd);
+  if (synced != 0) return fail("cannot fsync directory");
+  return Ok();
 }
 
 }  // namespace upkeep::crypto

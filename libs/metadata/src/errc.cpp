@@ -32,6 +32,7 @@ const char* ErrcName(int value) {
     case Errc::TargetHashMismatch: return "TargetHashMismatch";
     case Errc::DelegationLimitReached: return "DelegationLimitReached";
     case Errc::InvalidTargetPath: return "InvalidTargetPath";
+    case Errc::InvalidTargetHash: return "InvalidTargetHash";
     case Errc::MetadataTooLarge: return "MetadataTooLarge";
     case Errc::FetchFailed: return "FetchFailed";
     case Errc::StorageFailed: return "StorageFailed";

@@ -1,165 +1,84 @@
 #include "upkeep/metadata/model.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <initializer_list>
 #include <mutex>
 #include <set>
 
 #include "upkeep/common/encoding.hpp"
+#include "upkeep/metadata/json_reader.hpp"
 
 namespace upkeep::metadata {
 
 namespace {
 
+constexpr Errc kInvalid = Errc::InvalidMetadata;
+// TUF metadata allows empty strings (a key ID, a path pattern); upkeep's own rules check names.
+constexpr StringRules kAnyString{.allow_empty = true};
+constexpr UintRange kPositive{.min = 1};
+
 Error Invalid(const std::string& where, const std::string& what) {
-  return Error(Errc::InvalidMetadata, where + ": " + what);
+  return Error(kInvalid, where + ": " + what);
 }
 
-Result<const Json*> Member(const Json& object, const char* key, const std::string& where) {
-  auto it = object.find(key);
-  if (it == object.end()) return Invalid(where, std::string("missing \"") + key + "\"");
-  return &*it;
-}
-
-Result<std::string> GetString(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_string()) return Invalid(where, std::string("\"") + key + "\" must be a string");
-  return v->get<std::string>();
-}
-
-Result<std::uint64_t> AsUint(const Json& v, const std::string& what) {
-  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
-  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
-    return static_cast<std::uint64_t>(v.get<std::int64_t>());
+// Adds the kept unknown members to `out` (known members already set win).
+void AddUnrecognized(Json& out, const Json& unrecognized) {
+  if (!unrecognized.is_object()) return;
+  for (auto it = unrecognized.begin(); it != unrecognized.end(); ++it) {
+    if (!out.contains(it.key())) out[it.key()] = it.value();
   }
-  return Error(Errc::InvalidMetadata, what + " must be a non-negative integer");
 }
 
-Result<std::uint64_t> GetUint(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  return AsUint(*v, where + ": \"" + key + "\"");
-}
-
-Result<std::uint64_t> GetPositive(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(std::uint64_t v, GetUint(object, key, where));
-  if (v == 0) return Invalid(where, std::string("\"") + key + "\" must be at least 1");
-  return v;
-}
-
-Result<const Json*> GetObject(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_object()) return Invalid(where, std::string("\"") + key + "\" must be an object");
-  return v;
-}
-
-Result<const Json*> GetArray(const Json& object, const char* key, const std::string& where) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* v, Member(object, key, where));
-  if (!v->is_array()) return Invalid(where, std::string("\"") + key + "\" must be an array");
-  return v;
-}
-
-Result<std::vector<std::string>> StringList(const Json& array, const std::string& where,
-                                            bool unique) {
-  std::vector<std::string> out;
-  std::set<std::string, std::less<>> seen;
-  for (const auto& v : array) {
-    if (!v.is_string()) return Invalid(where, "list entries must be strings");
-    if (unique && !seen.insert(v.get<std::string>()).second) {
-      return Invalid(where, "duplicate entry \"" + v.get<std::string>() + "\"");
-    }
-    out.push_back(v.get<std::string>());
-  }
-  return out;
-}
-
-Result<Hashes> ParseHashes(const Json& v, const std::string& where) {
-  if (!v.is_object() || v.empty()) return Invalid(where, "\"hashes\" must be a non-empty object");
+Result<Hashes> ParseHashes(const Json& v, const std::string& path) {
+  if (!v.is_object() || v.empty()) return Invalid(path, "must be a non-empty object");
   Hashes out;
   for (const auto& [alg, digest] : v.items()) {
-    if (!digest.is_string()) return Invalid(where, "hash values must be strings");
+    if (!digest.is_string()) return Invalid(path + "." + alg, "must be a string");
     out.emplace(alg, digest.get<std::string>());
   }
   return out;
 }
 
-Result<KeyMap> ParseKeys(const Json& keys, const std::string& where) {
+// The "keys" member of `parent`: key ID -> key object.
+Result<KeyMap> ParseKeys(JsonReader& parent) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader keys, parent.Object("keys"));
   KeyMap out;
-  for (const auto& [keyid, k] : keys.items()) {
-    const std::string kw = where + ": key " + keyid;
-    if (!k.is_object()) return Invalid(kw, "must be an object");
+  for (const auto& [keyid, unused] : keys.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader k, keys.Object(keyid));
     Key key;
     key.keyid = keyid;
-    UPKEEP_ASSIGN_OR_RETURN(key.keytype, GetString(k, "keytype", kw));
-    UPKEEP_ASSIGN_OR_RETURN(key.scheme, GetString(k, "scheme", kw));
-    UPKEEP_ASSIGN_OR_RETURN(const Json* keyval, GetObject(k, "keyval", kw));
-    key.json = k;
-    auto pub = keyval->find("public");
-    if (pub != keyval->end() && pub->is_string()) key.public_value = pub->get<std::string>();
+    UPKEEP_ASSIGN_OR_RETURN(key.keytype, k.String("keytype", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(key.scheme, k.String("scheme", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader keyval, k.Object("keyval"));
+    // A key without a usable "public" still parses; it can never sign (Key::PublicKey is null).
+    if (const Json* pub = keyval.Optional("public"); pub != nullptr && pub->is_string()) {
+      key.public_value = pub->get<std::string>();
+    }
+    key.json = k.json();  // kept whole: its canonical form is the key ID
     out.emplace(keyid, std::move(key));
   }
   return out;
 }
 
-Result<RoleKeys> ParseRoleKeys(const Json& role, const std::string& where) {
+// "keyids" and "threshold" of a role object; the caller keeps the object's other members.
+Result<RoleKeys> ParseRoleKeys(JsonReader& role) {
   RoleKeys out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keyids, GetArray(role, "keyids", where));
-  UPKEEP_ASSIGN_OR_RETURN(out.keyids, StringList(*keyids, where + ": keyids", true));
-  UPKEEP_ASSIGN_OR_RETURN(out.threshold, GetPositive(role, "threshold", where));
+  UPKEEP_ASSIGN_OR_RETURN(out.keyids,
+                          role.Strings("keyids", {.allow_empty_strings = true, .unique = true}));
+  UPKEEP_ASSIGN_OR_RETURN(out.threshold, role.Uint("threshold", kPositive));
   return out;
 }
 
-Result<MetaFile> ParseMetaFile(const Json& v, const std::string& where) {
-  if (!v.is_object()) return Invalid(where, "must be an object");
+Result<MetaFile> ParseMetaFile(JsonReader& meta, std::string_view name) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader v, meta.Object(name));
   MetaFile out;
-  UPKEEP_ASSIGN_OR_RETURN(out.version, GetPositive(v, "version", where));
-  if (auto it = v.find("length"); it != v.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.length, AsUint(*it, where + ": \"length\""));
+  UPKEEP_ASSIGN_OR_RETURN(out.version, v.Uint("version", kPositive));
+  UPKEEP_ASSIGN_OR_RETURN(out.length, v.OptionalUint("length"));
+  if (const Json* hashes = v.Optional("hashes"); hashes != nullptr) {
+    UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*hashes, v.Path("hashes")));
   }
-  if (auto it = v.find("hashes"); it != v.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.hashes, ParseHashes(*it, where));
-  }
-  return out;
-}
-
-Result<RootBody> ParseRootBody(const Json& s) {
-  RootBody out;
-  if (auto it = s.find("consistent_snapshot"); it != s.end()) {
-    if (!it->is_boolean()) return Invalid("root", "\"consistent_snapshot\" must be a boolean");
-    out.consistent_snapshot = it->get<bool>();
-  }
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(s, "keys", "root"));
-  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, "root"));
-  UPKEEP_ASSIGN_OR_RETURN(const Json* roles, GetObject(s, "roles", "root"));
-  for (const auto& [name, role] : roles->items()) {
-    if (name != kRootRole && name != kTimestampRole && name != kSnapshotRole &&
-        name != kTargetsRole) {
-      return Invalid("root", "unknown role \"" + name + "\" in \"roles\"");
-    }
-    if (!role.is_object()) return Invalid("root", "role \"" + name + "\" must be an object");
-    UPKEEP_ASSIGN_OR_RETURN(auto rk, ParseRoleKeys(role, "root: role " + name));
-    out.roles.emplace(name, std::move(rk));
-  }
-  if (out.roles.size() != 4) {
-    return Invalid("root", "\"roles\" must define root, timestamp, snapshot and targets");
-  }
-  return out;
-}
-
-Result<TimestampBody> ParseTimestampBody(const Json& s) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "timestamp"));
-  auto it = meta->find("snapshot.json");
-  if (it == meta->end()) return Invalid("timestamp", "\"meta\" must list \"snapshot.json\"");
-  TimestampBody out;
-  UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(*it, "timestamp: snapshot.json"));
-  return out;
-}
-
-Result<SnapshotBody> ParseSnapshotBody(const Json& s) {
-  UPKEEP_ASSIGN_OR_RETURN(const Json* meta, GetObject(s, "meta", "snapshot"));
-  SnapshotBody out;
-  for (const auto& [name, v] : meta->items()) {
-    UPKEEP_ASSIGN_OR_RETURN(auto mf, ParseMetaFile(v, "snapshot: " + name));
-    out.meta.emplace(name, mf);
-  }
+  out.unrecognized_fields = v.Unrecognized();
   return out;
 }
 
@@ -168,76 +87,118 @@ bool IsTopLevelRole(std::string_view name) {
          name == kTargetsRole;
 }
 
-Result<Delegations> ParseDelegations(const Json& d) {
-  const std::string where = "targets: delegations";
-  if (!d.is_object()) return Invalid(where, "must be an object");
-  Delegations out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* keys, GetObject(d, "keys", where));
-  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(*keys, where));
-  const auto roles = d.find("roles");
-  const auto succinct = d.find("succinct_roles");
-  if ((roles == d.end()) == (succinct == d.end())) {
-    return Invalid(where, "exactly one of \"roles\" and \"succinct_roles\" must be present");
+Result<RootBody> ParseRootBody(JsonReader& s) {
+  RootBody out;
+  UPKEEP_ASSIGN_OR_RETURN(out.consistent_snapshot, s.OptionalBool("consistent_snapshot"));
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(s));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader roles, s.Object("roles"));
+  for (const auto& [name, unused] : roles.json().items()) {
+    if (!IsTopLevelRole(name)) return roles.Fail(name, "unknown role");
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader role, roles.Object(name));
+    UPKEEP_ASSIGN_OR_RETURN(auto keys, ParseRoleKeys(role));
+    keys.unrecognized_fields = role.Unrecognized();
+    out.roles.emplace(name, std::move(keys));
   }
-  if (roles != d.end()) {
-    if (!roles->is_array()) return Invalid(where, "\"roles\" must be an array");
-    std::set<std::string, std::less<>> names;
-    for (const auto& r : *roles) {
-      if (!r.is_object()) return Invalid(where, "each role must be an object");
-      DelegatedRole role;
-      UPKEEP_ASSIGN_OR_RETURN(role.name, GetString(r, "name", where));
-      const std::string rw = where + ": role " + role.name;
-      if (IsTopLevelRole(role.name)) return Invalid(rw, "a top-level role cannot be delegated");
-      if (!names.insert(role.name).second) return Invalid(rw, "role listed twice");
-      UPKEEP_ASSIGN_OR_RETURN(role.keys, ParseRoleKeys(r, rw));
-      UPKEEP_ASSIGN_OR_RETURN(const Json* term, Member(r, "terminating", rw));
-      if (!term->is_boolean()) return Invalid(rw, "\"terminating\" must be a boolean");
-      role.terminating = term->get<bool>();
-      const auto paths = r.find("paths");
-      const auto prefixes = r.find("path_hash_prefixes");
-      if ((paths == r.end()) == (prefixes == r.end())) {
-        return Invalid(rw, "exactly one of \"paths\" and \"path_hash_prefixes\" must be set");
-      }
-      if (paths != r.end()) {
-        if (!paths->is_array()) return Invalid(rw, "\"paths\" must be an array");
-        UPKEEP_ASSIGN_OR_RETURN(role.paths, StringList(*paths, rw + ": paths", false));
-      } else {
-        if (!prefixes->is_array()) return Invalid(rw, "\"path_hash_prefixes\" must be an array");
-        UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
-                                StringList(*prefixes, rw + ": path_hash_prefixes", false));
-      }
-      out.roles.push_back(std::move(role));
-    }
-  } else {
-    const std::string sw = where + ": succinct_roles";
-    if (!succinct->is_object()) return Invalid(sw, "must be an object");
-    SuccinctRoles s;
-    UPKEEP_ASSIGN_OR_RETURN(s.keys, ParseRoleKeys(*succinct, sw));
-    UPKEEP_ASSIGN_OR_RETURN(std::uint64_t bits, GetUint(*succinct, "bit_length", sw));
-    if (bits < 1 || bits > 32) return Invalid(sw, "\"bit_length\" must be between 1 and 32");
-    s.bit_length = static_cast<std::uint32_t>(bits);
-    UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, GetString(*succinct, "name_prefix", sw));
-    out.succinct = std::move(s);
+  if (out.roles.size() != 4) {
+    return Invalid(roles.path(), "must define root, timestamp, snapshot and targets");
   }
   return out;
 }
 
-Result<TargetsBody> ParseTargetsBody(const Json& s) {
+Result<TimestampBody> ParseTimestampBody(JsonReader& s) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader meta, s.Object("meta"));
+  if (!meta.json().contains("snapshot.json")) return meta.Fail("snapshot.json", "missing");
+  TimestampBody out;
+  UPKEEP_ASSIGN_OR_RETURN(out.snapshot_meta, ParseMetaFile(meta, "snapshot.json"));
+  out.other_meta = meta.Unrecognized();
+  return out;
+}
+
+Result<SnapshotBody> ParseSnapshotBody(JsonReader& s) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader meta, s.Object("meta"));
+  SnapshotBody out;
+  for (const auto& [name, unused] : meta.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(auto mf, ParseMetaFile(meta, name));
+    out.meta.emplace(name, std::move(mf));
+  }
+  return out;
+}
+
+Result<DelegatedRole> ParseDelegatedRole(JsonReader& r, std::set<std::string, std::less<>>& names) {
+  DelegatedRole role;
+  UPKEEP_ASSIGN_OR_RETURN(role.name, r.String("name", kAnyString));
+  if (IsTopLevelRole(role.name)) return r.Fail("name", "a top-level role cannot be delegated");
+  if (!names.insert(role.name).second) return r.Fail("name", "role listed twice");
+  UPKEEP_ASSIGN_OR_RETURN(role.keys, ParseRoleKeys(r));
+  UPKEEP_ASSIGN_OR_RETURN(role.terminating, r.Bool("terminating"));
+  const bool has_paths = r.Optional("paths") != nullptr;
+  const bool has_prefixes = r.Optional("path_hash_prefixes") != nullptr;
+  if (has_paths == has_prefixes) {
+    return Invalid(r.path(), "exactly one of \"paths\" and \"path_hash_prefixes\" must be set");
+  }
+  if (has_paths) {
+    UPKEEP_ASSIGN_OR_RETURN(role.paths, r.Strings("paths", {.allow_empty_strings = true}));
+  } else {
+    UPKEEP_ASSIGN_OR_RETURN(role.path_hash_prefixes,
+                            r.Strings("path_hash_prefixes", {.allow_empty_strings = true}));
+  }
+  role.unrecognized_fields = r.Unrecognized();
+  return role;
+}
+
+Result<Delegations> ParseDelegations(JsonReader& d) {
+  Delegations out;
+  UPKEEP_ASSIGN_OR_RETURN(out.keys, ParseKeys(d));
+  const Json* roles = d.Optional("roles");
+  const Json* succinct = d.Optional("succinct_roles");
+  if ((roles == nullptr) == (succinct == nullptr)) {
+    return Invalid(d.path(), "exactly one of \"roles\" and \"succinct_roles\" must be present");
+  }
+  if (roles != nullptr) {
+    if (!roles->is_array()) return d.Fail("roles", "must be an array");
+    std::set<std::string, std::less<>> names;
+    for (std::size_t i = 0; i < roles->size(); ++i) {
+      const std::string at = d.Path("roles") + "[" + std::to_string(i) + "]";
+      UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of((*roles)[i], kInvalid, at));
+      UPKEEP_ASSIGN_OR_RETURN(auto role, ParseDelegatedRole(r, names));
+      out.roles.push_back(std::move(role));
+    }
+  } else {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader sr, d.Object("succinct_roles"));
+    SuccinctRoles s;
+    UPKEEP_ASSIGN_OR_RETURN(s.keys, ParseRoleKeys(sr));
+    UPKEEP_ASSIGN_OR_RETURN(std::uint64_t bits, sr.Uint("bit_length", {.min = 1, .max = 32}));
+    s.bit_length = static_cast<std::uint32_t>(bits);
+    UPKEEP_ASSIGN_OR_RETURN(s.name_prefix, sr.String("name_prefix", kAnyString));
+    s.unrecognized_fields = sr.Unrecognized();
+    out.succinct = std::move(s);
+  }
+  out.unrecognized_fields = d.Unrecognized();
+  return out;
+}
+
+Result<TargetsBody> ParseTargetsBody(JsonReader& s) {
   TargetsBody out;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* targets, GetObject(s, "targets", "targets"));
-  for (const auto& [path, t] : targets->items()) {
-    const std::string tw = "targets: target " + path;
-    if (!t.is_object()) return Invalid(tw, "must be an object");
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader targets, s.Object("targets"));
+  for (const auto& [path, unused] : targets.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader t, targets.Object(path));
     TargetFile file;
     file.path = path;
-    UPKEEP_ASSIGN_OR_RETURN(file.length, GetUint(t, "length", tw));
-    UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, Member(t, "hashes", tw));
-    UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, tw));
-    if (auto it = t.find("custom"); it != t.end()) file.custom = *it;
+    UPKEEP_ASSIGN_OR_RETURN(file.length, t.Uint("length"));
+    UPKEEP_ASSIGN_OR_RETURN(const Json* hashes, t.Required("hashes"));
+    UPKEEP_ASSIGN_OR_RETURN(file.hashes, ParseHashes(*hashes, t.Path("hashes")));
+    const Json* custom = t.Optional("custom");
+    file.unrecognized_fields = t.Unrecognized();
+    if (custom != nullptr) {
+      // An explicit "custom": null stays among the unrecognized fields, so it is written back.
+      if (custom->is_null()) file.unrecognized_fields["custom"] = nullptr;
+      file.custom = *custom;
+    }
     out.targets.emplace(path, std::move(file));
   }
-  if (auto it = s.find("delegations"); it != s.end()) {
-    UPKEEP_ASSIGN_OR_RETURN(out.delegations, ParseDelegations(*it));
+  UPKEEP_ASSIGN_OR_RETURN(auto delegations, s.OptionalObject("delegations"));
+  if (delegations) {
+    UPKEEP_ASSIGN_OR_RETURN(out.delegations, ParseDelegations(*delegations));
   }
   return out;
 }
@@ -266,39 +227,43 @@ Result<Metadata<Body>> ParseEnvelope(std::string_view bytes, std::string_view ex
                                      BodyParser parse_body) {
   UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseJson(bytes));
   const std::string where(expected_type);
-  if (!doc.is_object()) return Invalid(where, "metadata must be a JSON object");
-  UPKEEP_ASSIGN_OR_RETURN(const Json* sigs, GetArray(doc, "signatures", where));
-  UPKEEP_ASSIGN_OR_RETURN(const Json* s, GetObject(doc, "signed", where));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader envelope, JsonReader::Of(doc, kInvalid, where));
+  UPKEEP_ASSIGN_OR_RETURN(const Json* sigs, envelope.Array("signatures"));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader s, envelope.Object("signed"));
 
   Metadata<Body> md;
-  UPKEEP_ASSIGN_OR_RETURN(md.type, GetString(*s, "_type", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.type, s.String("_type", kAnyString));
   if (md.type != expected_type) {
     return Error(Errc::WrongType, "expected \"" + where + "\" metadata, got \"" + md.type + "\"");
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.spec_version, GetString(*s, "spec_version", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.spec_version, s.String("spec_version", kAnyString));
   if (!SpecVersionSupported(md.spec_version)) {
     return Error(Errc::UnsupportedSpecVersion,
                  where + ": spec_version \"" + md.spec_version + "\" is not 1.x");
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.version, GetPositive(*s, "version", where));
-  UPKEEP_ASSIGN_OR_RETURN(std::string expires, GetString(*s, "expires", where));
+  UPKEEP_ASSIGN_OR_RETURN(md.version, s.Uint("version", kPositive));
+  UPKEEP_ASSIGN_OR_RETURN(std::string expires, s.String("expires", kAnyString));
   auto when = ParseDateTime(expires);
-  if (!when) return Invalid(where, "\"expires\" is not YYYY-MM-DDTHH:MM:SSZ: " + expires);
+  if (!when) return s.Fail("expires", "is not YYYY-MM-DDTHH:MM:SSZ: " + expires);
   md.expires = *when;
 
   std::set<std::string, std::less<>> seen;
-  for (const auto& sig : *sigs) {
-    if (!sig.is_object()) return Invalid(where, "each signature must be an object");
+  for (std::size_t i = 0; i < sigs->size(); ++i) {
+    const std::string at = envelope.Path("signatures") + "[" + std::to_string(i) + "]";
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader sig, JsonReader::Of((*sigs)[i], kInvalid, at));
     Signature out;
-    UPKEEP_ASSIGN_OR_RETURN(out.keyid, GetString(sig, "keyid", where + ": signature"));
-    UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, GetString(sig, "sig", where + ": signature"));
+    UPKEEP_ASSIGN_OR_RETURN(out.keyid, sig.String("keyid", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(out.sig_hex, sig.String("sig", kAnyString));
+    out.unrecognized_fields = sig.Unrecognized();
     if (!seen.insert(out.keyid).second) {
       return Error(Errc::DuplicateSignature, where + ": two signatures by key " + out.keyid);
     }
     md.signatures.push_back(std::move(out));
   }
-  UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(*s));
-  UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(*s));
+  UPKEEP_ASSIGN_OR_RETURN(md.canonical_signed, Canonicalize(s.json()));
+  UPKEEP_ASSIGN_OR_RETURN(md.body, parse_body(s));
+  md.unrecognized_fields = s.Unrecognized();
+  md.unrecognized_envelope_fields = envelope.Unrecognized();
   return md;
 }
 
@@ -389,8 +354,8 @@ std::vector<std::string_view> SplitPath(std::string_view s) {
 
 std::optional<TimePoint> ParseDateTime(std::string_view text) {
   // Exactly "YYYY-MM-DDTHH:MM:SSZ".
-  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
-      text[13] != ':' || text[16] != ':' || text[19] != 'Z') {
+  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||
+      text[16] != ':' || text[19] != 'Z') {
     return std::nullopt;
   }
   auto num = [&](std::size_t pos, std::size_t len) -> int {
@@ -411,8 +376,8 @@ std::optional<TimePoint> ParseDateTime(std::string_view text) {
                                         std::chrono::month{static_cast<unsigned>(mo)},
                                         std::chrono::day{static_cast<unsigned>(d)}};
   if (!ymd.ok()) return std::nullopt;
-  return TimePoint(std::chrono::sys_days(ymd)) + std::chrono::hours(h) +
-         std::chrono::minutes(mi) + std::chrono::seconds(s);
+  return TimePoint(std::chrono::sys_days(ymd)) + std::chrono::hours(h) + std::chrono::minutes(mi) +
+         std::chrono::seconds(s);
 }
 
 std::string FormatDateTime(TimePoint t) {
@@ -600,6 +565,258 @@ Result<void> VerifyMetaFile(const MetaFile& meta, std::string_view bytes,
     }
   }
   return Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serialisation
+
+namespace {
+
+Json RoleKeysToJson(const RoleKeys& r) {
+  Json out = {{"keyids", r.keyids}, {"threshold", r.threshold}};
+  AddUnrecognized(out, r.unrecognized_fields);
+  return out;
+}
+
+Json KeysToJson(const KeyMap& keys) {
+  Json out = Json::object();
+  for (const auto& [id, key] : keys) out[id] = key.ToJson();
+  return out;
+}
+
+Json MetaFileToJson(const MetaFile& m) {
+  Json out = {{"version", m.version}};
+  if (m.length) out["length"] = *m.length;
+  if (m.hashes) out["hashes"] = *m.hashes;
+  AddUnrecognized(out, m.unrecognized_fields);
+  return out;
+}
+
+Json DelegationsToJson(const Delegations& d) {
+  Json out = {{"keys", KeysToJson(d.keys)}};
+  if (d.succinct) {
+    Json s = {{"keyids", d.succinct->keys.keyids},
+              {"threshold", d.succinct->keys.threshold},
+              {"bit_length", d.succinct->bit_length},
+              {"name_prefix", d.succinct->name_prefix}};
+    AddUnrecognized(s, d.succinct->keys.unrecognized_fields);
+    AddUnrecognized(s, d.succinct->unrecognized_fields);
+    out["succinct_roles"] = std::move(s);
+  } else {
+    Json roles = Json::array();
+    for (const auto& role : d.roles) {
+      Json r = {{"name", role.name},
+                {"keyids", role.keys.keyids},
+                {"threshold", role.keys.threshold},
+                {"terminating", role.terminating}};
+      if (role.paths) r["paths"] = *role.paths;
+      if (role.path_hash_prefixes) r["path_hash_prefixes"] = *role.path_hash_prefixes;
+      AddUnrecognized(r, role.keys.unrecognized_fields);
+      AddUnrecognized(r, role.unrecognized_fields);
+      roles.push_back(std::move(r));
+    }
+    out["roles"] = std::move(roles);
+  }
+  AddUnrecognized(out, d.unrecognized_fields);
+  return out;
+}
+
+void BodyToJson(const RootBody& b, Json& out) {
+  if (b.consistent_snapshot) out["consistent_snapshot"] = *b.consistent_snapshot;
+  out["keys"] = KeysToJson(b.keys);
+  Json roles = Json::object();
+  for (const auto& [name, r] : b.roles) roles[name] = RoleKeysToJson(r);
+  out["roles"] = std::move(roles);
+}
+
+void BodyToJson(const TimestampBody& b, Json& out) {
+  Json meta = {{"snapshot.json", MetaFileToJson(b.snapshot_meta)}};
+  AddUnrecognized(meta, b.other_meta);
+  out["meta"] = std::move(meta);
+}
+
+void BodyToJson(const SnapshotBody& b, Json& out) {
+  Json meta = Json::object();
+  for (const auto& [name, m] : b.meta) meta[name] = MetaFileToJson(m);
+  out["meta"] = std::move(meta);
+}
+
+void BodyToJson(const TargetsBody& b, Json& out) {
+  Json targets = Json::object();
+  for (const auto& [path, t] : b.targets) {
+    Json entry = {{"length", t.length}, {"hashes", t.hashes}};
+    if (!t.custom.is_null()) entry["custom"] = t.custom;
+    AddUnrecognized(entry, t.unrecognized_fields);
+    targets[path] = std::move(entry);
+  }
+  out["targets"] = std::move(targets);
+  if (b.delegations) out["delegations"] = DelegationsToJson(*b.delegations);
+}
+
+// JSON text of `value`; nlohmann throws on strings that are not UTF-8.
+Result<std::string> Dump(const Json& value, int indent) {
+  try {
+    return value.dump(indent);
+  } catch (const Json::exception& e) {
+    return Error(Errc::InvalidMetadata, std::string("cannot serialise metadata: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Json Key::ToJson() const {
+  Json out = json.is_object() ? json : Json::object();
+  out["keytype"] = keytype;
+  out["scheme"] = scheme;
+  if (!out.contains("keyval") || !out["keyval"].is_object()) out["keyval"] = Json::object();
+  Json& keyval = out["keyval"];
+  // A key read without a string "public" keeps whatever it had (or lacked).
+  if (!public_value.empty()) keyval["public"] = public_value;
+  return out;
+}
+
+Key Key::FromPublicKey(const crypto::PublicKey& key) {
+  Key out;
+  out.keytype = key.keytype();
+  out.scheme = key.scheme();
+  out.public_value = key.public_value();
+  out.json = out.ToJson();
+  // Canonicalize cannot fail here: the object holds only strings.
+  out.keyid = ComputeKeyId(out.json).value_or(std::string());
+  return out;
+}
+
+template <typename Body>
+Metadata<Body> Metadata<Body>::Create(TimePoint expires) {
+  Metadata<Body> md;
+  md.type = std::string(Body::kType);
+  md.spec_version = std::string(kSpecVersion);
+  md.version = 1;
+  md.expires = expires;
+  return md;
+}
+
+template <typename Body>
+Json Metadata<Body>::SignedToJson() const {
+  Json out = {{"_type", type},
+              {"spec_version", spec_version},
+              {"version", version},
+              {"expires", FormatDateTime(expires)}};
+  BodyToJson(body, out);
+  AddUnrecognized(out, unrecognized_fields);
+  return out;
+}
+
+template <typename Body>
+Json Metadata<Body>::ToJson() const {
+  Json sigs = Json::array();
+  for (const auto& sig : signatures) {
+    Json s = {{"keyid", sig.keyid}, {"sig", sig.sig_hex}};
+    AddUnrecognized(s, sig.unrecognized_fields);
+    sigs.push_back(std::move(s));
+  }
+  Json out = {{"signed", SignedToJson()}, {"signatures", std::move(sigs)}};
+  AddUnrecognized(out, unrecognized_envelope_fields);
+  return out;
+}
+
+template <typename Body>
+Result<std::string> Metadata<Body>::ToBytes() const {
+  return Dump(ToJson(), 1);
+}
+
+template <typename Body>
+Result<std::string> Metadata<Body>::CanonicalSigned() const {
+  const Json s = SignedToJson();
+  UPKEEP_TRY(Dump(s, -1));  // rejects strings that are not UTF-8 before canonicalising them
+  return Canonicalize(s);
+}
+
+template <typename Body>
+Result<void> Metadata<Body>::Sign(const crypto::PrivateKey& key) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string canonical, CanonicalSigned());
+  UPKEEP_ASSIGN_OR_RETURN(
+      auto sig, key.Sign(std::span<const std::uint8_t>(
+                    reinterpret_cast<const std::uint8_t*>(canonical.data()), canonical.size())));
+  const std::string keyid = Key::FromPublicKey(key.public_key()).keyid;
+  canonical_signed = std::move(canonical);
+  for (auto& s : signatures) {
+    if (s.keyid == keyid) {
+      s.sig_hex = HexEncode(sig);
+      return Ok();
+    }
+  }
+  signatures.push_back(Signature{keyid, HexEncode(sig), Json::object()});
+  return Ok();
+}
+
+template struct Metadata<RootBody>;
+template struct Metadata<TimestampBody>;
+template struct Metadata<SnapshotBody>;
+template struct Metadata<TargetsBody>;
+
+// ---------------------------------------------------------------------------------------------
+// Target names and hash values
+
+Result<void> ValidateTargetPath(std::string_view path, TargetPathRules rules) {
+  auto bad = [&](const std::string& why) {
+    std::string shown(path);  // control characters never reach a log line
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    return Error(Errc::InvalidTargetPath, "target name \"" + shown + "\" " + why);
+  };
+  if (path.empty()) return Error(Errc::InvalidTargetPath, "empty target name");
+  if (path.front() == '/') return bad("starts with '/'");
+  if (!IsValidUtf8(path)) return Error(Errc::InvalidTargetPath, "target name is not valid UTF-8");
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return bad("contains a control character");
+    if (rules == TargetPathRules::kPublish && (c == '%' || c == '?' || c == '#')) {
+      return bad("contains '%', '?' or '#', which TUF clients put into URLs differently");
+    }
+  }
+  for (std::string_view segment : SplitPath(path)) {
+    if (segment.empty()) return bad("has an empty segment");
+    if (segment == "." || segment == "..") return bad("has a '.' or '..' segment");
+  }
+  return Ok();
+}
+
+Result<void> ValidateHashValue(std::string_view algorithm, std::string_view value) {
+  const auto alg = crypto::HashAlgorithmFromName(algorithm);
+  if (!alg) {
+    return Error(Errc::InvalidTargetHash,
+                 "hash algorithm \"" + std::string(algorithm) + "\" is not supported");
+  }
+  const bool hex = std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!hex || value.size() != 2 * crypto::DigestSize(*alg)) {
+    return Error(Errc::InvalidTargetHash, std::string(algorithm) + " value is not " +
+                                              std::to_string(2 * crypto::DigestSize(*alg)) +
+                                              " lower-case hex digits");
+  }
+  return Ok();
+}
+
+Result<void> ValidateTargetFile(const TargetFile& target, TargetPathRules rules) {
+  UPKEEP_TRY(ValidateTargetPath(target.path, rules));
+  for (const auto& [alg, value] : target.hashes) {
+    // Other algorithms are never put into a URL; the download fails on them (TargetHashMismatch).
+    if (!crypto::HashAlgorithmFromName(alg)) continue;
+    if (auto r = ValidateHashValue(alg, value); !r) {
+      return Error(Errc::InvalidTargetHash, target.path + ": " + r.error().message());
+    }
+  }
+  return Ok();
+}
+
+const std::string* UrlHash(const TargetFile& target) {
+  for (const auto& [alg, value] : target.hashes) {
+    if (crypto::HashAlgorithmFromName(alg) && ValidateHashValue(alg, value)) return &value;
+  }
+  return nullptr;
 }
 
 }  // namespace upkeep::metadata

@@ -4,6 +4,8 @@
 #include <set>
 #include <utility>
 
+#include "upkeep/metadata/json_reader.hpp"
+
 namespace upkeep::metadata {
 
 namespace {
@@ -44,95 +46,23 @@ Error Bad(const std::string& field, const std::string& what) {
   return Error(Errc::InvalidUpdateMetadata, "custom.upkeep." + field + ": " + what);
 }
 
-// Reads one object, remembering which keys were consumed so unknown ones can be rejected.
-class Reader {
- public:
-  Reader(const Json& object, std::string prefix) : object_(object), prefix_(std::move(prefix)) {}
+// Lists of names: at least one entry unless said otherwise, none empty, none twice.
+constexpr StringListRules kNames{.allow_empty_list = false, .unique = true};
+constexpr StringListRules kNamesOrNone{.allow_empty_list = true, .unique = true};
 
-  Result<const Json*> Get(const char* key, bool required) {
-    seen_.insert(key);
-    auto it = object_.find(key);
-    if (it == object_.end()) {
-      if (required) return Bad(Path(key), "missing");
-      return static_cast<const Json*>(nullptr);
-    }
-    return &*it;
+// A member holding one of `table`'s names.
+template <typename E, std::size_t N>
+Result<E> Enum(JsonReader& r, const char* key,
+               const std::array<std::pair<E, const char*>, N>& table) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string name, r.String(key));
+  for (const auto& [value, text] : table) {
+    if (name == text) return value;
   }
-
-  Result<std::string> String(const char* key, bool allow_empty = false) {
-    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
-    if (!v->is_string()) return Bad(Path(key), "must be a string");
-    if (!allow_empty && v->get_ref<const std::string&>().empty()) {
-      return Bad(Path(key), "must not be empty");
-    }
-    return v->get<std::string>();
-  }
-
-  Result<std::uint64_t> Uint(const char* key) {
-    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
-    if (v->is_number_unsigned()) return v->get<std::uint64_t>();
-    if (v->is_number_integer() && v->get<std::int64_t>() >= 0) {
-      return static_cast<std::uint64_t>(v->get<std::int64_t>());
-    }
-    return Bad(Path(key), "must be a non-negative integer");
-  }
-
-  Result<bool> Bool(const char* key) {
-    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
-    if (!v->is_boolean()) return Bad(Path(key), "must be true or false");
-    return v->get<bool>();
-  }
-
-  Result<std::vector<std::string>> Strings(const char* key, bool allow_empty_list) {
-    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
-    if (!v->is_array()) return Bad(Path(key), "must be an array of strings");
-    if (!allow_empty_list && v->empty()) return Bad(Path(key), "must not be empty");
-    std::vector<std::string> out;
-    std::set<std::string> seen;
-    for (std::size_t i = 0; i < v->size(); ++i) {
-      const Json& e = (*v)[i];
-      const std::string at = Path(key) + "[" + std::to_string(i) + "]";
-      if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
-        return Bad(at, "must be a non-empty string");
-      }
-      if (!seen.insert(e.get<std::string>()).second) return Bad(at, "listed twice");
-      out.push_back(e.get<std::string>());
-    }
-    return out;
-  }
-
-  template <typename E, std::size_t N>
-  Result<E> Enum(const char* key, const std::array<std::pair<E, const char*>, N>& table) {
-    UPKEEP_ASSIGN_OR_RETURN(std::string name, String(key));
-    for (const auto& [value, text] : table) {
-      if (name == text) return value;
-    }
-    std::string allowed;
-    for (const auto& [value, text] : table) allowed += std::string(allowed.empty() ? "" : ", ") + text;
-    return Bad(Path(key), "\"" + name + "\" is not one of " + allowed);
-  }
-
-  Result<Reader> Object(const char* key) {
-    UPKEEP_ASSIGN_OR_RETURN(const Json* v, Get(key, true));
-    if (!v->is_object()) return Bad(Path(key), "must be an object");
-    return Reader(*v, Path(key) + ".");
-  }
-
-  // Every key present must have been read.
-  Result<void> NoUnknownKeys() const {
-    for (const auto& item : object_.items()) {
-      if (!seen_.contains(item.key())) return Bad(prefix_ + item.key(), "unknown field");
-    }
-    return Ok();
-  }
-
-  [[nodiscard]] std::string Path(const char* key) const { return prefix_ + key; }
-
- private:
-  const Json& object_;
-  std::string prefix_;
-  std::set<std::string> seen_;
-};
+  std::string allowed;
+  for (const auto& [value, text] : table)
+    allowed += std::string(allowed.empty() ? "" : ", ") + text;
+  return r.Fail(key, "\"" + name + "\" is not one of " + allowed);
+}
 
 bool IsCveId(const std::string& s) {
   // CVE-YYYY-NNNN with four or more digits in the sequence number.
@@ -144,14 +74,14 @@ bool IsCveId(const std::string& s) {
   return true;
 }
 
-Result<SecurityInfo> ParseSecurity(Reader r) {
+Result<SecurityInfo> ParseSecurity(JsonReader r) {
   SecurityInfo out;
-  UPKEEP_ASSIGN_OR_RETURN(out.severity, r.Enum("severity", kSeverities));
-  UPKEEP_ASSIGN_OR_RETURN(out.cves, r.Strings("cves", true));
+  UPKEEP_ASSIGN_OR_RETURN(out.severity, Enum(r, "severity", kSeverities));
+  UPKEEP_ASSIGN_OR_RETURN(out.cves, r.Strings("cves", kNamesOrNone));
   for (std::size_t i = 0; i < out.cves.size(); ++i) {
     if (!IsCveId(out.cves[i])) {
-      return Bad(r.Path("cves") + "[" + std::to_string(i) + "]",
-                 "\"" + out.cves[i] + "\" is not a CVE ID (CVE-YYYY-NNNN)");
+      return r.Fail("cves[" + std::to_string(i) + "]",
+                    "\"" + out.cves[i] + "\" is not a CVE ID (CVE-YYYY-NNNN)");
     }
   }
   UPKEEP_ASSIGN_OR_RETURN(out.risks_mitigated, r.String("risks_mitigated"));
@@ -171,8 +101,8 @@ Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
     return Error(Errc::NoUpdateMetadata, "target has no custom.upkeep update metadata");
   }
   const Json& u = custom["upkeep"];
-  if (!u.is_object()) return Bad("", "must be an object");
-  Reader r(u, "");
+  if (!u.is_object()) return Error(Errc::InvalidUpdateMetadata, "custom.upkeep: must be an object");
+  JsonReader r(u, Errc::InvalidUpdateMetadata, "custom.upkeep");
   UpdateMetadata m;
 
   UPKEEP_ASSIGN_OR_RETURN(m.schema, r.Uint("schema"));
@@ -181,18 +111,21 @@ Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
                  "custom.upkeep.schema " + std::to_string(m.schema) + " (this upkeep reads " +
                      std::to_string(kUpdateMetadataSchema) + ")");
   }
-  UPKEEP_ASSIGN_OR_RETURN(m.component, r.Enum("component", kComponents));
+  UPKEEP_ASSIGN_OR_RETURN(m.component, Enum(r, "component", kComponents));
   UPKEEP_ASSIGN_OR_RETURN(m.version, r.String("version"));
-  UPKEEP_ASSIGN_OR_RETURN(m.hardware, r.Strings("hardware", false));
+  UPKEEP_ASSIGN_OR_RETURN(m.hardware, r.Strings("hardware", kNames));
   UPKEEP_ASSIGN_OR_RETURN(m.security_version, r.Uint("security_version"));
 
-  UPKEEP_ASSIGN_OR_RETURN(auto kinds, r.Strings("kind", false));
+  UPKEEP_ASSIGN_OR_RETURN(auto kinds, r.Strings("kind", kNames));
   for (const auto& k : kinds) {
-    if (k == "security") m.is_security = true;
-    else if (k == "feature") m.is_feature = true;
-    else return Bad("kind", "\"" + k + "\" is not one of security, feature");
+    if (k == "security")
+      m.is_security = true;
+    else if (k == "feature")
+      m.is_feature = true;
+    else
+      return Bad("kind", "\"" + k + "\" is not one of security, feature");
   }
-  UPKEEP_ASSIGN_OR_RETURN(const Json* security, r.Get("security", false));
+  const Json* security = r.Optional("security");
   if (m.is_security && security == nullptr) {
     return Bad("security", "required when kind includes security");
   }
@@ -200,32 +133,32 @@ Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
     return Bad("security", "only allowed when kind includes security");
   }
   if (security != nullptr) {
-    UPKEEP_ASSIGN_OR_RETURN(Reader sr, r.Object("security"));
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader sr, r.Object("security"));
     UPKEEP_ASSIGN_OR_RETURN(m.security, ParseSecurity(std::move(sr)));
   }
 
-  UPKEEP_ASSIGN_OR_RETURN(Reader d, r.Object("disruption"));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader d, r.Object("disruption"));
   UPKEEP_ASSIGN_OR_RETURN(m.disruption.reboot, d.Bool("reboot"));
   UPKEEP_ASSIGN_OR_RETURN(m.disruption.downtime_seconds, d.Uint("downtime_seconds"));
   if (m.disruption.downtime_seconds > kMaxDowntimeSeconds) {
     return Bad("disruption.downtime_seconds", "more than a week");
   }
   UPKEEP_ASSIGN_OR_RETURN(m.disruption.available_during_update,
-                          d.Strings("available_during_update", true));
+                          d.Strings("available_during_update", kNamesOrNone));
   UPKEEP_TRY(d.NoUnknownKeys());
 
-  UPKEEP_ASSIGN_OR_RETURN(Reader s, r.Object("settings_impact"));
-  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.effect, s.Enum("effect", kEffects));
-  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.note, s.String("note", true));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader s, r.Object("settings_impact"));
+  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.effect, Enum(s, "effect", kEffects));
+  UPKEEP_ASSIGN_OR_RETURN(m.settings_impact.note, s.String("note", {.allow_empty = true}));
   if (m.settings_impact.effect != SettingsEffect::None && m.settings_impact.note.empty()) {
     return Bad("settings_impact.note", "must tell users what happens to their settings");
   }
   UPKEEP_TRY(s.NoUnknownKeys());
 
-  UPKEEP_ASSIGN_OR_RETURN(Reader p, r.Object("payload"));
-  UPKEEP_ASSIGN_OR_RETURN(m.payload.format, p.Enum("format", kFormats));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader p, r.Object("payload"));
+  UPKEEP_ASSIGN_OR_RETURN(m.payload.format, Enum(p, "format", kFormats));
   UPKEEP_ASSIGN_OR_RETURN(m.payload.installed_size, p.Uint("installed_size"));
-  UPKEEP_ASSIGN_OR_RETURN(const Json* index, p.Get("chunk_index", false));
+  const Json* index = p.Optional("chunk_index");
   if (m.payload.format == PayloadFormat::Chunked) {
     if (index == nullptr) return Bad("payload.chunk_index", "required for chunked payloads");
     UPKEEP_ASSIGN_OR_RETURN(m.payload.chunk_index, p.String("chunk_index"));
@@ -234,9 +167,9 @@ Result<UpdateMetadata> ParseUpdateMetadata(const Json& custom) {
   }
   UPKEEP_TRY(p.NoUnknownKeys());
 
-  UPKEEP_ASSIGN_OR_RETURN(const Json* rollback, r.Get("authorised_rollback", false));
+  const Json* rollback = r.Optional("authorised_rollback");
   if (rollback != nullptr) {
-    UPKEEP_ASSIGN_OR_RETURN(Reader ar, r.Object("authorised_rollback"));
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader ar, r.Object("authorised_rollback"));
     UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t sequence, ar.Uint("sequence"));
     if (sequence == 0) return Bad("authorised_rollback.sequence", "must be at least 1");
     m.authorised_rollback_sequence = sequence;

@@ -232,7 +232,7 @@ Result<void> Updater::LoadSnapshot() {
   // 5.5.1
   const MetaFile& meta = trusted_->timestamp()->body.snapshot_meta;
   const std::optional<std::uint64_t> version =
-      trusted_->root().body.consistent_snapshot ? std::optional(meta.version) : std::nullopt;
+      trusted_->root().body.ConsistentSnapshot() ? std::optional(meta.version) : std::nullopt;
   UPKEEP_ASSIGN_OR_RETURN(std::string bytes,
                           FetchMetadata(role, version, meta.length.value_or(config_.snapshot_max_length),
                                         meta.length.has_value()));
@@ -260,7 +260,7 @@ Result<const Targets*> Updater::LoadTargets(const std::string& role,
     return Error(Errc::RoleNotInSnapshot, "snapshot does not list " + role + ".json");
   }
   const std::optional<std::uint64_t> version =
-      trusted_->root().body.consistent_snapshot ? std::optional(meta->second.version)
+      trusted_->root().body.ConsistentSnapshot() ? std::optional(meta->second.version)
                                                 : std::nullopt;
   UPKEEP_ASSIGN_OR_RETURN(
       std::string bytes,
@@ -276,6 +276,9 @@ Result<TargetFile> Updater::GetTargetInfo(const std::string& target_path) {
   auto found = SearchTarget(target_path);
   // Delegated metadata that verified during the search is kept, found or not.
   UPKEEP_TRY(SyncPersisted());
+  // The name and hashes become a local file name and a URL: a signed "../x" or a hash that is not
+  // hex must not leave the targets directory.
+  if (found) UPKEEP_TRY(ValidateTargetFile(*found));
   return found;
 }
 
@@ -331,13 +334,15 @@ Result<std::optional<fs::path>> Updater::FindCachedTarget(const TargetFile& targ
 
 std::string Updater::TargetUrl(const TargetFile& target, const std::string& target_base_url) const {
   std::string remote = target.path;
-  if (trusted_ && trusted_->root().body.consistent_snapshot && config_.prefix_targets_with_hash &&
-      !target.hashes.empty()) {
-    // 5.7.3: <dir>/<hash>.<basename>, using the first listed hash.
+  const std::string* hash = UrlHash(target);
+  if (trusted_ && trusted_->root().body.ConsistentSnapshot() && config_.prefix_targets_with_hash &&
+      hash != nullptr) {
+    // 5.7.3: <dir>/<hash>.<basename>, using the first hash of a supported algorithm (checked
+    // to be lower-case hex of the digest's length).
     const auto slash = remote.rfind('/');
     const std::string dir = slash == std::string::npos ? "" : remote.substr(0, slash + 1);
     const std::string base = slash == std::string::npos ? remote : remote.substr(slash + 1);
-    remote = dir + target.hashes.begin()->second + "." + base;
+    remote = dir + *hash + "." + base;
   }
   return WithSlash(target_base_url) + PercentEncodePath(remote);
 }
@@ -345,7 +350,11 @@ std::string Updater::TargetUrl(const TargetFile& target, const std::string& targ
 Result<fs::path> Updater::DownloadTarget(const TargetFile& target,
                                          const std::string& target_base_url,
                                          const fs::path& target_dir) {
-  if (target.path.empty()) return Error(Errc::InvalidTargetPath, "empty target path");
+  UPKEEP_TRY(ValidateTargetFile(target));
+  if (UrlHash(target) == nullptr) {
+    return Error(Errc::TargetHashMismatch,
+                 target.path + ": no hash of a supported algorithm to verify the download");
+  }
   const std::string url = TargetUrl(target, target_base_url);
   const fs::path path = target_dir / TargetFileName(target.path);
 

@@ -8,7 +8,6 @@
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
-#include "upkeep/common/paths.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/update_metadata.hpp"
 
@@ -21,58 +20,51 @@ namespace {
 
 const char* ErrcName(int value) {
   switch (static_cast<Errc>(value)) {
-    case Errc::AlreadyExists: return "AlreadyExists";
-    case Errc::NotARepository: return "NotARepository";
-    case Errc::KeyFileInsecure: return "KeyFileInsecure";
-    case Errc::KeyNotAuthorized: return "KeyNotAuthorized";
-    case Errc::ThresholdNotMet: return "ThresholdNotMet";
-    case Errc::MissingOnlineKey: return "MissingOnlineKey";
-    case Errc::InvalidTarget: return "InvalidTarget";
-    case Errc::InvalidUpdateMetadata: return "InvalidUpdateMetadata";
-    case Errc::UnknownRole: return "UnknownRole";
-    case Errc::IoError: return "IoError";
-    case Errc::InvalidDelegation: return "InvalidDelegation";
-    case Errc::Expired: return "Expired";
+    case Errc::AlreadyExists:
+      return "AlreadyExists";
+    case Errc::NotARepository:
+      return "NotARepository";
+    case Errc::KeyFileInsecure:
+      return "KeyFileInsecure";
+    case Errc::KeyNotAuthorized:
+      return "KeyNotAuthorized";
+    case Errc::ThresholdNotMet:
+      return "ThresholdNotMet";
+    case Errc::MissingOnlineKey:
+      return "MissingOnlineKey";
+    case Errc::InvalidTarget:
+      return "InvalidTarget";
+    case Errc::InvalidUpdateMetadata:
+      return "InvalidUpdateMetadata";
+    case Errc::UnknownRole:
+      return "UnknownRole";
+    case Errc::IoError:
+      return "IoError";
+    case Errc::InvalidDelegation:
+      return "InvalidDelegation";
+    case Errc::Expired:
+      return "Expired";
+    case Errc::CorruptFile:
+      return "CorruptFile";
+    case Errc::BadPassphrase:
+      return "BadPassphrase";
   }
   return "Unknown";
 }
 
-constexpr const char* kSpecVersion = "1.0.31";
 constexpr std::uint64_t kMaxKeyFile = 64 * 1024;
+constexpr std::uint64_t kMaxSettingsFile = 1 << 20;
+constexpr std::uint64_t kMaxMetadataFile = 16 << 20;
+constexpr const char* kTopLevelRoles[] = {"root", "targets", "snapshot", "timestamp"};
 
 Error Io(const Error& e) { return Error(Errc::IoError, e.message()); }
 
-Json KeyJson(const crypto::PublicKey& pub) {
-  return Json{{"keytype", pub.keytype()}, {"scheme", pub.scheme()},
-              {"keyval", {{"public", pub.public_value()}}}};
+Error Corrupt(const std::string& file, const Error& e) {
+  return Error(Errc::CorruptFile, file + ": " + e.message());
 }
 
 std::string KeyIdOf(const crypto::PublicKey& pub) {
-  return metadata::ComputeKeyId(KeyJson(pub)).value();
-}
-
-std::string Canonical(const Json& j) { return metadata::Canonicalize(j).value(); }
-
-Result<Json> SignatureBy(const crypto::PrivateKey& key, const Json& signed_body) {
-  const std::string bytes = Canonical(signed_body);
-  UPKEEP_ASSIGN_OR_RETURN(auto sig, key.Sign(std::span<const std::uint8_t>(
-                                        reinterpret_cast<const std::uint8_t*>(bytes.data()),
-                                        bytes.size())));
-  return Json{{"keyid", KeyIdOf(key.public_key())}, {"sig", HexEncode(sig)}};
-}
-
-// Adds or replaces `key`'s signature in the envelope.
-Result<void> AddSignature(Json& envelope, const crypto::PrivateKey& key) {
-  UPKEEP_ASSIGN_OR_RETURN(Json sig, SignatureBy(key, envelope["signed"]));
-  Json& sigs = envelope["signatures"];
-  for (auto& s : sigs) {
-    if (s["keyid"] == sig["keyid"]) {
-      s = sig;
-      return Ok();
-    }
-  }
-  sigs.push_back(sig);
-  return Ok();
+  return metadata::Key::FromPublicKey(pub).keyid;
 }
 
 // The name of hash bin `bin` (TAP 15: prefix, '-', zero-padded lower-case hex).
@@ -89,7 +81,99 @@ std::string HashPrefixed(const std::string& name, const std::string& sha256) {
   return name.substr(0, slash + 1) + sha256 + "." + name.substr(slash + 1);
 }
 
+bool Contains(const std::vector<std::string>& list, const std::string& value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+// Serialised metadata as written to disk.
+template <typename Body>
+Result<std::string> Bytes(const metadata::Metadata<Body>& md) {
+  auto bytes = md.ToBytes();
+  if (!bytes) return Error(Errc::CorruptFile, bytes.error().message());
+  return bytes;
+}
+
+Result<std::uint64_t> SettingUint(const Json& v, const std::string& where, std::uint64_t max) {
+  if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
+    return Error(Errc::NotARepository, "repo.json: " + where + " must be a non-negative integer");
+  }
+  const auto n = v.is_number_unsigned() ? v.get<std::uint64_t>()
+                                        : static_cast<std::uint64_t>(v.get<std::int64_t>());
+  if (n > max) {
+    return Error(Errc::NotARepository,
+                 "repo.json: " + where + " must be at most " + std::to_string(max));
+  }
+  return n;
+}
+
 }  // namespace
+
+Result<Settings> ParseSettings(std::string_view bytes) {
+  auto doc = metadata::ParseJson(bytes);
+  if (!doc) return Error(Errc::NotARepository, "repo.json: " + doc.error().message());
+  auto bad = [](const std::string& what) {
+    return Error(Errc::NotARepository, "repo.json: " + what);
+  };
+  if (!doc->is_object()) return bad("must be a JSON object");
+  Settings out;
+  for (const auto& [key, value] : doc->items()) {
+    if (key == "format") {
+      UPKEEP_ASSIGN_OR_RETURN(out.format, SettingUint(value, "\"format\"", 1));
+      if (out.format != 1) return bad("\"format\" must be 1");
+    } else if (key == "expiry_days") {
+      if (!value.is_object()) return bad("\"expiry_days\" must be an object");
+      for (const auto& [role, days] : value.items()) {
+        if (!Contains({std::begin(kTopLevelRoles), std::end(kTopLevelRoles)}, role)) {
+          return bad("\"expiry_days\" has an unknown role \"" + role + "\"");
+        }
+        UPKEEP_ASSIGN_OR_RETURN(auto n, SettingUint(days, "expiry_days." + role, kMaxExpiryDays));
+        if (n == 0) return bad("expiry_days." + role + " must be at least 1");
+        out.expiry_days.emplace(role, static_cast<std::uint32_t>(n));
+      }
+    } else if (key == "published") {
+      if (!value.is_object()) return bad("\"published\" must be an object");
+      for (const auto& [role, version] : value.items()) {
+        UPKEEP_ASSIGN_OR_RETURN(auto n, SettingUint(version, "published." + role, kMaxVersion));
+        out.published.emplace(role, n);
+      }
+    } else if (key == "delegations") {
+      if (!value.is_object()) return bad("\"delegations\" must be an object");
+      for (const auto& [role, delegator] : value.items()) {
+        if (!delegator.is_string()) return bad("delegations." + role + " must be a string");
+        out.delegations.emplace(role, delegator.get<std::string>());
+      }
+    } else {
+      return bad("unknown key \"" + key + "\"");
+    }
+  }
+  if (!doc->contains("format")) return bad("\"format\" is missing");
+  for (const char* role : kTopLevelRoles) {
+    if (!out.expiry_days.contains(role))
+      return bad(std::string("expiry_days.") + role + " is missing");
+    if (!out.published.contains(role)) return bad(std::string("published.") + role + " is missing");
+  }
+  for (const auto& [role, delegator] : out.delegations) {
+    const bool top_level = Contains({std::begin(kTopLevelRoles), std::end(kTopLevelRoles)}, role);
+    // Role names become file names under REPO/staged and the published metadata directory.
+    const bool usable_name =
+        metadata::ValidateTargetPath(role, metadata::TargetPathRules::kPublish).has_value();
+    if (!usable_name || top_level || delegator == "root" || delegator == role ||
+        (delegator != "targets" && !out.delegations.contains(delegator))) {
+      return bad("delegation \"" + role + "\" from \"" + delegator + "\" is not valid");
+    }
+  }
+  return out;
+}
+
+std::string SettingsToBytes(const Settings& settings) {
+  Json doc = {{"format", settings.format},
+              {"expiry_days", settings.expiry_days},
+              {"published", settings.published},
+              {"delegations", Json::object()}};
+  for (const auto& [role, delegator] : settings.delegations) doc["delegations"][role] = delegator;
+  // Role names were checked as target-role names (UTF-8) before they were stored.
+  return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
 
 const std::error_category& ErrcCategory() noexcept {
   static const NamedErrorCategory category("repository", &ErrcName);
@@ -97,39 +181,61 @@ const std::error_category& ErrcCategory() noexcept {
 }
 
 metadata::TimePoint Repository::Expiry(const std::string& role) const {
-  const Json& days_by_role = settings_["expiry_days"];
-  const auto days = (days_by_role.contains(role) ? days_by_role[role] : days_by_role["targets"])
-                        .get<std::uint32_t>();
+  auto it = settings_.expiry_days.find(role);
+  if (it == settings_.expiry_days.end()) it = settings_.expiry_days.find("targets");
+  const std::uint32_t days = it == settings_.expiry_days.end() ? 1 : it->second;
   return clock_->Now() + std::chrono::days(days);
 }
 
-Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, const Clock& clock) {
-  LocalFilesystem fs;
+Result<void> Repository::WriteKey(const crypto::PrivateKey& key, const std::string& keyid) {
+  auto pem = key.ToPem(passphrase_.view());
+  if (!pem) return std::move(pem).error();
+  crypto::SecretString secret(std::move(pem).value());
+  auto written = crypto::WritePrivateKeyFile(dir_ / "keys" / (keyid + ".pem"), secret.view());
+  if (!written) return Error(Errc::IoError, written.error().message());
+  return Ok();
+}
+
+Result<void> Repository::SaveSettings() {
+  if (auto r = fs_->WriteFileAtomic(dir_ / "repo.json", SettingsToBytes(settings_)); !r) {
+    return Io(r.error());
+  }
+  return Ok();
+}
+
+Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, Filesystem& fs,
+                                    const Clock& clock) {
   if (fs.Exists(dir / "repo.json").value_or(false)) {
     return Error(Errc::AlreadyExists, dir.string() + " already holds a repository");
   }
-  for (const char* sub : {"keys", "staged", "targets"}) {
-    if (auto r = fs.CreateDirectories(dir / sub); !r) return Io(r.error());
-  }
-  ::chmod((dir / "keys").c_str(), 0700);
   if (o.root_threshold < 1 || o.root_threshold > o.root_keys ||
       (!o.targets_token_key && (o.targets_threshold < 1 || o.targets_threshold > o.targets_keys))) {
     return Error(Errc::ThresholdNotMet, "thresholds must be between 1 and the number of keys");
   }
+  for (std::uint32_t days : {o.root_expiry_days, o.targets_expiry_days, o.snapshot_expiry_days,
+                             o.timestamp_expiry_days}) {
+    if (days < 1 || days > kMaxExpiryDays) {
+      return Error(Errc::NotARepository, "expiry periods must be between 1 and " +
+                                             std::to_string(kMaxExpiryDays) + " days");
+    }
+  }
+  for (const char* sub : {"keys", "staged", "targets"}) {
+    if (auto r = fs.CreateDirectories(dir / sub); !r) return Io(r.error());
+  }
+  if (::chmod((dir / "keys").c_str(), 0700) != 0) {
+    return Error(Errc::IoError, (dir / "keys").string() + ": cannot restrict to 0700");
+  }
 
-  Repository repo(dir, clock);
+  Repository repo(dir, fs, clock);
   repo.passphrase_ = o.passphrase;
-  repo.settings_ = {{"format", 1},
-                    {"expiry_days",
-                     {{"root", o.root_expiry_days},
-                      {"targets", o.targets_expiry_days},
-                      {"snapshot", o.snapshot_expiry_days},
-                      {"timestamp", o.timestamp_expiry_days}}},
-                    {"published", {{"root", 0}, {"targets", 0}, {"snapshot", 0}, {"timestamp", 0}}},
-                    {"delegations", Json::object()}};
+  repo.settings_.expiry_days = {{"root", o.root_expiry_days},
+                                {"targets", o.targets_expiry_days},
+                                {"snapshot", o.snapshot_expiry_days},
+                                {"timestamp", o.timestamp_expiry_days}};
+  repo.settings_.published = {{"root", 0}, {"targets", 0}, {"snapshot", 0}, {"timestamp", 0}};
 
-  Json keys = Json::object();
-  Json roles = Json::object();
+  metadata::Root root = metadata::Root::Create(repo.Expiry("root"));
+  root.body.consistent_snapshot = o.consistent_snapshot;
   std::map<std::string, std::vector<crypto::PrivateKey>> generated;
   const std::pair<const char*, std::pair<std::uint32_t, std::uint32_t>> plan[] = {
       {"root", {o.root_keys, o.root_threshold}},
@@ -143,145 +249,173 @@ Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, c
     token_key = std::move(key).value();
   }
   for (const auto& [role, counts] : plan) {
-    Json ids = Json::array();
+    metadata::RoleKeys role_keys;
     if (std::string_view(role) == "targets" && token_key) {
-      const std::string id = KeyIdOf(token_key->public_key());
-      keys[id] = KeyJson(token_key->public_key());
-      ids.push_back(id);
+      const metadata::Key key = metadata::Key::FromPublicKey(token_key->public_key());
+      root.body.keys[key.keyid] = key;
+      role_keys.keyids.push_back(key.keyid);
       generated[role].push_back(*token_key);
-      roles[role] = {{"keyids", ids}, {"threshold", 1}};
+      root.body.roles[role] = role_keys;
       continue;
     }
     for (std::uint32_t i = 0; i < counts.first; ++i) {
-      UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(o.key_type));
-      const std::string id = KeyIdOf(key.public_key());
-      keys[id] = KeyJson(key.public_key());
-      ids.push_back(id);
-      UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(o.passphrase));
-      const fs::path file = dir / "keys" / (id + ".pem");
-      if (auto r = fs.WriteFileAtomic(file, pem); !r) return Io(r.error());
-      ::chmod(file.c_str(), 0600);
-      generated[role].push_back(std::move(key));
+      UPKEEP_ASSIGN_OR_RETURN(auto private_key, crypto::PrivateKey::Generate(o.key_type));
+      const metadata::Key key = metadata::Key::FromPublicKey(private_key.public_key());
+      root.body.keys[key.keyid] = key;
+      role_keys.keyids.push_back(key.keyid);
+      UPKEEP_TRY(repo.WriteKey(private_key, key.keyid));
+      generated[role].push_back(std::move(private_key));
     }
-    roles[role] = {{"keyids", ids}, {"threshold", counts.second}};
+    role_keys.threshold = counts.second;
+    root.body.roles[role] = role_keys;
   }
 
-  Json root = {{"_type", "root"}, {"spec_version", kSpecVersion}, {"version", 1},
-               {"expires", metadata::FormatDateTime(repo.Expiry("root"))},
-               {"consistent_snapshot", o.consistent_snapshot}, {"keys", keys}, {"roles", roles}};
-  Json targets = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
-                  {"expires", metadata::FormatDateTime(repo.Expiry("targets"))},
-                  {"targets", Json::object()}};
-  repo.staged_["root"] = {{"signed", root}, {"signatures", Json::array()}};
-  repo.staged_["targets"] = {{"signed", targets}, {"signatures", Json::array()}};
-  for (const auto& key : generated["root"]) UPKEEP_TRY(AddSignature(repo.staged_["root"], key));
-  for (const auto& key : generated["targets"]) {
-    UPKEEP_TRY(AddSignature(repo.staged_["targets"], key));
-  }
+  metadata::Targets targets = metadata::Targets::Create(repo.Expiry("targets"));
+  for (const auto& key : generated["root"]) UPKEEP_TRY(root.Sign(key));
+  for (const auto& key : generated["targets"]) UPKEEP_TRY(targets.Sign(key));
+  repo.root_ = std::move(root);
+  repo.targets_.emplace("targets", std::move(targets));
   UPKEEP_TRY(repo.Save("root"));
   UPKEEP_TRY(repo.Save("targets"));
-  if (auto r = fs.WriteFileAtomic(dir / "repo.json", repo.settings_.dump(2) + "\n"); !r) {
-    return Io(r.error());
-  }
+  UPKEEP_TRY(repo.SaveSettings());
   return repo;
 }
 
-Result<Repository> Repository::Open(const fs::path& dir, const Clock& clock, std::string passphrase) {
-  Repository repo(dir, clock);
+Result<Repository> Repository::Open(const fs::path& dir, Filesystem& fs, const Clock& clock,
+                                    crypto::SecretString passphrase) {
+  Repository repo(dir, fs, clock);
   repo.passphrase_ = std::move(passphrase);
   UPKEEP_TRY(repo.Load());
   return repo;
 }
 
 Result<void> Repository::Load() {
-  LocalFilesystem fs;
-  auto settings = fs.ReadFile(dir_ / "repo.json", 1 << 20);
-  if (!settings) return Error(Errc::NotARepository, dir_.string() + ": no repo.json");
-  auto parsed = metadata::ParseJson(*settings);
-  if (!parsed || !parsed->contains("expiry_days") || !parsed->contains("published")) {
-    return Error(Errc::NotARepository, dir_.string() + ": repo.json is not valid");
+  auto settings = fs_->ReadFile(dir_ / "repo.json", kMaxSettingsFile);
+  if (!settings) {
+    return Error(Errc::NotARepository,
+                 dir_.string() + ": no readable repo.json: " + settings.error().message());
   }
-  settings_ = *parsed;
-  if (!settings_.contains("delegations")) settings_["delegations"] = Json::object();
+  UPKEEP_ASSIGN_OR_RETURN(settings_, ParseSettings(*settings));
   std::vector<std::string> roles{"root"};
   for (const auto& r : TargetsRoles()) roles.push_back(r);
   for (const auto& role : roles) {
-    auto bytes = fs.ReadFile(dir_ / "staged" / (PercentEncode(role) + ".json"), 16 << 20);
-    if (!bytes) return Error(Errc::NotARepository, bytes.error().message());
-    auto env = metadata::ParseJson(*bytes);
-    if (!env || !env->contains("signed")) {
-      return Error(Errc::NotARepository, "staged " + role + ".json is not valid");
+    const std::string name = "staged/" + PercentEncode(role) + ".json";
+    auto bytes = fs_->ReadFile(dir_ / name, kMaxMetadataFile);
+    if (!bytes) return Corrupt(name, bytes.error());
+    if (role == "root") {
+      auto root = metadata::ParseRoot(*bytes);
+      if (!root) return Corrupt(name, root.error());
+      root_ = std::move(root).value();
+      if (root_.version > kMaxVersion) {
+        return Error(Errc::CorruptFile,
+                     name + ": version is larger than " + std::to_string(kMaxVersion));
+      }
+    } else {
+      auto targets = metadata::ParseTargets(*bytes);
+      if (!targets) return Corrupt(name, targets.error());
+      if (targets->version > kMaxVersion) {
+        return Error(Errc::CorruptFile,
+                     name + ": version is larger than " + std::to_string(kMaxVersion));
+      }
+      for (const auto& [path, target] : targets->body.targets) {
+        if (auto ok = metadata::ValidateTargetFile(target, metadata::TargetPathRules::kPublish);
+            !ok) {
+          return Corrupt(name, ok.error());
+        }
+        if (!target.hashes.contains("sha256")) {
+          return Error(Errc::CorruptFile, name + ": target " + path + " has no sha256 hash");
+        }
+      }
+      targets_.insert_or_assign(role, std::move(targets).value());
     }
-    staged_[role] = *env;
   }
   return Ok();
 }
 
 Result<void> Repository::Save(const std::string& role) {
-  LocalFilesystem fs;
-  auto r = fs.WriteFileAtomic(dir_ / "staged" / (PercentEncode(role) + ".json"),
-                              staged_.at(role).dump(1) + "\n");
+  Result<std::string> bytes = role == "root" ? Bytes(root_) : Bytes(targets_.at(role));
+  if (!bytes) return std::move(bytes).error();
+  auto r = fs_->WriteFileAtomic(dir_ / "staged" / (PercentEncode(role) + ".json"), *bytes + "\n");
   if (!r) return Io(r.error());
   return Ok();
 }
 
 Result<crypto::PrivateKey> Repository::LoadKey(const fs::path& file) const {
   struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) return Error(Errc::IoError, file.string() + ": not found");
+  if (::lstat(file.c_str(), &st) != 0) return Error(Errc::IoError, file.string() + ": not found");
+  if (!S_ISREG(st.st_mode)) {
+    return Error(Errc::KeyFileInsecure, file.string() + " is not a regular file");
+  }
   if ((st.st_mode & 077) != 0) {
     return Error(Errc::KeyFileInsecure,
                  file.string() + " is readable by others; run chmod 600 on it");
   }
-  LocalFilesystem fs;
-  auto pem = fs.ReadFile(file, kMaxKeyFile);
-  if (!pem) return Io(pem.error());
-  return crypto::PrivateKey::FromPem(*pem, passphrase_);
+  auto read = fs_->ReadFile(file, kMaxKeyFile);
+  if (!read) return Io(read.error());
+  const crypto::SecretString pem(std::move(read).value());
+  auto key = crypto::PrivateKey::FromPem(pem.view(), passphrase_.view());
+  if (!key) {
+    if (key.error().code() == crypto::Errc::BadPassphrase) {
+      return Error(Errc::BadPassphrase,
+                   file.string() + ": " + key.error().message() + " (set UPKEEP_KEY_PASSPHRASE)");
+    }
+    return Corrupt(file.string(), key.error());
+  }
+  return key;
+}
+
+Result<std::optional<metadata::Root>> Repository::PublishedRoot() const {
+  auto exists = fs_->Exists(dir_ / "published-root.json");
+  if (!exists) return Io(exists.error());
+  if (!*exists) return std::optional<metadata::Root>();
+  auto bytes = fs_->ReadFile(dir_ / "published-root.json", kMaxMetadataFile);
+  if (!bytes) return Io(bytes.error());
+  auto root = metadata::ParseRoot(*bytes);
+  if (!root) return Corrupt("published-root.json", root.error());
+  return std::optional<metadata::Root>(std::move(root).value());
 }
 
 Result<std::vector<crypto::PrivateKey>> Repository::OnlineKeys(const std::string& role) const {
-  const Json& root = staged_.at("root")["signed"];
-  const Json& r = root["roles"][role];
+  const metadata::RoleKeys& r = root_.body.roles.at(role);
   std::vector<crypto::PrivateKey> out;
-  for (const auto& id : r["keyids"]) {
-    const fs::path file = dir_ / "keys" / (id.get<std::string>() + ".pem");
-    if (!fs::exists(file)) continue;
+  for (const auto& id : r.keyids) {
+    const fs::path file = dir_ / "keys" / (id + ".pem");
+    auto exists = fs_->Exists(file);
+    if (!exists) return Io(exists.error());
+    if (!*exists) continue;
     UPKEEP_ASSIGN_OR_RETURN(auto key, LoadKey(file));
     out.push_back(std::move(key));
-    if (out.size() >= r["threshold"].get<std::uint64_t>()) break;
+    if (out.size() >= r.threshold) break;
   }
-  if (out.size() < r["threshold"].get<std::uint64_t>()) {
-    return Error(Errc::MissingOnlineKey, "not enough " + role + " keys in " + (dir_ / "keys").string());
+  if (out.size() < r.threshold) {
+    return Error(Errc::MissingOnlineKey,
+                 "not enough " + role + " keys in " + (dir_ / "keys").string());
   }
   return out;
 }
 
 std::vector<std::string> Repository::TargetsRoles() const {
   std::vector<std::string> out{"targets"};
-  for (const auto& [name, delegator] : settings_["delegations"].items()) out.push_back(name);
+  for (const auto& [name, delegator] : settings_.delegations) out.push_back(name);
   return out;
 }
 
 std::optional<metadata::SuccinctRoles> Repository::BinsNamed(const std::string& prefix) const {
-  for (const auto& role : TargetsRoles()) {
-    const Json& sig = staged_.at(role)["signed"];
-    if (!sig.contains("delegations") || !sig["delegations"].contains("succinct_roles")) continue;
-    const Json& sr = sig["delegations"]["succinct_roles"];
-    if (sr["name_prefix"] != prefix) continue;
-    metadata::SuccinctRoles bins;
-    bins.bit_length = sr["bit_length"].get<std::uint32_t>();
-    bins.name_prefix = prefix;
-    return bins;
+  for (const auto& [role, targets] : targets_) {
+    const auto& delegations = targets.body.delegations;
+    if (delegations && delegations->succinct && delegations->succinct->name_prefix == prefix) {
+      return delegations->succinct;
+    }
   }
   return std::nullopt;
 }
 
 void Repository::Restage(const std::string& role) {
-  Json& env = staged_.at(role);
-  const Json& published = settings_["published"];
-  env["signed"]["version"] =
-      (published.contains(role) ? published[role].get<std::uint64_t>() : 0) + 1;
-  env["signed"]["expires"] = metadata::FormatDateTime(Expiry(role));
-  env["signatures"] = Json::array();  // changed content: the threshold must sign again
+  auto published = settings_.published.find(role);
+  metadata::Targets& t = TargetsRole(role);
+  t.version = (published == settings_.published.end() ? 0 : published->second) + 1;
+  t.expires = Expiry(role);
+  t.ClearSignatures();  // changed content: the threshold must sign again
 }
 
 Result<void> Repository::AddTarget(const fs::path& file, const std::string& name,
@@ -289,30 +423,25 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   // A hash-bin prefix routes the target to the bin its path hashes to.
   std::string role = requested_role;
   if (auto bins = BinsNamed(requested_role)) role = bins->RoleForTarget(name);
-  if (!staged_.contains(role) || role == "root") {
-    return Error(Errc::UnknownRole, "no targets role " + role);
+  if (!HasTargetsRole(role)) return Error(Errc::UnknownRole, "no targets role " + role);
+  // The name becomes a path under REPO/targets and part of every client's URL.
+  if (auto ok = metadata::ValidateTargetPath(name, metadata::TargetPathRules::kPublish); !ok) {
+    return Error(Errc::InvalidTarget, ok.error().message());
   }
-  if (!IsSafeRelativePath(name)) return Error(Errc::InvalidTarget, "bad target name \"" + name + "\"");
   if (role != "targets") {
     // A delegated role may only list paths its delegation covers.
-    const std::string delegator = settings_["delegations"][role].get<std::string>();
-    const Json& delegations = staged_.at(delegator)["signed"]["delegations"];
-    if (delegations.contains("succinct_roles")) {
-      metadata::SuccinctRoles bins;
-      bins.bit_length = delegations["succinct_roles"]["bit_length"].get<std::uint32_t>();
-      bins.name_prefix = delegations["succinct_roles"]["name_prefix"].get<std::string>();
-      if (bins.RoleForTarget(name) != role) {
-        return Error(Errc::InvalidTarget, name + " belongs in " + bins.RoleForTarget(name));
-      }
+    const metadata::Targets& parent = TargetsRole(settings_.delegations.at(role));
+    const auto& delegations = parent.body.delegations;
+    if (!delegations) {
+      return Error(Errc::InvalidDelegation,
+                   settings_.delegations.at(role) + " does not delegate to " + role);
     }
-    for (const auto& d : delegations.value("roles", Json::array())) {
-      if (d["name"] != role) continue;
-      metadata::DelegatedRole dr;
-      if (d.contains("paths")) dr.paths = d["paths"].get<std::vector<std::string>>();
-      if (d.contains("path_hash_prefixes")) {
-        dr.path_hash_prefixes = d["path_hash_prefixes"].get<std::vector<std::string>>();
-      }
-      if (!dr.IsDelegatedPath(name)) {
+    if (delegations->succinct && delegations->succinct->RoleForTarget(name) != role) {
+      return Error(Errc::InvalidTarget,
+                   name + " belongs in " + delegations->succinct->RoleForTarget(name));
+    }
+    for (const auto& d : delegations->roles) {
+      if (d.name == role && !d.IsDelegatedPath(name)) {
         return Error(Errc::InvalidTarget, name + " is outside the paths delegated to " + role);
       }
     }
@@ -320,13 +449,14 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   if (auto m = metadata::ParseUpdateMetadata(custom); !m) {
     return Error(Errc::InvalidUpdateMetadata, m.error().message());
   }
-  LocalFilesystem fs;
-  if (auto r = fs.CreateDirectories((dir_ / "targets" / name).parent_path()); !r) return Io(r.error());
-  auto out = fs.CreateAtomic(dir_ / "targets" / name);
+  if (auto r = fs_->CreateDirectories((dir_ / "targets" / name).parent_path()); !r) {
+    return Io(r.error());
+  }
+  auto out = fs_->CreateAtomic(dir_ / "targets" / name);
   if (!out) return Io(out.error());
   crypto::Hasher hash(crypto::HashAlgorithm::Sha256);
   std::uint64_t length = 0;
-  auto copied = fs.ReadChunks(file, [&](std::span<const char> piece) -> Result<void> {
+  auto copied = fs_->ReadChunks(file, [&](std::span<const char> piece) -> Result<void> {
     hash.Update(std::string_view(piece.data(), piece.size()));
     length += piece.size();
     return (*out)->Append(piece);
@@ -334,34 +464,34 @@ Result<void> Repository::AddTarget(const fs::path& file, const std::string& name
   if (!copied) return Error(Errc::InvalidTarget, file.string() + ": " + copied.error().message());
   if (auto r = (*out)->Commit(); !r) return Io(r.error());
 
-  staged_.at(role)["signed"]["targets"][name] = {
-      {"length", length}, {"hashes", {{"sha256", HexEncode(hash.Final())}}}, {"custom", custom}};
+  metadata::TargetFile target;
+  target.path = name;
+  target.length = length;
+  target.hashes["sha256"] = HexEncode(hash.Final());
+  target.custom = custom;
+  TargetsRole(role).body.targets.insert_or_assign(name, std::move(target));
   Restage(role);
   return Save(role);
 }
 
 Result<void> Repository::RemoveTarget(const std::string& name, const std::string& role) {
-  if (!staged_.contains(role) || role == "root") {
-    return Error(Errc::UnknownRole, "no targets role " + role);
-  }
-  Json& env = staged_.at(role);
-  if (!env["signed"]["targets"].contains(name)) {
+  if (!HasTargetsRole(role)) return Error(Errc::UnknownRole, "no targets role " + role);
+  if (TargetsRole(role).body.targets.erase(name) == 0) {
     return Error(Errc::InvalidTarget, "no target \"" + name + "\" in " + role);
   }
-  env["signed"]["targets"].erase(name);
   Restage(role);
   return Save(role);
 }
 
 Result<std::vector<std::string>> Repository::Delegate(const Delegation& d) {
-  const bool top_level = d.name == "root" || d.name == "targets" || d.name == "snapshot" ||
-                         d.name == "timestamp";
-  if (d.name.empty() || top_level || staged_.contains(d.name) || d.name.size() > 255) {
+  const bool top_level =
+      d.name == "root" || d.name == "targets" || d.name == "snapshot" || d.name == "timestamp";
+  if (d.name.empty() || top_level || HasTargetsRole(d.name) || d.name.size() > 255 ||
+      !metadata::ValidateTargetPath(d.name, metadata::TargetPathRules::kPublish)) {
     return Error(Errc::InvalidDelegation, "cannot delegate to \"" + d.name + "\"");
   }
-  if (!staged_.contains(d.delegator) || d.delegator == "root") {
+  if (!HasTargetsRole(d.delegator))
     return Error(Errc::UnknownRole, "no targets role " + d.delegator);
-  }
   const bool bins = d.bin_bits > 0;
   if ((d.paths.empty() ? 0 : 1) + (d.hash_prefixes.empty() ? 0 : 1) + (bins ? 1 : 0) != 1) {
     return Error(Errc::InvalidDelegation, "give exactly one of paths, hash prefixes or hash bins");
@@ -372,88 +502,85 @@ Result<std::vector<std::string>> Repository::Delegate(const Delegation& d) {
   if (d.threshold < 1 || d.threshold > d.keys) {
     return Error(Errc::InvalidDelegation, "threshold must be between 1 and the number of keys");
   }
-  LocalFilesystem fs;
-  Json& delegator = staged_.at(d.delegator)["signed"];
-  if (delegator.contains("delegations") &&
-      (bins || delegator["delegations"].contains("succinct_roles"))) {
+  metadata::Targets& delegator = TargetsRole(d.delegator);
+  if (delegator.body.delegations && (bins || delegator.body.delegations->succinct)) {
     return Error(Errc::InvalidDelegation,
                  d.delegator + " already delegates; hash bins cannot be mixed with other roles");
   }
-  if (!delegator.contains("delegations")) {
-    delegator["delegations"] = {{"keys", Json::object()}};
-    if (!bins) delegator["delegations"]["roles"] = Json::array();
-  }
-  Json role = {{"name", d.name}, {"keyids", Json::array()}, {"threshold", d.threshold},
-               {"terminating", d.terminating}};
-  if (!d.paths.empty()) role["paths"] = d.paths;
-  else role["path_hash_prefixes"] = d.hash_prefixes;
-  std::vector<crypto::PrivateKey> keys;
-  std::vector<std::string> ids;
-  for (std::uint32_t i = 0; i < d.keys; ++i) {
-    UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(d.key_type));
-    const std::string id = KeyIdOf(key.public_key());
-    UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(passphrase_));
-    const fs::path file = dir_ / "keys" / (id + ".pem");
-    if (auto r = fs.WriteFileAtomic(file, pem); !r) return Io(r.error());
-    ::chmod(file.c_str(), 0600);
-    delegator["delegations"]["keys"][id] = KeyJson(key.public_key());
-    role["keyids"].push_back(id);
-    ids.push_back(id);
-    keys.push_back(std::move(key));
-  }
   std::vector<std::string> new_roles;
+  metadata::SuccinctRoles succinct;
   if (bins) {
-    delegator["delegations"]["succinct_roles"] = {
-        {"keyids", role["keyids"]}, {"threshold", d.threshold}, {"bit_length", d.bin_bits},
-        {"name_prefix", d.name}};
-    metadata::SuccinctRoles succinct;
     succinct.bit_length = d.bin_bits;
     succinct.name_prefix = d.name;
     for (std::uint64_t bin = 0; bin < succinct.NumberOfBins(); ++bin) {
       new_roles.push_back(BinName(succinct, bin));
     }
   } else {
-    delegator["delegations"]["roles"].push_back(role);
     new_roles.push_back(d.name);
   }
+  for (const auto& name : new_roles) {
+    if (HasTargetsRole(name)) return Error(Errc::InvalidDelegation, name + " exists already");
+  }
+
+  metadata::Delegations delegations = delegator.body.delegations.value_or(metadata::Delegations{});
+  metadata::RoleKeys role_keys;
+  role_keys.threshold = d.threshold;
+  std::vector<crypto::PrivateKey> keys;
+  for (std::uint32_t i = 0; i < d.keys; ++i) {
+    UPKEEP_ASSIGN_OR_RETURN(auto private_key, crypto::PrivateKey::Generate(d.key_type));
+    const metadata::Key key = metadata::Key::FromPublicKey(private_key.public_key());
+    UPKEEP_TRY(WriteKey(private_key, key.keyid));
+    delegations.keys[key.keyid] = key;
+    role_keys.keyids.push_back(key.keyid);
+    keys.push_back(std::move(private_key));
+  }
+  if (bins) {
+    succinct.keys = role_keys;
+    delegations.succinct = succinct;
+  } else {
+    metadata::DelegatedRole role;
+    role.name = d.name;
+    role.keys = role_keys;
+    role.terminating = d.terminating;
+    if (!d.paths.empty())
+      role.paths = d.paths;
+    else
+      role.path_hash_prefixes = d.hash_prefixes;
+    delegations.roles.push_back(std::move(role));
+  }
+  delegator.body.delegations = std::move(delegations);
   Restage(d.delegator);
 
   for (const auto& name : new_roles) {
-    if (staged_.contains(name)) return Error(Errc::InvalidDelegation, name + " exists already");
-    Json body = {{"_type", "targets"}, {"spec_version", kSpecVersion}, {"version", 1},
-                 {"expires", metadata::FormatDateTime(Expiry(name))},
-                 {"targets", Json::object()}};
-    staged_[name] = {{"signed", body}, {"signatures", Json::array()}};
-    for (const auto& key : keys) UPKEEP_TRY(AddSignature(staged_[name], key));
-    settings_["delegations"][name] = d.delegator;
+    metadata::Targets role = metadata::Targets::Create(Expiry(name));
+    for (const auto& key : keys) UPKEEP_TRY(role.Sign(key));
+    targets_.insert_or_assign(name, std::move(role));
+    settings_.delegations[name] = d.delegator;
     UPKEEP_TRY(Save(name));
   }
   UPKEEP_TRY(Save(d.delegator));
-  if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
-    return Io(r.error());
-  }
+  UPKEEP_TRY(SaveSettings());
+  std::vector<std::string> ids = role_keys.keyids;
   return ids;
 }
 
 Result<std::pair<metadata::KeyMap, metadata::RoleKeys>> Repository::SignersOf(
     const std::string& role) const {
   if (role == "root" || role == "targets") {
-    UPKEEP_ASSIGN_OR_RETURN(auto root, metadata::ParseRoot(staged_.at("root").dump()));
-    return std::pair(root.body.keys, root.body.roles.at(role));
+    return std::pair(root_.body.keys, root_.body.roles.at(role));
   }
-  if (!settings_["delegations"].contains(role)) return Error(Errc::UnknownRole, "no role " + role);
-  const std::string delegator = settings_["delegations"][role].get<std::string>();
-  auto parent = metadata::ParseTargets(staged_.at(delegator).dump());
-  if (!parent || !parent->body.delegations) {
-    return Error(Errc::InvalidDelegation, delegator + " does not delegate to " + role);
+  auto delegator = settings_.delegations.find(role);
+  if (delegator == settings_.delegations.end()) return Error(Errc::UnknownRole, "no role " + role);
+  const auto& delegations = targets_.at(delegator->second).body.delegations;
+  auto keys = delegations ? delegations->KeysFor(role) : std::nullopt;
+  if (!keys) {
+    return Error(Errc::InvalidDelegation, delegator->second + " does not delegate to " + role);
   }
-  auto keys = parent->body.delegations->KeysFor(role);
-  if (!keys) return Error(Errc::InvalidDelegation, delegator + " does not delegate to " + role);
-  return std::pair(parent->body.delegations->keys, *keys);
+  return std::pair(delegations->keys, *keys);
 }
 
 Result<void> Repository::Sign(const std::string& role, const fs::path& key_file) {
-  if (!staged_.contains(role) && !BinsNamed(role)) {
+  if (role != "root" && !HasTargetsRole(role) && !BinsNamed(role)) {
     return Error(Errc::UnknownRole,
                  "only root, targets and delegated roles are signed offline; got " + role);
   }
@@ -468,129 +595,114 @@ Result<void> Repository::SignWith(const std::string& role, const crypto::Private
     }
     return Ok();
   }
-  if (!staged_.contains(role)) {
+  if (role != "root" && !HasTargetsRole(role)) {
     return Error(Errc::UnknownRole, "no offline role " + role);
   }
   const std::string id = KeyIdOf(key.public_key());
-  auto listed = [&](const Json& root) {
-    const Json& ids = root["signed"]["roles"][role]["keyids"];
-    return std::find(ids.begin(), ids.end(), id) != ids.end();
-  };
-  bool authorized = false;
-  if (role == "root" || role == "targets") {
-    authorized = listed(staged_.at("root"));
-  } else {
-    UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersOf(role));
-    authorized = std::find(signers.second.keyids.begin(), signers.second.keyids.end(), id) !=
-                 signers.second.keyids.end();
-  }
+  UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersOf(role));
+  bool authorized = Contains(signers.second.keyids, id);
   if (!authorized && role == "root") {
-    LocalFilesystem fs;
-    if (auto prev = fs.ReadFile(dir_ / "published-root.json", 16 << 20)) {
-      if (auto doc = metadata::ParseJson(*prev)) authorized = listed(*doc);
-    }
+    UPKEEP_ASSIGN_OR_RETURN(auto published, PublishedRoot());
+    authorized = published && Contains(published->body.roles.at("root").keyids, id);
   }
   if (!authorized) return Error(Errc::KeyNotAuthorized, "key " + id + " is not a " + role + " key");
-  UPKEEP_TRY(AddSignature(staged_.at(role), key));
+  if (role == "root") {
+    UPKEEP_TRY(root_.Sign(key));
+  } else {
+    UPKEEP_TRY(TargetsRole(role).Sign(key));
+  }
   return Save(role);
 }
 
 Result<std::vector<std::string>> Repository::Rotate(const std::string& role, std::uint32_t add_keys,
-                                                   const std::vector<std::string>& remove_keyids,
-                                                   std::optional<std::uint32_t> threshold,
-                                                   crypto::KeyAlgorithm key_type) {
+                                                    const std::vector<std::string>& remove_keyids,
+                                                    std::optional<std::uint32_t> threshold,
+                                                    crypto::KeyAlgorithm key_type) {
   if (role != "root" && role != "targets" && role != "snapshot" && role != "timestamp") {
     return Error(Errc::UnknownRole, "no top-level role " + role);
   }
-  Json root = staged_.at("root")["signed"];
-  Json& ids = root["roles"][role]["keyids"];
+  metadata::Root root = root_;
+  std::vector<std::string>& ids = root.body.roles.at(role).keyids;
   for (const auto& id : remove_keyids) {
     auto it = std::find(ids.begin(), ids.end(), id);
     if (it == ids.end()) return Error(Errc::KeyNotAuthorized, id + " is not a " + role + " key");
     ids.erase(it);
   }
-  LocalFilesystem fs;
   std::vector<std::string> added;
-  std::vector<std::pair<fs::path, std::string>> key_files;
+  std::vector<std::pair<std::string, crypto::PrivateKey>> new_keys;
   for (std::uint32_t i = 0; i < add_keys; ++i) {
-    UPKEEP_ASSIGN_OR_RETURN(auto key, crypto::PrivateKey::Generate(key_type));
-    const std::string id = KeyIdOf(key.public_key());
-    root["keys"][id] = KeyJson(key.public_key());
-    ids.push_back(id);
-    UPKEEP_ASSIGN_OR_RETURN(std::string pem, key.ToPem(passphrase_));
-    key_files.emplace_back(dir_ / "keys" / (id + ".pem"), std::move(pem));
-    added.push_back(id);
+    UPKEEP_ASSIGN_OR_RETURN(auto private_key, crypto::PrivateKey::Generate(key_type));
+    const metadata::Key key = metadata::Key::FromPublicKey(private_key.public_key());
+    root.body.keys[key.keyid] = key;
+    ids.push_back(key.keyid);
+    added.push_back(key.keyid);
+    new_keys.emplace_back(key.keyid, std::move(private_key));
   }
-  if (threshold) root["roles"][role]["threshold"] = *threshold;
-  const auto t = root["roles"][role]["threshold"].get<std::uint64_t>();
+  if (threshold) root.body.roles.at(role).threshold = *threshold;
+  const std::uint64_t t = root.body.roles.at(role).threshold;
   if (t < 1 || t > ids.size()) {
     return Error(Errc::ThresholdNotMet, role + " would have " + std::to_string(ids.size()) +
                                             " keys for a threshold of " + std::to_string(t));
   }
   // Drop key objects no role lists any more (a revoked key leaves the root entirely).
-  std::set<std::string> used;
-  for (const auto& [name, r] : root["roles"].items()) {
-    for (const auto& id : r["keyids"]) used.insert(id.get<std::string>());
-  }
-  for (auto it = root["keys"].begin(); it != root["keys"].end();) {
-    if (!used.contains(it.key())) it = root["keys"].erase(it);
-    else ++it;
-  }
-  for (const auto& [path, pem] : key_files) {
-    if (auto r = fs.WriteFileAtomic(path, pem); !r) return Io(r.error());
-    ::chmod(path.c_str(), 0600);
-  }
-  root["version"] = settings_["published"]["root"].get<std::uint64_t>() + 1;
-  root["expires"] = metadata::FormatDateTime(Expiry("root"));
-  staged_["root"] = {{"signed", root}, {"signatures", Json::array()}};
+  std::set<std::string, std::less<>> used;
+  for (const auto& [name, r] : root.body.roles) used.insert(r.keyids.begin(), r.keyids.end());
+  std::erase_if(root.body.keys, [&](const auto& entry) { return !used.contains(entry.first); });
+  for (const auto& [id, private_key] : new_keys) UPKEEP_TRY(WriteKey(private_key, id));
+  root.version = settings_.published.at("root") + 1;
+  root.expires = Expiry("root");
+  root.ClearSignatures();
+  root_ = std::move(root);
   UPKEEP_TRY(Save("root"));
   return added;
 }
 
 Result<void> Repository::CheckRootContinuity() const {
-  LocalFilesystem fs;
-  auto prev_bytes = fs.ReadFile(dir_ / "published-root.json", 16 << 20);
-  if (!prev_bytes) return Ok();  // nothing published yet
-  UPKEEP_ASSIGN_OR_RETURN(auto prev, metadata::ParseRoot(*prev_bytes));
-  UPKEEP_ASSIGN_OR_RETURN(auto next, metadata::ParseRoot(staged_.at("root").dump()));
-  if (next.version == prev.version) return Ok();
-  if (next.version != prev.version + 1) {
-    return Error(Errc::ThresholdNotMet, "staged root must be version " +
-                                            std::to_string(prev.version + 1));
-  }
-  auto r = metadata::VerifyThreshold(prev.body.keys, prev.body.roles.at("root"),
-                                     next.canonical_signed, next.signatures,
-                                     metadata::Errc::RootNotSignedByTrustedRoot, "root");
-  if (!r) {
+  UPKEEP_ASSIGN_OR_RETURN(auto prev, PublishedRoot());
+  if (!prev) return Ok();  // nothing published yet
+  const metadata::Root& next = root_;
+  if (next.version == prev->version) return Ok();
+  if (next.version != prev->version + 1) {
     return Error(Errc::ThresholdNotMet,
-                 "root v" + std::to_string(next.version) +
-                     " also needs the threshold of the published root v" +
-                     std::to_string(prev.version) + "'s keys: " + r.error().message());
+                 "staged root must be version " + std::to_string(prev->version + 1));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(std::string canonical, next.CanonicalSigned());
+  auto r = metadata::VerifyThreshold(prev->body.keys, prev->body.roles.at("root"), canonical,
+                                     next.signatures, metadata::Errc::RootNotSignedByTrustedRoot,
+                                     "root");
+  if (!r) {
+    return Error(Errc::ThresholdNotMet, "root v" + std::to_string(next.version) +
+                                            " also needs the threshold of the published root v" +
+                                            std::to_string(prev->version) +
+                                            "'s keys: " + r.error().message());
   }
   return Ok();
 }
 
 Result<RoleStatus> Repository::StatusOf(const std::string& role) const {
-  const Json& env = staged_.at(role);
   UPKEEP_ASSIGN_OR_RETURN(auto signers, SignersOf(role));
   const metadata::KeyMap& key_map = signers.first;
   const metadata::RoleKeys& keys = signers.second;
+  const bool is_root = role == "root";
+  const auto& signatures = is_root ? root_.signatures : targets_.at(role).signatures;
+  auto canonical = is_root ? root_.CanonicalSigned() : targets_.at(role).CanonicalSigned();
+  if (!canonical) return Error(Errc::CorruptFile, role + ": " + canonical.error().message());
   RoleStatus st;
   st.role = role;
-  st.version = env["signed"]["version"].get<std::uint64_t>();
+  st.version = is_root ? root_.version : targets_.at(role).version;
   st.threshold = keys.threshold;
-  const std::string canonical = Canonical(env["signed"]);
   for (const auto& id : keys.keyids) {
     bool signed_by = false;
-    for (const auto& s : env["signatures"]) {
-      if (s["keyid"] != id) continue;
-      std::vector<metadata::Signature> one{{id, s["sig"].get<std::string>()}};
-      signed_by = metadata::VerifyThreshold(key_map, metadata::RoleKeys{{id}, 1}, canonical,
-                                            one, metadata::Errc::ThresholdNotMet, role)
+    for (const auto& s : signatures) {
+      if (s.keyid != id) continue;
+      signed_by = metadata::VerifyThreshold(key_map, metadata::RoleKeys{{id}, 1, Json::object()},
+                                            *canonical, {s}, metadata::Errc::ThresholdNotMet, role)
                       .has_value();
     }
-    if (signed_by) ++st.valid_signatures;
-    else st.missing_keyids.push_back(id);
+    if (signed_by)
+      ++st.valid_signatures;
+    else
+      st.missing_keyids.push_back(id);
   }
   return st;
 }
@@ -611,10 +723,9 @@ Result<void> Repository::Publish(const fs::path& out) {
   std::vector<std::string> offline{"root"};
   for (const auto& r : TargetsRoles()) offline.push_back(r);
   for (const auto& role : offline) {
-    const auto expires = metadata::ParseDateTime(staged_.at(role)["signed"]["expires"].get<std::string>());
-    if (!expires || *expires <= clock_->Now()) {
-      return Error(Errc::Expired, role + " expired at " +
-                                      staged_.at(role)["signed"]["expires"].get<std::string>() +
+    const metadata::TimePoint expires = role == "root" ? root_.expires : targets_.at(role).expires;
+    if (expires <= clock_->Now()) {
+      return Error(Errc::Expired, role + " expired at " + metadata::FormatDateTime(expires) +
                                       "; restage it (add-target, rotate) and sign it again");
     }
     UPKEEP_ASSIGN_OR_RETURN(auto st, StatusOf(role));
@@ -629,24 +740,25 @@ Result<void> Repository::Publish(const fs::path& out) {
   UPKEEP_ASSIGN_OR_RETURN(auto snapshot_keys, OnlineKeys("snapshot"));
   UPKEEP_ASSIGN_OR_RETURN(auto timestamp_keys, OnlineKeys("timestamp"));
 
-  LocalFilesystem fs;
   for (const char* sub : {"metadata", "targets"}) {
-    if (auto r = fs.CreateDirectories(out / sub); !r) return Io(r.error());
+    if (auto r = fs_->CreateDirectories(out / sub); !r) return Io(r.error());
   }
   auto write_new = [&](const fs::path& path, const std::string& bytes) -> Result<void> {
-    auto r = fs.WriteFileAtomic(path, bytes);
+    auto r = fs_->WriteFileAtomic(path, bytes);
     if (!r) return Io(r.error());
     return Ok();
   };
   // 1. Target files under their hash-prefixed names (existing ones are kept).
   for (const auto& role : TargetsRoles()) {
-    for (const auto& [name, info] : staged_.at(role)["signed"]["targets"].items()) {
-      const fs::path dest = out / "targets" / HashPrefixed(name, info["hashes"]["sha256"]);
-      if (fs::exists(dest)) continue;
-      if (auto r = fs.CreateDirectories(dest.parent_path()); !r) return Io(r.error());
-      auto copy = fs.CreateAtomic(dest);
+    for (const auto& [name, info] : targets_.at(role).body.targets) {
+      const fs::path dest = out / "targets" / HashPrefixed(name, info.hashes.at("sha256"));
+      auto exists = fs_->Exists(dest);
+      if (!exists) return Io(exists.error());
+      if (*exists) continue;
+      if (auto r = fs_->CreateDirectories(dest.parent_path()); !r) return Io(r.error());
+      auto copy = fs_->CreateAtomic(dest);
       if (!copy) return Io(copy.error());
-      auto read = fs.ReadChunks(dir_ / "targets" / name, [&](std::span<const char> piece) {
+      auto read = fs_->ReadChunks(dir_ / "targets" / name, [&](std::span<const char> piece) {
         return (*copy)->Append(piece);
       });
       if (!read) return Io(read.error());
@@ -655,58 +767,48 @@ Result<void> Repository::Publish(const fs::path& out) {
   }
   // 2. Versioned metadata (never overwritten: a client mid-update still finds what it expects).
   //    A role name with '/' lands in a subdirectory, where web servers look after decoding %2F.
-  const std::string root_bytes = staged_.at("root").dump(1);
-  const auto root_version = staged_.at("root")["signed"]["version"].get<std::uint64_t>();
-  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(root_version) + ".root.json"), root_bytes));
+  UPKEEP_ASSIGN_OR_RETURN(const std::string root_bytes, Bytes(root_));
+  UPKEEP_TRY(
+      write_new(out / "metadata" / (std::to_string(root_.version) + ".root.json"), root_bytes));
   auto meta_of = [](std::uint64_t version, const std::string& bytes) {
-    return Json{{"version", version},
-                {"length", bytes.size()},
-                {"hashes", {{"sha256", HexEncode(crypto::Sha256(bytes))}}}};
+    metadata::MetaFile meta;
+    meta.version = version;
+    meta.length = bytes.size();
+    meta.hashes = metadata::Hashes{{"sha256", HexEncode(crypto::Sha256(bytes))}};
+    return meta;
   };
-  Json snapshot_meta = Json::object();
-  Json published = settings_["published"];
+  metadata::Snapshot snapshot = metadata::Snapshot::Create(Expiry("snapshot"));
+  Settings published = settings_;
   for (const auto& role : TargetsRoles()) {
-    const std::string bytes = staged_.at(role).dump(1);
-    const auto version = staged_.at(role)["signed"]["version"].get<std::uint64_t>();
-    const fs::path path = out / "metadata" / (std::to_string(version) + "." + role + ".json");
-    if (auto r = fs.CreateDirectories(path.parent_path()); !r) return Io(r.error());
+    const metadata::Targets& t = targets_.at(role);
+    UPKEEP_ASSIGN_OR_RETURN(const std::string bytes, Bytes(t));
+    const fs::path path = out / "metadata" / (std::to_string(t.version) + "." + role + ".json");
+    if (auto r = fs_->CreateDirectories(path.parent_path()); !r) return Io(r.error());
     UPKEEP_TRY(write_new(path, bytes));
-    snapshot_meta[role + ".json"] = meta_of(version, bytes);
-    published[role] = version;
+    snapshot.body.meta[role + ".json"] = meta_of(t.version, bytes);
+    published.published[role] = t.version;
   }
-  const auto snapshot_version = settings_["published"]["snapshot"].get<std::uint64_t>() + 1;
-  Json snapshot = {{"signed",
-                    {{"_type", "snapshot"}, {"spec_version", kSpecVersion},
-                     {"version", snapshot_version},
-                     {"expires", metadata::FormatDateTime(Expiry("snapshot"))},
-                     {"meta", snapshot_meta}}},
-                   {"signatures", Json::array()}};
-  for (const auto& key : snapshot_keys) UPKEEP_TRY(AddSignature(snapshot, key));
-  const std::string snapshot_bytes = snapshot.dump(1);
-  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(snapshot_version) + ".snapshot.json"),
+  snapshot.version = settings_.published.at("snapshot") + 1;
+  for (const auto& key : snapshot_keys) UPKEEP_TRY(snapshot.Sign(key));
+  UPKEEP_ASSIGN_OR_RETURN(const std::string snapshot_bytes, Bytes(snapshot));
+  UPKEEP_TRY(write_new(out / "metadata" / (std::to_string(snapshot.version) + ".snapshot.json"),
                        snapshot_bytes));
   // 3. The timestamp last: until it is replaced, clients see the previous complete state.
-  const auto timestamp_version = settings_["published"]["timestamp"].get<std::uint64_t>() + 1;
-  Json timestamp = {{"signed",
-                     {{"_type", "timestamp"}, {"spec_version", kSpecVersion},
-                      {"version", timestamp_version},
-                      {"expires", metadata::FormatDateTime(Expiry("timestamp"))},
-                      {"meta", {{"snapshot.json", meta_of(snapshot_version, snapshot_bytes)}}}}},
-                    {"signatures", Json::array()}};
-  for (const auto& key : timestamp_keys) UPKEEP_TRY(AddSignature(timestamp, key));
-  UPKEEP_TRY(write_new(out / "metadata" / "timestamp.json", timestamp.dump(1)));
+  metadata::Timestamp timestamp = metadata::Timestamp::Create(Expiry("timestamp"));
+  timestamp.version = settings_.published.at("timestamp") + 1;
+  timestamp.body.snapshot_meta = meta_of(snapshot.version, snapshot_bytes);
+  for (const auto& key : timestamp_keys) UPKEEP_TRY(timestamp.Sign(key));
+  UPKEEP_ASSIGN_OR_RETURN(const std::string timestamp_bytes, Bytes(timestamp));
+  UPKEEP_TRY(write_new(out / "metadata" / "timestamp.json", timestamp_bytes));
 
-  if (auto r = fs.WriteFileAtomic(dir_ / "published-root.json", root_bytes); !r) {
+  if (auto r = fs_->WriteFileAtomic(dir_ / "published-root.json", root_bytes); !r) {
     return Io(r.error());
   }
-  published["root"] = root_version;
-  published["snapshot"] = snapshot_version;
-  published["timestamp"] = timestamp_version;
-  settings_["published"] = published;
-  if (auto r = fs.WriteFileAtomic(dir_ / "repo.json", settings_.dump(2) + "\n"); !r) {
-    return Io(r.error());
-  }
-  return Ok();
+  published.published["root"] = root_.version;
+  published.published["snapshot"] = snapshot.version;
+  published.published["timestamp"] = timestamp.version;
+  settings_ = std::move(published);
+  return SaveSettings();
 }
 
 }  // namespace upkeep::repository

@@ -2,9 +2,11 @@
 
 // Keys, signatures and digests. This library is the only code in upkeep that includes OpenSSL.
 // Key formats follow the TUF specification ("Key objects"): ed25519 public keys are 64 hex
-// characters; ecdsa (P-256) and rsa (RSASSA-PSS, >= 2048 bits) public keys are PEM SubjectPublicKeyInfo.
+// characters; ecdsa (P-256) and rsa (RSASSA-PSS, >= 2048 bits) public keys are PEM
+// SubjectPublicKeyInfo.
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <span>
@@ -22,9 +24,10 @@ enum class Errc {
   WeakKey = 3,             // e.g. RSA below 2048 bits
   BadSignature = 4,        // signature does not verify (including malformed signature bytes)
   SigningFailed = 5,       // the private key could not sign
-  BadPassphrase = 6,       // an encrypted private key could not be decrypted (or a token PIN is wrong)
-  Internal = 7,            // OpenSSL failed in a way input cannot explain
-  TokenUnavailable = 8,    // the PKCS#11 module, token or key cannot be found
+  BadPassphrase = 6,  // an encrypted private key could not be decrypted (or a token PIN is wrong)
+  Internal = 7,       // OpenSSL failed in a way input cannot explain
+  TokenUnavailable = 8,  // the PKCS#11 module, token or key cannot be found
+  KeyFileFailed = 9,     // a private key file cannot be created or written
 };
 
 }  // namespace upkeep::crypto
@@ -34,6 +37,40 @@ UPKEEP_DECLARE_ERRC(upkeep::crypto);
 namespace upkeep::crypto {
 
 enum class KeyAlgorithm { Ed25519, EcdsaP256, RsaPss };
+
+// Overwrites the whole buffer of `secret` (OPENSSL_cleanse, which the compiler cannot elide) and
+// empties it. For passphrases, PINs and private key PEM text once they are used.
+void Cleanse(std::string& secret);
+
+// A string holding a secret (a passphrase, private key PEM text): its memory is cleansed when it
+// is destroyed, reassigned or moved from.
+class SecretString {
+ public:
+  SecretString() = default;
+  SecretString(std::string value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  SecretString(const char* value) : value_(value) {}             // NOLINT
+  SecretString(const SecretString& other) : value_(other.value_) {}
+  SecretString(SecretString&& other) noexcept : value_(other.value_) { Cleanse(other.value_); }
+  SecretString& operator=(SecretString other) noexcept {
+    Cleanse(value_);
+    value_.swap(other.value_);
+    return *this;
+  }
+  ~SecretString() { Cleanse(value_); }
+
+  [[nodiscard]] const std::string& value() const { return value_; }
+  [[nodiscard]] std::string_view view() const { return value_; }
+  [[nodiscard]] bool empty() const { return value_.empty(); }
+
+ private:
+  std::string value_;
+};
+
+// Creates `path` with mode 0600 from its first byte and writes `content` to it: the file must not
+// exist yet and a symbolic link at `path` is not followed (O_CREAT|O_EXCL|O_NOFOLLOW); the data
+// is fsynced, then the directory. On failure nothing is left at `path`. Errc::KeyFileFailed.
+[[nodiscard]] Result<void> WritePrivateKeyFile(const std::filesystem::path& path,
+                                               std::string_view content);
 
 // A private key held in a PKCS#11 token (an HSM, a smart card, softhsm2): the key never leaves it.
 struct Pkcs11KeyRef {

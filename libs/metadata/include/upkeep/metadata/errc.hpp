@@ -38,7 +38,8 @@ enum class Errc {
   TargetLengthMismatch = 51,       // target file longer or shorter than its signed length
   TargetHashMismatch = 52,         // target file hash differs from the signed hash
   DelegationLimitReached = 53,     // search visited the maximum number of roles
-  InvalidTargetPath = 54,          // path unusable as a target name
+  InvalidTargetPath = 54,          // path unusable as a target name (ValidateTargetPath)
+  InvalidTargetHash = 55,          // a target hash value unusable in a URL (ValidateHashValue)
   // Fetching and storage
   MetadataTooLarge = 60,           // response exceeded the role's size limit
   FetchFailed = 61,                // network or server failure

@@ -9,6 +9,11 @@
 //   REPO/published-root.json the last published root (the trust a new root must chain from)
 //   REPO/targets/<path>      target files added so far
 //
+// Every file is read with the typed metadata model (upkeep/metadata/model.hpp), edited as typed
+// values and written with its serialiser. A hand-edited or corrupt file is reported as an error
+// (NotARepository for repo.json, CorruptFile for staged metadata, the published root and key
+// files), never by an exception.
+//
 // Root and targets are offline roles: a change clears their signatures, and `Sign` adds one key's
 // signature at a time, so a threshold can be gathered from separate machines. Snapshot and
 // timestamp are online roles, signed by Publish/Refresh with keys in REPO/keys.
@@ -21,6 +26,7 @@
 #include <vector>
 
 #include "upkeep/common/clock.hpp"
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/metadata/model.hpp"
@@ -28,18 +34,20 @@
 namespace upkeep::repository {
 
 enum class Errc {
-  AlreadyExists = 1,        // init over an existing repository
-  NotARepository = 2,       // REPO/repo.json missing or invalid
-  KeyFileInsecure = 3,      // a private key file readable by group or others
-  KeyNotAuthorized = 4,     // the key is not one of the role's keys
-  ThresholdNotMet = 5,      // a role to publish lacks signatures
-  MissingOnlineKey = 6,     // no usable key for snapshot/timestamp in REPO/keys
-  InvalidTarget = 7,        // bad target name or unreadable file
-  InvalidUpdateMetadata = 8,// the update metadata does not validate
+  AlreadyExists = 1,          // init over an existing repository
+  NotARepository = 2,         // REPO/repo.json missing or invalid
+  KeyFileInsecure = 3,        // a private key file readable by group or others
+  KeyNotAuthorized = 4,       // the key is not one of the role's keys
+  ThresholdNotMet = 5,        // a role to publish lacks signatures
+  MissingOnlineKey = 6,       // no usable key for snapshot/timestamp in REPO/keys
+  InvalidTarget = 7,          // bad target name or unreadable file
+  InvalidUpdateMetadata = 8,  // the update metadata does not validate
   UnknownRole = 9,
   IoError = 10,
-  InvalidDelegation = 11,   // bad role name, paths, or a role that already exists
-  Expired = 12,             // a staged offline role would be published already expired
+  InvalidDelegation = 11,  // bad role name, paths, or a role that already exists
+  Expired = 12,            // a staged offline role would be published already expired
+  CorruptFile = 13,        // staged metadata, the published root or a key file does not parse
+  BadPassphrase = 14,      // an encrypted private key file cannot be decrypted
 };
 
 }  // namespace upkeep::repository
@@ -47,6 +55,27 @@ enum class Errc {
 UPKEEP_DECLARE_ERRC(upkeep::repository);
 
 namespace upkeep::repository {
+
+// REPO/repo.json: the repository's settings, written by upkeep and read back strictly.
+struct Settings {
+  std::uint64_t format = 1;
+  // Expiry periods in days for root, targets, snapshot, timestamp (delegated roles use targets').
+  std::map<std::string, std::uint32_t, std::less<>> expiry_days;
+  // The last published version of each role (0: never published).
+  std::map<std::string, std::uint64_t, std::less<>> published;
+  // Delegated role -> the role that delegates to it.
+  std::map<std::string, std::string, std::less<>> delegations;
+};
+// Longest expiry period accepted (100 years); later dates do not fit TUF's date-time format.
+inline constexpr std::uint32_t kMaxExpiryDays = 36500;
+// Largest version accepted in repository files: every TUF client (JavaScript numbers included)
+// reads it exactly, and the next version cannot overflow.
+inline constexpr std::uint64_t kMaxVersion = (std::uint64_t{1} << 53) - 1;
+// Errc::NotARepository for anything but the format Init writes: a JSON object with "format" 1,
+// "expiry_days" (root, targets, snapshot, timestamp: 1..kMaxExpiryDays), "published" (the same
+// roles and any delegated ones: 0..kMaxVersion), optional "delegations" (role -> delegator).
+[[nodiscard]] Result<Settings> ParseSettings(std::string_view bytes);
+[[nodiscard]] std::string SettingsToBytes(const Settings& settings);
 
 struct InitOptions {
   crypto::KeyAlgorithm key_type = crypto::KeyAlgorithm::Ed25519;
@@ -56,7 +85,7 @@ struct InitOptions {
   // Expiry periods in days.
   std::uint32_t root_expiry_days = 365, targets_expiry_days = 90;
   std::uint32_t snapshot_expiry_days = 7, timestamp_expiry_days = 1;
-  std::string passphrase;  // encrypts the private key files when not empty
+  crypto::SecretString passphrase;  // encrypts the private key files when not empty
   // When set, the targets role gets this token-held key instead of generated ones (threshold 1).
   std::optional<crypto::Pkcs11KeyRef> targets_token_key;
 };
@@ -71,10 +100,14 @@ struct RoleStatus {
 
 class Repository {
  public:
+  // `fs` and `clock` must outlive the repository.
   [[nodiscard]] static Result<Repository> Init(const std::filesystem::path& dir,
-                                               const InitOptions& options, const Clock& clock);
-  [[nodiscard]] static Result<Repository> Open(const std::filesystem::path& dir,
-                                               const Clock& clock, std::string passphrase = {});
+                                               const InitOptions& options, Filesystem& fs,
+                                               const Clock& clock);
+  // Errors: NotARepository (repo.json missing or invalid), CorruptFile (a staged role).
+  [[nodiscard]] static Result<Repository> Open(const std::filesystem::path& dir, Filesystem& fs,
+                                               const Clock& clock,
+                                               crypto::SecretString passphrase = {});
 
   // Adds (or replaces) a target with validated update metadata ({"upkeep": {...}}) in `role`
   // ("targets" or a delegated role whose paths cover `name`); the role then needs its threshold of
@@ -88,8 +121,8 @@ class Repository {
   struct Delegation {
     std::string name;
     std::string delegator = "targets";
-    std::vector<std::string> paths;         // shell-style patterns, or
-    std::vector<std::string> hash_prefixes; // prefixes of the hex SHA-256 of target paths, or
+    std::vector<std::string> paths;          // shell-style patterns, or
+    std::vector<std::string> hash_prefixes;  // prefixes of the hex SHA-256 of target paths, or
     std::uint32_t bin_bits = 0;  // > 0: succinct hash bins "<name>-<hex>", 2^bin_bits roles
                                  // sharing one key set (TAP 15), for large catalogues
     bool terminating = false;
@@ -105,11 +138,10 @@ class Repository {
   // be signed by the threshold of the last published root and by its own. Rotating the timestamp
   // or snapshot keys also revokes a compromised online key; devices recover from any versions it
   // signed (TUF 5.3.11).
-  [[nodiscard]] Result<std::vector<std::string>> Rotate(const std::string& role,
-                                                        std::uint32_t add_keys,
-                                                        const std::vector<std::string>& remove_keyids,
-                                                        std::optional<std::uint32_t> threshold,
-                                                        crypto::KeyAlgorithm key_type);
+  [[nodiscard]] Result<std::vector<std::string>> Rotate(
+      const std::string& role, std::uint32_t add_keys,
+      const std::vector<std::string>& remove_keyids, std::optional<std::uint32_t> threshold,
+      crypto::KeyAlgorithm key_type);
   // Adds the signature of the key in `key_file` to the staged `role` (root or targets). For root,
   // keys of the last published root may sign too (continuity across a rotation).
   [[nodiscard]] Result<void> Sign(const std::string& role, const std::filesystem::path& key_file);
@@ -121,7 +153,8 @@ class Repository {
   [[nodiscard]] Result<void> Publish(const std::filesystem::path& out);
 
  private:
-  Repository(std::filesystem::path dir, const Clock& clock) : dir_(std::move(dir)), clock_(&clock) {}
+  Repository(std::filesystem::path dir, Filesystem& fs, const Clock& clock)
+      : dir_(std::move(dir)), fs_(&fs), clock_(&clock) {}
   [[nodiscard]] Result<void> Load();
   [[nodiscard]] Result<void> Save(const std::string& role);
   [[nodiscard]] Result<crypto::PrivateKey> LoadKey(const std::filesystem::path& file) const;
@@ -132,6 +165,17 @@ class Repository {
   [[nodiscard]] Result<std::pair<metadata::KeyMap, metadata::RoleKeys>> SignersOf(
       const std::string& role) const;
   [[nodiscard]] std::vector<std::string> TargetsRoles() const;  // "targets" then delegated
+  [[nodiscard]] Result<void> SaveSettings();
+  // Writes a new private key file (0600 from the first byte) for `key` in REPO/keys.
+  [[nodiscard]] Result<void> WriteKey(const crypto::PrivateKey& key, const std::string& keyid);
+  // The last published root, if any. CorruptFile when it does not parse.
+  [[nodiscard]] Result<std::optional<metadata::Root>> PublishedRoot() const;
+  [[nodiscard]] metadata::Targets& TargetsRole(const std::string& role) {
+    return targets_.at(role);
+  }
+  [[nodiscard]] bool HasTargetsRole(const std::string& role) const {
+    return targets_.contains(role);
+  }
   void Restage(const std::string& role);  // new version, fresh expiry, no signatures
   // The succinct hash bins delegated under `prefix`, if `prefix` names some.
   [[nodiscard]] std::optional<metadata::SuccinctRoles> BinsNamed(const std::string& prefix) const;
@@ -139,10 +183,12 @@ class Repository {
   [[nodiscard]] Result<void> CheckRootContinuity() const;
 
   std::filesystem::path dir_;
+  Filesystem* fs_;
   const Clock* clock_;
-  std::string passphrase_;
-  metadata::Json settings_;
-  std::map<std::string, metadata::Json> staged_;  // role -> envelope {"signed", "signatures"}
+  crypto::SecretString passphrase_;
+  Settings settings_;
+  metadata::Root root_;                               // staged root
+  std::map<std::string, metadata::Targets> targets_;  // staged "targets" and delegated roles
 };
 
 }  // namespace upkeep::repository
