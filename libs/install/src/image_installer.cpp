@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
@@ -51,9 +52,14 @@ class WritePipeline {
                 std::uint64_t checkpoint_bytes,
                 std::function<Result<void>(std::size_t)> on_checkpoint)
       : slot_(slot), checkpoint_bytes_(checkpoint_bytes), on_checkpoint_(std::move(on_checkpoint)) {
-    for (std::size_t i = 0; i < std::max<std::size_t>(1, buffers); ++i) {
+    // Page-aligned buffers, so that a block-device slot takes whole chunks without copying them
+    // into the page cache (SlotDevice::WriteAt).
+    const std::size_t rounded =
+        (buffer_size + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
+    for (std::size_t i = 0; i < std::clamp<std::size_t>(buffers, 1, kMaxBuffers); ++i) {
       free_.push_back(std::make_unique<Job>());
-      free_.back()->data.resize(buffer_size);
+      free_.back()->data.reset(static_cast<char*>(std::aligned_alloc(kBufferAlignment, rounded)));
+      if (!free_.back()->data) throw std::bad_alloc();
     }
     thread_ = std::thread([this] { Run(); });
     if (on_checkpoint_) {
@@ -82,7 +88,7 @@ class WritePipeline {
     job->chunk = chunk;
     job->offset = offset;
     job->size = data.size();
-    std::copy(data.begin(), data.end(), job->data.begin());
+    std::copy(data.begin(), data.end(), job->data.get());
     lock.lock();
     queue_.push_back(std::move(job));
     cv_.notify_all();
@@ -100,8 +106,13 @@ class WritePipeline {
   }
 
  private:
+  static constexpr std::size_t kBufferAlignment = 4096;
+  static constexpr std::size_t kMaxBuffers = 16;
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
   struct Job {
-    std::vector<char> data;
+    std::unique_ptr<char[], Free> data;
     std::size_t size = 0;
     std::size_t chunk = 0;
     std::uint64_t offset = 0;
@@ -127,7 +138,7 @@ class WritePipeline {
       queue_.pop_front();
       busy_ = true;
       lock.unlock();
-      const std::span<const char> data(job->data.data(), job->size);
+      const std::span<const char> data(job->data.get(), job->size);
       const Result<void> r = slot_.WriteAt(job->offset, data);
       since_sync += job->size;
       lock.lock();
