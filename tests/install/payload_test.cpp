@@ -163,6 +163,15 @@ TEST_F(PayloadTest, SerializingANonHexImageDigestDoesNotThrow) {
   EXPECT_ERRC(ParseChunkIndex(text), Errc::InvalidChunkIndex);
 }
 
+// A verifier given an index built in memory with hostile sizes neither throws nor sizes a buffer
+// from them: a chunk larger than the format allows is refused.
+TEST_F(PayloadTest, VerifierRefusesHostileSizesWithoutAllocating) {
+  ChunkIndex index = Build();
+  index.chunk_size = 1ull << 62;
+  index.chunks[0].size = 1ull << 40;
+  EXPECT_ERRC(Verify(index, payload_), Errc::InvalidChunkIndex);
+}
+
 // An in-memory index with a chunk size outside the format's bounds is refused by the same checks
 // the parser applies.
 TEST_F(PayloadTest, CheckChunkIndexRefusesHostileSizes) {

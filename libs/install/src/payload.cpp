@@ -484,8 +484,11 @@ PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink, ImageD
       sink_(std::move(sink)),
       state_(std::make_unique<State>()),
       image_digest_(image_digest) {
+  // Bounded by the format's largest chunk, whatever an index built in memory says: a larger
+  // chunk is then refused in CompleteChunk instead of sizing a buffer.
   if (index.compression == ChunkCompression::Zstd) {
-    state_->image_chunk.resize(static_cast<std::size_t>(index.chunk_size));
+    state_->image_chunk.resize(
+        static_cast<std::size_t>(std::min<std::uint64_t>(index.chunk_size, kMaxChunkSize)));
   }
 }
 
@@ -508,7 +511,8 @@ Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
     } else {
       // Allocated on first use: a stream whose pieces hold whole chunks never needs it.
       if (pending_.capacity() == 0) {
-        pending_.reserve(ZSTD_compressBound(static_cast<std::size_t>(index_.chunk_size)));
+        pending_.reserve(ZSTD_compressBound(
+            static_cast<std::size_t>(std::min<std::uint64_t>(index_.chunk_size, kMaxChunkSize))));
       }
       const std::size_t take = std::min(length - pending_.size(), bytes.size());
       pending_.insert(pending_.end(), bytes.begin(),
@@ -541,6 +545,9 @@ Result<void> PayloadVerifier::CompleteChunk(std::span<const char> stored) {
     if (chunk.size > state_->image_chunk.size()) {
       return Error(Errc::InvalidChunkIndex,
                    "chunk " + std::to_string(next_) + " is larger than the index's chunk_size");
+    }
+    if (state_->dctx == nullptr) {
+      return Error(Errc::DecompressFailed, "no memory for a zstd decompression context");
     }
     const std::size_t n =
         ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
