@@ -11,7 +11,7 @@ Clock::TimePoint SystemClock::Now() const {
   return TimePoint(std::chrono::seconds(ts.tv_sec));
 }
 
-void Clock::SleepFor(std::chrono::milliseconds d) {
+void Clock::SleepFor(std::chrono::milliseconds d) const {
   if (d.count() > 0) std::this_thread::sleep_for(d);
 }
 
@@ -20,7 +20,7 @@ SystemClock& SystemClock::Process() {
   return clock;
 }
 
-void FakeClock::SleepFor(std::chrono::milliseconds d) {
+void FakeClock::SleepFor(std::chrono::milliseconds d) const {
   if (d.count() < 0) d = std::chrono::milliseconds(0);
   sleeps_.push_back(d);
   slept_ += d;

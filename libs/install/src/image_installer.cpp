@@ -238,7 +238,7 @@ namespace {
 Result<ImageInstallReport> InstallImageChecked(const ChunkIndex& index, Fetcher& fetcher,
                                                const std::string& payload_url,
                                                const ImageInstallOptions& o) {
-  Clock& clock = o.clock != nullptr ? *o.clock : ProcessClock();
+  const Clock& clock = o.clock != nullptr ? *o.clock : ProcessClock();
   UPKEEP_ASSIGN_OR_RETURN(auto slot, SlotDevice::Open(o.target, true, o.target_capacity));
   if (index.image_size > slot.capacity()) {
     return Error(Errc::SlotTooSmall, "image of " + std::to_string(index.image_size) +

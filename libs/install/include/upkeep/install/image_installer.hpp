@@ -58,7 +58,7 @@ struct ImageInstallOptions {
   unsigned max_resumes = 5;
   std::chrono::milliseconds resume_delay{500};
   // Waits out resume_delay (Clock::SleepFor); nullptr: the process-wide system clock.
-  Clock* clock = nullptr;
+  const Clock* clock = nullptr;
   // After syncing, drop the slot's cached pages and read the image back against its digest.
   bool read_back = false;
   // Decompressed chunks queued for the writer thread (each chunk_size bytes).
