@@ -224,6 +224,20 @@ class MemoryFilesystem final : public Filesystem {
     return Ok();
   }
   Result<void> CreateDirectories(const fs::path&) override { return Ok(); }
+  Result<void> AppendFile(const fs::path& path, std::string_view data) override {
+    files[path].append(data);
+    return Ok();
+  }
+  Result<std::uint64_t> FileSize(const fs::path& path) const override {
+    UPKEEP_ASSIGN_OR_RETURN(const std::string text, ReadFile(path, ~0ull));
+    return text.size();
+  }
+  Result<void> Rename(const fs::path& from, const fs::path& to) override {
+    UPKEEP_ASSIGN_OR_RETURN(std::string text, ReadFile(from, ~0ull));
+    files.erase(from);
+    files[to] = std::move(text);
+    return Ok();
+  }
   std::map<fs::path, std::string> files;
 };
 
