@@ -7,10 +7,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 #include "uboot_env_image.hpp"
+#include "upkeep/common/errc.hpp"
 #include "upkeep/install/payload.hpp"
 
 namespace upkeep::install {
@@ -74,7 +76,8 @@ TEST_P(BootloaderTest, TrialBootThenCommitKeepsNewSlot) {
   EXPECT_EQ(SimulateFirmwareBoot(*env, BootloaderOptions{}).value_or(""), "b");
   EXPECT_EQ(boot.Status()->boot_count, 1u);
   ASSERT_TRUE(boot.Commit().has_value());
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(SimulateFirmwareBoot(*env, BootloaderOptions{}).value_or(""), "b");
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(SimulateFirmwareBoot(*env, BootloaderOptions{}).value_or(""), "b");
   EXPECT_FALSE(boot.Status()->trial);
 }
 
@@ -121,8 +124,8 @@ INSTANTIATE_TEST_SUITE_P(Envs, BootloaderTest, ::testing::Values("file", "grub",
 // libubootenv keeps what U-Boot put in the environment and only changes upkeep's variables.
 TEST(UBootEnvTest, KeepsFirmwareVariables) {
   testing::TempDir tmp;
-  const std::string image = testing::MakeUBootEnvImage({{"bootcmd", "run upkeep_boot"}}, 0x2000,
-                                                       std::nullopt);
+  const std::string image =
+      testing::MakeUBootEnvImage({{"bootcmd", "run upkeep_boot"}}, 0x2000, std::nullopt);
   std::FILE* f = std::fopen((tmp / "uboot.env").c_str(), "wb");
   std::fwrite(image.data(), 1, image.size(), f);
   std::fclose(f);
@@ -156,7 +159,8 @@ TEST(GrubEnvTest, WritesTheBlockGrubReads) {
   }
   const std::string listed = Capture("grub-editenv " + (tmp / "grubenv").string() + " list");
   EXPECT_NE(listed.find("upkeep_slot=b"), std::string::npos) << listed;
-  ASSERT_EQ(std::system(("grub-editenv " + (tmp / "grubenv").string() + " set bootcount=2").c_str()), 0);
+  ASSERT_EQ(
+      std::system(("grub-editenv " + (tmp / "grubenv").string() + " set bootcount=2").c_str()), 0);
   auto vars = env->Read();
   ASSERT_TRUE(vars.has_value());
   EXPECT_EQ(vars->at("bootcount"), "2");
@@ -179,10 +183,82 @@ TEST(UBootEnvTest, MissingConfigurationIsBootloaderFailed) {
 }
 
 TEST(CmdlineTest, FindsTheBootedSlot) {
-  EXPECT_EQ(BootedSlotFromCmdline("console=ttyS0 root=/dev/mmcblk0p3 upkeep.slot=b quiet").value_or(""),
-            "b");
+  EXPECT_EQ(
+      BootedSlotFromCmdline("console=ttyS0 root=/dev/mmcblk0p3 upkeep.slot=b quiet").value_or(""),
+      "b");
   EXPECT_ERRC(BootedSlotFromCmdline("console=ttyS0 root=/dev/mmcblk0p3"), Errc::BootEnvInvalid);
   EXPECT_ERRC(BootedSlotFromCmdline("upkeep.slot="), Errc::BootEnvInvalid);
+}
+
+}  // namespace
+}  // namespace upkeep::install
+
+namespace upkeep::install {
+namespace {
+
+// Files kept in memory: shows which file system an environment goes through.
+class MemoryFilesystem final : public Filesystem {
+ public:
+  Result<std::string> ReadFile(const fs::path& path, std::uint64_t max_bytes) const override {
+    auto it = files.find(path);
+    if (it == files.end()) return Error(common::Errc::FileNotFound, path.string());
+    if (it->second.size() > max_bytes) return Error(common::Errc::FileTooLarge, path.string());
+    return it->second;
+  }
+  Result<void> WriteFileAtomic(const fs::path& path, std::string_view content,
+                               Durability) override {
+    files[path] = std::string(content);
+    return Ok();
+  }
+  Result<void> SyncDirectory(const fs::path&) override { return Ok(); }
+  Result<std::unique_ptr<AtomicFile>> CreateAtomic(const fs::path& path) override {
+    return Error(common::Errc::InvalidArgument, path.string());
+  }
+  Result<void> ReadChunks(const fs::path& path, const ChunkSink& sink) const override {
+    UPKEEP_ASSIGN_OR_RETURN(const std::string text, ReadFile(path, ~0ull));
+    return sink(std::span<const char>(text.data(), text.size()));
+  }
+  Result<bool> Exists(const fs::path& path) const override { return files.contains(path); }
+  Result<void> Remove(const fs::path& path) override {
+    files.erase(path);
+    return Ok();
+  }
+  Result<void> CreateDirectories(const fs::path&) override { return Ok(); }
+  Result<void> AppendFile(const fs::path& path, std::string_view data) override {
+    files[path].append(data);
+    return Ok();
+  }
+  Result<std::uint64_t> FileSize(const fs::path& path) const override {
+    UPKEEP_ASSIGN_OR_RETURN(const std::string text, ReadFile(path, ~0ull));
+    return text.size();
+  }
+  Result<void> Rename(const fs::path& from, const fs::path& to) override {
+    UPKEEP_ASSIGN_OR_RETURN(std::string text, ReadFile(from, ~0ull));
+    files.erase(from);
+    files[to] = std::move(text);
+    return Ok();
+  }
+  std::map<fs::path, std::string> files;
+};
+
+// The file and GRUB environments read and write through the file system they are given.
+TEST(BootEnvFilesystemTest, TextEnvironmentsUseTheGivenFilesystem) {
+  testing::TempDir tmp;
+  MemoryFilesystem memory;
+  Bootloader file(MakeFileBootEnv(tmp / "bootenv", memory), BootloaderOptions{});
+  Bootloader grub(MakeGrubEnv(tmp / "grubenv", memory), BootloaderOptions{});
+  for (Bootloader* b : {&file, &grub}) {
+    ASSERT_TRUE(b->Revert("a").has_value());
+    ASSERT_TRUE(b->StartTrial("b", "u1").has_value());
+    auto status = b->Status();
+    ASSERT_TRUE(status.has_value()) << status.error().ToString();
+    EXPECT_EQ(status->slot, "b");
+    EXPECT_TRUE(status->trial);
+  }
+  EXPECT_TRUE(memory.files.contains(tmp / "bootenv"));
+  EXPECT_EQ(memory.files.at(tmp / "grubenv").size(), 1024u);
+  EXPECT_FALSE(fs::exists(tmp / "bootenv"));
+  EXPECT_FALSE(fs::exists(tmp / "grubenv"));
 }
 
 }  // namespace

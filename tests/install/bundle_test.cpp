@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "cli.hpp"
@@ -13,6 +14,7 @@
 #include "test_util.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/crypto/crypto.hpp"
+#include "upkeep/metadata/errc.hpp"
 #include "upkeep/metadata/updater.hpp"
 
 namespace upkeep::install {
@@ -48,7 +50,8 @@ class BundleTest : public ::testing::Test {
     std::map<std::string, std::string> out;
     for (const auto& t : targets) {
       UPKEEP_ASSIGN_OR_RETURN(auto info, updater.GetTargetInfo(t));
-      UPKEEP_ASSIGN_OR_RETURN(auto file, updater.DownloadTarget(info, kBundleTargetsUrl, device.path()));
+      UPKEEP_ASSIGN_OR_RETURN(auto file,
+                              updater.DownloadTarget(info, kBundleTargetsUrl, device.path()));
       out[t] = testing::ReadFileOrEmpty(file);
     }
     return out;
@@ -63,8 +66,8 @@ TEST_F(BundleTest, DeviceInstallsTargetsFromBundle) {
   ASSERT_TRUE(Create("delegations", kTargets));
   auto installed = Install("delegations", kTargets, dir_ / "update.upkb");
   ASSERT_TRUE(installed) << installed.error().ToString();
-  const auto expected = metadata::Json::parse(
-      testing::ReadFileOrEmpty(kFixtures / "delegations" / "expected.json"));
+  const auto expected =
+      metadata::Json::parse(testing::ReadFileOrEmpty(kFixtures / "delegations" / "expected.json"));
   for (const auto& t : kTargets) {
     EXPECT_EQ(HexEncode(crypto::Sha256((*installed)[t])),
               expected["targets"][t]["sha256"].get<std::string>())
@@ -115,8 +118,8 @@ class TamperedBundleTest : public BundleTest {
 };
 
 TEST_F(TamperedBundleTest, RejectsBadHeader) {
-  EXPECT_ERRC(InstallWithFlip(0), Errc::BundleMalformed);   // magic
-  EXPECT_ERRC(InstallWithFlip(9), Errc::BundleMalformed);   // table of contents length
+  EXPECT_ERRC(InstallWithFlip(0), Errc::BundleMalformed);  // magic
+  EXPECT_ERRC(InstallWithFlip(9), Errc::BundleMalformed);  // table of contents length
 }
 
 TEST_F(TamperedBundleTest, RejectsBadTableOfContents) {
@@ -184,10 +187,67 @@ TEST_F(BundleTest, CommandLineCreatesAndVerifiesBundles) {
                  (dir_ / "bad").string()}),
             1);
   EXPECT_FALSE(fs::exists(dir_ / "bad" / "a%2Fone.txt"));
-  EXPECT_EQ(run({"bundle", "create", "--repo", (kFixtures / "expired-timestamp").string(),
-                 "--root", root, "--target", "hello.txt", "-o", (dir_ / "x.upkb").string()}),
+  EXPECT_EQ(run({"bundle", "create", "--repo", (kFixtures / "expired-timestamp").string(), "--root",
+                 root, "--target", "hello.txt", "-o", (dir_ / "x.upkb").string()}),
             1);
   EXPECT_EQ(run({"bundle", "verify"}), 2);
+}
+
+}  // namespace
+}  // namespace upkeep::install
+
+namespace upkeep::install {
+namespace {
+
+// A bundle whose header and table of contents are `toc`, with `body` after them.
+void WriteBundle(const fs::path& path, const std::string& toc, std::uint64_t toc_length,
+                 const std::string& body = "") {
+  std::string header(kBundleMagic, sizeof kBundleMagic);
+  for (int i = 0; i < 8; ++i) header += static_cast<char>((toc_length >> (8 * i)) & 0xff);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << header << toc << body;
+}
+
+// A header declaring a table of contents of 2^63 bytes is refused before anything is allocated.
+TEST_F(BundleTest, RefusesHeaderDeclaringAHugeTableOfContents) {
+  WriteBundle(dir_ / "huge.upkb", "{}", 1ull << 63);
+  EXPECT_ERRC(Bundle::Open(dir_ / "huge.upkb"), Errc::BundleMalformed);
+  WriteBundle(dir_ / "huge.upkb", "{}", kMaxBundleTocBytes + 1);
+  EXPECT_ERRC(Bundle::Open(dir_ / "huge.upkb"), Errc::BundleMalformed);
+}
+
+// An entry declaring more bytes than the file holds (up to 2^64 - 1) is refused.
+TEST_F(BundleTest, RefusesEntryDeclaringAHugeLength) {
+  const std::string toc =
+      R"({"entries":[{"length":18446744073709551615,"name":"targets/x"}],"format":1})";
+  WriteBundle(dir_ / "huge.upkb", toc, toc.size(), "abc");
+  EXPECT_ERRC(Bundle::Open(dir_ / "huge.upkb"), Errc::BundleMalformed);
+}
+
+// Without a usable temporary directory CreateBundle returns an error (no exception escapes).
+TEST_F(BundleTest, CreateBundleWithoutTemporaryDirectoryIsWriteFailed) {
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old != nullptr ? old : "";
+  ::setenv("TMPDIR", (dir_ / "missing" / "tmp").c_str(), 1);
+  auto r = Create("delegations", kTargets);
+  if (old != nullptr) {
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  } else {
+    ::unsetenv("TMPDIR");
+  }
+  EXPECT_ERRC(r, Errc::WriteFailed);
+}
+
+// CreateBundle checks the repository's expiry against the clock it is given.
+TEST_F(BundleTest, CreateBundleChecksExpiryWithTheGivenClock) {
+  LocalFilesystem fs;
+  FakeClock late(FakeClock::TimePoint(std::chrono::sys_days(std::chrono::year(2200) / 1 / 1)));
+  EXPECT_ERRC(CreateBundle(kFixtures / "delegations", Root("delegations"), kTargets,
+                           dir_ / "late.upkb", fs, late),
+              metadata::Errc::Expired);
+  FakeClock now(FakeClock::TimePoint(std::chrono::sys_days(std::chrono::year(2030) / 1 / 1)));
+  EXPECT_TRUE(CreateBundle(kFixtures / "delegations", Root("delegations"), kTargets,
+                           dir_ / "now.upkb", fs, now)
+                  .has_value());
 }
 
 }  // namespace

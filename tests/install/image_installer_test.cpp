@@ -11,7 +11,9 @@
 #include "memory_fetcher.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
+#include "upkeep/common/clock.hpp"
 #include "upkeep/common/errc.hpp"
+#include "upkeep/crypto/crypto.hpp"
 #include "upkeep/install/slot.hpp"
 
 namespace upkeep::install {
@@ -29,8 +31,8 @@ std::string RandomBytes(std::size_t n, unsigned seed) {
 }
 
 void Write(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc).write(bytes.data(),
-                                                             static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(p, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 // A fetcher whose transfers break after `break_after` bytes, the first `breaks` times.
@@ -143,10 +145,85 @@ TEST_F(ImageInstallerTest, StopsAtTamperedChunkWithoutWritingIt) {
   EXPECT_EQ(events_.back(), event::kChunkRejected);
 }
 
-TEST_F(ImageInstallerTest, RejectsWrongImageDigest) {
+// Read-back compares the synced slot with the signed image digest: an index whose chunks do not
+// add up to its own image_sha256 is refused.
+TEST_F(ImageInstallerTest, ReadBackRefusesAnImageDigestTheChunksDoNotProduce) {
   Build(RandomBytes(3 * kChunk, 4));
   index_.image_sha256 = std::string(64, '0');
-  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::ImageDigestMismatch);
+  auto o = Options();
+  o.read_back = true;
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, o), Errc::ReadBackMismatch);
+}
+
+// Replaces chunk `k`'s stored frame with the single frame of `content` (built with a chunk size
+// that holds it whole), signing it into the index as a release tool would: the frame is
+// authentic, but its content is not `size` bytes long.
+void SpliceFrame(ChunkIndex& index, std::string& payload, std::size_t k, const std::string& content,
+                 const fs::path& dir) {
+  Write(dir / "other", content);
+  BuildOptions b;
+  b.chunk_size = 4 * kChunk;
+  auto other = BuildPayload(dir / "other", dir / "other.payload", b);
+  ASSERT_TRUE(other.has_value()) << other.error().ToString();
+  ASSERT_EQ(other->chunks.size(), 1u);
+  const std::string frame = testing::ReadFileOrEmpty(dir / "other.payload");
+  ChunkEntry& c = index.chunks[k];
+  payload.replace(static_cast<std::size_t>(c.offset), static_cast<std::size_t>(c.length), frame);
+  c.length = frame.size();
+  c.sha256 = other->chunks[0].sha256;
+  std::uint64_t offset = 0;
+  for (auto& e : index.chunks) {
+    e.offset = offset;
+    offset += e.length;
+  }
+  index.payload_size = offset;
+  ASSERT_TRUE(CheckChunkIndex(index).has_value());
+}
+
+// A signed zstd chunk that decompresses to more bytes than the index declares is refused with
+// ChunkSizeMismatch, and nothing of it reaches the slot.
+TEST_F(ImageInstallerTest, RefusesZstdChunkLongerThanDeclared) {
+  Build(RandomBytes(6 * kChunk, 40));
+  SpliceFrame(index_, payload_, 3, RandomBytes(kChunk + 1, 41), tmp_.path());
+  fetcher_.Set(kUrl, payload_);
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::ChunkSizeMismatch);
+  EXPECT_EQ(Slot(), image_.substr(0, 3 * kChunk));
+}
+
+// A signed zstd chunk that decompresses to fewer bytes than the index declares is refused with
+// ChunkSizeMismatch, and nothing of it reaches the slot.
+TEST_F(ImageInstallerTest, RefusesZstdChunkShorterThanDeclared) {
+  Build(RandomBytes(6 * kChunk, 42));
+  SpliceFrame(index_, payload_, 3, RandomBytes(kChunk - 1, 43), tmp_.path());
+  fetcher_.Set(kUrl, payload_);
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::ChunkSizeMismatch);
+  EXPECT_EQ(Slot(), image_.substr(0, 3 * kChunk));
+}
+
+// A short last chunk whose frame holds more than its declared size is refused the same way.
+TEST_F(ImageInstallerTest, RefusesLastZstdChunkLongerThanDeclared) {
+  Build(RandomBytes(4 * kChunk + 100, 44));
+  SpliceFrame(index_, payload_, 4, RandomBytes(200, 45), tmp_.path());
+  fetcher_.Set(kUrl, payload_);
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::ChunkSizeMismatch);
+  EXPECT_EQ(Slot(), image_.substr(0, 4 * kChunk));
+}
+
+// An index whose sizes would size the installer's buffers (a chunk_size of 1 TiB) is refused
+// before anything is allocated or opened.
+TEST_F(ImageInstallerTest, RefusesIndexWithHugeChunkSizeBeforeAllocating) {
+  Build(RandomBytes(2 * kChunk, 46));
+  index_.chunk_size = 1ull << 40;
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::InvalidChunkIndex);
+  EXPECT_FALSE(fs::exists(tmp_ / "slot-b"));
+}
+
+// A chunk larger than the index's chunk_size is refused before it could overrun a buffer.
+TEST_F(ImageInstallerTest, RefusesChunkLargerThanChunkSize) {
+  Build(RandomBytes(2 * kChunk, 47));
+  index_.chunks.back().size = 4 * kChunk;
+  index_.image_size = 5 * kChunk;
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, Options()), Errc::InvalidChunkIndex);
 }
 
 // A payload that ends early: resumed, then reported as truncated.
@@ -187,6 +264,52 @@ TEST_F(ImageInstallerTest, GivesUpAfterMaxResumes) {
   EXPECT_EQ(flaky.windows.size(), 4u);
 }
 
+// Each resume waits resume_delay on the injected clock (no real sleeping).
+TEST_F(ImageInstallerTest, WaitsTheResumeDelayBeforeEachResume) {
+  Build(RandomBytes(8 * kChunk + 1000, 48));
+  FlakyFetcher flaky(payload_, payload_.size() / 4, 3);
+  FakeClock clock(FakeClock::TimePoint(std::chrono::seconds(1'000'000)));
+  auto o = Options();
+  o.resume_delay = std::chrono::minutes(10);
+  o.clock = &clock;
+  auto r = InstallImage(index_, flaky, kUrl, o);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->resumes, 3u);
+  EXPECT_EQ(clock.sleeps(), std::vector<std::chrono::milliseconds>(3, std::chrono::minutes(10)));
+  EXPECT_EQ(clock.slept(), std::chrono::minutes(30));
+  EXPECT_EQ(clock.Now(), FakeClock::TimePoint(std::chrono::seconds(1'000'000 + 1800)));
+  EXPECT_EQ(Slot(), image_);
+}
+
+// A transfer that keeps failing is given up after max_resumes resumes, each after the delay.
+TEST_F(ImageInstallerTest, GivesUpAfterMaxResumesHavingWaitedBeforeEach) {
+  Build(RandomBytes(8 * kChunk, 49));
+  FlakyFetcher flaky(payload_, 100, 50);
+  FakeClock clock(FakeClock::TimePoint(std::chrono::seconds(0)));
+  auto o = Options();
+  o.max_resumes = 4;
+  o.resume_delay = std::chrono::milliseconds(1500);
+  o.clock = &clock;
+  EXPECT_ERRC(InstallImage(index_, flaky, kUrl, o), Errc::DownloadFailed);
+  EXPECT_EQ(flaky.windows.size(), 5u);
+  EXPECT_EQ(clock.sleeps(),
+            std::vector<std::chrono::milliseconds>(4, std::chrono::milliseconds(1500)));
+  EXPECT_EQ(clock.slept(), std::chrono::milliseconds(6000));
+}
+
+// A payload that keeps ending early is PayloadTruncated after max_resumes waits.
+TEST_F(ImageInstallerTest, TruncatedPayloadIsGivenUpAfterMaxResumes) {
+  Build(RandomBytes(5 * kChunk, 50));
+  fetcher_.Set(kUrl, payload_.substr(0, payload_.size() / 2));
+  FakeClock clock(FakeClock::TimePoint(std::chrono::seconds(0)));
+  auto o = Options();
+  o.max_resumes = 2;
+  o.resume_delay = std::chrono::seconds(7);
+  o.clock = &clock;
+  EXPECT_ERRC(InstallImage(index_, fetcher_, kUrl, o), Errc::PayloadTruncated);
+  EXPECT_EQ(clock.sleeps(), std::vector<std::chrono::milliseconds>(2, std::chrono::seconds(7)));
+}
+
 // After a restart the durable chunks are re-checked on the slot and only the rest is fetched.
 TEST_F(ImageInstallerTest, ResumesAfterRestartFromDurableChunks) {
   Build(RandomBytes(10 * kChunk, 9));
@@ -212,6 +335,64 @@ TEST_F(ImageInstallerTest, RewritesDurableChunksThatNoLongerMatch) {
   auto r = InstallImage(index_, fetcher_, kUrl, o);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(r->resumed_from_chunk, 3u);
+  EXPECT_EQ(Slot(), image_);
+}
+
+// A durable prefix changed on the slot (tampered or corrupted) is detected as it is read back:
+// the install continues from the first chunk that does not match, and the slot ends up exactly
+// the image.
+TEST_F(ImageInstallerTest, DetectsTamperedResumedPrefix) {
+  Build(RandomBytes(10 * kChunk, 51));
+  std::string partial = image_.substr(0, 8 * kChunk);
+  partial[1 * kChunk + 77] ^= 0x20;
+  Write(tmp_ / "slot-b", partial);
+  auto o = Options();
+  o.start_chunk = 8;
+  auto r = InstallImage(index_, fetcher_, kUrl, o);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->resumed_from_chunk, 1u);
+  EXPECT_EQ(r->bytes_written, 9 * kChunk);
+  EXPECT_EQ(Slot(), image_);
+}
+
+// Without content digests the index cannot vouch for anything on the slot: a resume starts over
+// and rewrites the (here tampered) prefix.
+TEST_F(ImageInstallerTest, ResumeWithoutContentDigestsStartsOver) {
+  Build(RandomBytes(6 * kChunk, 52));
+  for (auto& c : index_.chunks) c.content_sha256.reset();
+  std::string partial = image_.substr(0, 4 * kChunk);
+  partial[2 * kChunk] ^= 0x01;
+  Write(tmp_ / "slot-b", partial);
+  auto o = Options();
+  o.start_chunk = 4;
+  auto r = InstallImage(index_, fetcher_, kUrl, o);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->resumed_from_chunk, 0u);
+  EXPECT_EQ(Slot(), image_);
+}
+
+// A chunk the active slot held when it was scanned, but changed before it was copied, is not
+// used: the bytes copied are hashed as they are read, and the chunk is downloaded instead.
+TEST_F(ImageInstallerTest, DoesNotReuseAChunkWhoseActiveSlotContentChanged) {
+  const std::string common = RandomBytes(4 * kChunk, 53);
+  Build(RandomBytes(2 * kChunk, 54) + common);
+  Write(tmp_ / "slot-a", common);
+  auto o = Options();
+  o.reuse_from = tmp_ / "slot-a";
+  bool changed = false;
+  o.on_progress = [&](const ImageProgress&) {
+    if (changed) return;
+    changed = true;  // after the scan, before chunk 3 (slot-a offset kChunk) is copied
+    std::fstream f(tmp_ / "slot-a", std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(kChunk + 9));
+    f.put(static_cast<char>(common[kChunk + 9] ^ 0x01));
+  };
+  auto r = InstallImage(index_, fetcher_, kUrl, o);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(r->reused_chunks, 3u);
+  EXPECT_EQ(r->downloaded_bytes,
+            index_.chunks[0].length + index_.chunks[1].length + index_.chunks[3].length);
   EXPECT_EQ(Slot(), image_);
 }
 

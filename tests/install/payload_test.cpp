@@ -42,15 +42,17 @@ class PayloadTest : public ::testing::Test {
   }
 
   // Feeds `payload` in pieces of `piece` bytes; returns Finish()'s result (or the first error).
-  Result<void> Verify(const ChunkIndex& index, const std::string& payload, std::size_t piece = 7777) {
+  Result<void> Verify(const ChunkIndex& index, const std::string& payload,
+                      std::size_t piece = 7777) {
     out_.clear();
-    verifier_ = std::make_unique<PayloadVerifier>(index, [this](std::span<const char> d) -> Result<void> {
-      out_.append(d.data(), d.size());
-      return Ok();
-    });
+    verifier_ =
+        std::make_unique<PayloadVerifier>(index, [this](std::span<const char> d) -> Result<void> {
+          out_.append(d.data(), d.size());
+          return Ok();
+        });
     for (std::size_t i = 0; i < payload.size(); i += piece) {
-      UPKEEP_TRY(verifier_->Feed(std::span<const char>(payload.data() + i,
-                                                       std::min(piece, payload.size() - i))));
+      UPKEEP_TRY(verifier_->Feed(
+          std::span<const char>(payload.data() + i, std::min(piece, payload.size() - i))));
     }
     return verifier_->Finish();
   }
@@ -136,7 +138,50 @@ TEST_F(PayloadTest, RejectsChunkOfWrongDecompressedSize) {
   index.chunks.back().size += 1;
   EXPECT_ERRC(Verify(index, payload_), Errc::ChunkSizeMismatch);
   index.chunks.back().size -= 2;  // too small to hold the frame's content
-  EXPECT_ERRC(Verify(index, payload_), Errc::DecompressFailed);
+  EXPECT_ERRC(Verify(index, payload_), Errc::ChunkSizeMismatch);
+}
+
+// With the image proven chunk by chunk, Finish still refuses an index whose chunk sizes do not
+// add up to the image size it declares.
+TEST_F(PayloadTest, FromChunksRefusesSizesNotAddingUpToTheImage) {
+  ChunkIndex index = Build();
+  index.image_size += 1;
+  PayloadVerifier v(
+      index, [](std::span<const char>) -> Result<void> { return Ok(); },
+      PayloadVerifier::ImageDigest::FromChunks);
+  ASSERT_TRUE(v.Feed(payload_).has_value());
+  EXPECT_ERRC(v.Finish(), Errc::ImageSizeMismatch);
+}
+
+// An index built in memory with a digest that is not hex serialises without throwing, to a text
+// every parser refuses.
+TEST_F(PayloadTest, SerializingANonHexImageDigestDoesNotThrow) {
+  ChunkIndex index = Build();
+  index.image_sha256 = "\xff\xfe not hex";
+  std::string text;
+  EXPECT_NO_THROW(text = SerializeChunkIndex(index));
+  EXPECT_ERRC(ParseChunkIndex(text), Errc::InvalidChunkIndex);
+}
+
+// A verifier given an index built in memory with hostile sizes neither throws nor sizes a buffer
+// from them: a chunk larger than the format allows is refused.
+TEST_F(PayloadTest, VerifierRefusesHostileSizesWithoutAllocating) {
+  ChunkIndex index = Build();
+  index.chunk_size = 1ull << 62;
+  index.chunks[0].size = 1ull << 40;
+  EXPECT_ERRC(Verify(index, payload_), Errc::InvalidChunkIndex);
+}
+
+// An in-memory index with a chunk size outside the format's bounds is refused by the same checks
+// the parser applies.
+TEST_F(PayloadTest, CheckChunkIndexRefusesHostileSizes) {
+  ChunkIndex index = Build();
+  EXPECT_TRUE(CheckChunkIndex(index).has_value());
+  index.chunk_size = 1ull << 62;
+  EXPECT_ERRC(CheckChunkIndex(index), Errc::InvalidChunkIndex);
+  index = Build();
+  index.chunks[0].length = 1ull << 62;
+  EXPECT_ERRC(CheckChunkIndex(index), Errc::InvalidChunkIndex);
 }
 
 TEST_F(PayloadTest, ReportsMissingImage) {
@@ -182,6 +227,12 @@ TEST_F(ChunkIndexTest, RejectsInconsistentIndexes) {
   doc = Good();
   doc["payload_size"] = 1;
   expect_bad(doc, "payload size does not add up");
+  doc = Good();
+  doc["chunk_size"] = 1ull << 62;
+  expect_bad(doc, "chunk size beyond 64 MiB");
+  doc = Good();
+  doc["image_size"] = ~0ull;
+  expect_bad(doc, "image size the chunks cannot hold");
   EXPECT_EQ(ParseChunkIndex("not json").error().code(), Errc::InvalidChunkIndex);
 }
 
@@ -194,8 +245,8 @@ TEST_F(PayloadTest, CommandLineBuildsAndVerifies) {
     return tool::Main(static_cast<int>(argv.size()), argv.data(), out, err);
   };
   const std::string out_dir = (dir_ / "out").string();
-  ASSERT_EQ(run({"image", "build", (dir_ / "image.bin").string(), "-o", out_dir,
-                 "--chunk-size", "65536"}),
+  ASSERT_EQ(run({"image", "build", (dir_ / "image.bin").string(), "-o", out_dir, "--chunk-size",
+                 "65536"}),
             0);
   const std::string index = out_dir + "/image.bin.chunks.json";
   const std::string payload = out_dir + "/image.bin.payload";

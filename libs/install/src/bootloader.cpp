@@ -5,6 +5,7 @@
 #include <charconv>
 #include <sstream>
 
+#include "process_defaults.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/install/payload.hpp"
 
@@ -66,7 +67,7 @@ BootVars ParseLines(std::string_view text) {
 // formats differ only in how the variables are laid out.
 class TextEnvFile : public BootEnv {
  public:
-  explicit TextEnvFile(std::filesystem::path file) : file_(std::move(file)) {}
+  TextEnvFile(std::filesystem::path file, Filesystem& fs) : file_(std::move(file)), fs_(fs) {}
   Result<BootVars> Read() override {
     auto text = fs_.ReadFile(file_, kMaxEnvFile);
     if (!text) return Error(Errc::BootloaderFailed, text.error().ToString());
@@ -92,7 +93,7 @@ class TextEnvFile : public BootEnv {
 
  private:
   std::filesystem::path file_;
-  LocalFilesystem fs_;
+  Filesystem& fs_;
 };
 
 std::string Lines(const BootVars& vars) {
@@ -207,13 +208,19 @@ unsigned ParseCount(const BootVars& vars, const char* name, unsigned fallback) {
 }  // namespace
 
 std::unique_ptr<BootEnv> MakeFileBootEnv(std::filesystem::path file) {
-  return std::make_unique<FileBootEnv>(std::move(file));
+  return MakeFileBootEnv(std::move(file), ProcessFilesystem());
+}
+std::unique_ptr<BootEnv> MakeFileBootEnv(std::filesystem::path file, Filesystem& filesystem) {
+  return std::make_unique<FileBootEnv>(std::move(file), filesystem);
 }
 std::unique_ptr<BootEnv> MakeUBootEnv(std::filesystem::path config) {
   return std::make_unique<UBootEnv>(std::move(config));
 }
 std::unique_ptr<BootEnv> MakeGrubEnv(std::filesystem::path file) {
-  return std::make_unique<GrubEnv>(std::move(file));
+  return MakeGrubEnv(std::move(file), ProcessFilesystem());
+}
+std::unique_ptr<BootEnv> MakeGrubEnv(std::filesystem::path file, Filesystem& filesystem) {
+  return std::make_unique<GrubEnv>(std::move(file), filesystem);
 }
 
 Bootloader::Bootloader(std::unique_ptr<BootEnv> env, BootloaderOptions options)

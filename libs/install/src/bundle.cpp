@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "process_defaults.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
@@ -43,13 +44,14 @@ Result<void> ReadAt(int fd, std::uint64_t offset, char* out, std::size_t n) {
 
 // A safe relative path under metadata/ or targets/.
 bool IsSafeName(const std::string& name) {
-  return IsSafeRelativePath(name) && (name.starts_with("metadata/") || name.starts_with("targets/"));
+  return IsSafeRelativePath(name) &&
+         (name.starts_with("metadata/") || name.starts_with("targets/"));
 }
 
 // Reads a published repository directory as if it were served, recording what was fetched.
 class RecordingDirectoryFetcher final : public Fetcher {
  public:
-  explicit RecordingDirectoryFetcher(fs::path root) : root_(std::move(root)) {}
+  RecordingDirectoryFetcher(fs::path root, Filesystem& fs) : root_(std::move(root)), fs_(fs) {}
   Result<void> Fetch(const std::string& url, std::uint64_t max_bytes, const Sink& sink) override {
     constexpr std::string_view kScheme = "repo:/";
     if (!url.starts_with(kScheme)) return Error(common::Errc::InvalidArgument, url);
@@ -72,7 +74,7 @@ class RecordingDirectoryFetcher final : public Fetcher {
 
  private:
   fs::path root_;
-  LocalFilesystem fs_;
+  Filesystem& fs_;
   std::vector<std::string> fetched_;
 };
 
@@ -80,7 +82,10 @@ class RecordingDirectoryFetcher final : public Fetcher {
 class ScratchDir {
  public:
   ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "upkeep-bundle-XXXXXX").string();
+    std::error_code ec;
+    const fs::path tmp = fs::temp_directory_path(ec);
+    if (ec) return;  // path_ stays empty: the caller reports it
+    std::string pattern = (tmp / "upkeep-bundle-XXXXXX").string();
     if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
   }
   ScratchDir(const ScratchDir&) = delete;
@@ -140,7 +145,8 @@ Result<Bundle> Bundle::Open(const fs::path& path) {
     BundleEntry entry{e["name"].get<std::string>(), offset, e["length"].get<std::uint64_t>()};
     if (!IsSafeName(entry.name)) return Malformed("unsafe entry name \"" + entry.name + "\"");
     if (!names.insert(entry.name).second) return Malformed("entry listed twice: " + entry.name);
-    if (entry.length > file_size - offset) return Malformed("entry " + entry.name + " ends past the file");
+    if (entry.length > file_size - offset)
+      return Malformed("entry " + entry.name + " ends past the file");
     offset += entry.length;
     bundle.entries_.push_back(std::move(entry));
   }
@@ -214,13 +220,20 @@ Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
                                               std::string_view trusted_root,
                                               const std::vector<std::string>& target_paths,
                                               const fs::path& out) {
+  return CreateBundle(repo_dir, trusted_root, target_paths, out, ProcessFilesystem(),
+                      ProcessClock());
+}
+
+Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
+                                              std::string_view trusted_root,
+                                              const std::vector<std::string>& target_paths,
+                                              const fs::path& out, Filesystem& local,
+                                              const Clock& clock) {
   // Walk the repository with the device's client, recording each file it needs.
   ScratchDir scratch;
   if (scratch.path().empty()) return Error(Errc::WriteFailed, "cannot create a scratch directory");
-  LocalFilesystem local;
   UPKEEP_TRY(local.WriteFileAtomic(scratch.path() / "root.json", trusted_root));
-  RecordingDirectoryFetcher fetcher(repo_dir);
-  SystemClock clock;
+  RecordingDirectoryFetcher fetcher(repo_dir, local);
   metadata::Updater updater(scratch.path(), "repo:/metadata/", fetcher, local, clock);
   UPKEEP_TRY(updater.Refresh());
   for (const auto& target : target_paths) {
@@ -241,8 +254,11 @@ Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
     entries.push_back({{"length", size}, {"name", name}});
     result.push_back({name, 0, size});
   }
-  const std::string toc = metadata::Canonicalize(Json{{"entries", entries}, {"format", 1}}).value();
-  if (toc.size() > kMaxBundleTocBytes) return Error(Errc::WriteFailed, "too many files for one bundle");
+  auto canonical = metadata::Canonicalize(Json{{"entries", entries}, {"format", 1}});
+  if (!canonical) return Error(Errc::WriteFailed, canonical.error().message());
+  const std::string toc = std::move(*canonical);
+  if (toc.size() > kMaxBundleTocBytes)
+    return Error(Errc::WriteFailed, "too many files for one bundle");
 
   auto file = local.CreateAtomic(out);
   if (!file) return Error(Errc::WriteFailed, file.error().message());
@@ -266,7 +282,8 @@ Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
       return append(piece);
     });
     if (!read) return Error(Errc::ReadFailed, read.error().message());
-    if (copied != entry.length) return Error(Errc::ReadFailed, entry.name + " changed while bundling");
+    if (copied != entry.length)
+      return Error(Errc::ReadFailed, entry.name + " changed while bundling");
     offset += entry.length;
   }
   if (auto r = (*file)->Commit(); !r) return Error(Errc::WriteFailed, r.error().message());

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#include "process_defaults.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/crypto/crypto.hpp"
@@ -20,41 +24,61 @@ namespace {
 
 using metadata::Json;
 
-// Hands authenticated image chunks to a writer thread, which adds them to the whole-image digest
-// and writes them, so that chunk authentication and decompression (this thread) overlap with
-// image hashing and writing (the other core). A fixed pool of chunk buffers bounds memory; the
-// producer waits for a free one. Every `checkpoint_bytes` the writer asks a third thread to sync
-// the slot and report how many leading chunks are durable, and goes on writing meanwhile (a sync
-// covers everything written before it started; requests that pile up are merged).
+// Hands authenticated image chunks to a writer thread, which writes them, so that chunk
+// authentication and decompression (this thread) overlap with writing. A fixed pool of chunk
+// buffers bounds memory; the producer waits for a free one. Every `checkpoint_bytes` the writer
+// asks a third thread to sync the slot and report how many leading chunks are durable, and goes on
+// writing meanwhile (a sync covers everything written before it started; requests that pile up are
+// merged).
 class WritePipeline {
  public:
+  // Errc::WriteFailed when the buffers or threads cannot be had.
+  [[nodiscard]] static Result<std::unique_ptr<WritePipeline>> Create(
+      SlotDevice& slot, std::size_t buffers, std::size_t buffer_size,
+      std::uint64_t checkpoint_bytes, std::function<Result<void>(std::size_t)> on_checkpoint) {
+    try {
+      return std::make_unique<WritePipeline>(slot, buffers, buffer_size, checkpoint_bytes,
+                                             std::move(on_checkpoint));
+    } catch (const std::bad_alloc&) {
+      return Error(Errc::WriteFailed, "no memory for " + std::to_string(buffers) +
+                                          " write buffers of " + std::to_string(buffer_size) +
+                                          " bytes");
+    } catch (const std::system_error& e) {
+      return Error(Errc::WriteFailed, std::string("cannot start the writer: ") + e.what());
+    }
+  }
+
   WritePipeline(SlotDevice& slot, std::size_t buffers, std::size_t buffer_size,
                 std::uint64_t checkpoint_bytes,
                 std::function<Result<void>(std::size_t)> on_checkpoint)
       : slot_(slot), checkpoint_bytes_(checkpoint_bytes), on_checkpoint_(std::move(on_checkpoint)) {
-    for (std::size_t i = 0; i < std::max<std::size_t>(1, buffers); ++i) {
+    // Page-aligned buffers, so that a block-device slot takes whole chunks without copying them
+    // into the page cache (SlotDevice::WriteAt).
+    const std::size_t rounded =
+        (buffer_size + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
+    for (std::size_t i = 0; i < std::clamp<std::size_t>(buffers, 1, kMaxBuffers); ++i) {
       free_.push_back(std::make_unique<Job>());
-      free_.back()->data.resize(buffer_size);
+      free_.back()->data.reset(static_cast<char*>(std::aligned_alloc(kBufferAlignment, rounded)));
+      if (!free_.back()->data) throw std::bad_alloc();
     }
     thread_ = std::thread([this] { Run(); });
-    if (on_checkpoint_) syncer_ = std::thread([this] { RunSyncs(); });
+    if (on_checkpoint_) {
+      try {
+        syncer_ = std::thread([this] { RunSyncs(); });
+      } catch (...) {
+        Stop();
+        throw;
+      }
+    }
   }
   WritePipeline(const WritePipeline&) = delete;
   WritePipeline& operator=(const WritePipeline&) = delete;
-  ~WritePipeline() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    if (syncer_.joinable()) syncer_.join();
-  }
+  ~WritePipeline() { Stop(); }
 
-  // Queues a copy of `data`, chunk `chunk` of the image, for the digest and (if `write`) for
-  // writing at `offset`. Chunks must come in image order.
+  // Queues a copy of `data`, chunk `chunk` of the image, for writing at `offset`. Chunks must come
+  // in image order.
   [[nodiscard]] Result<void> Submit(std::size_t chunk, std::uint64_t offset,
-                                    std::span<const char> data, bool write = true) {
+                                    std::span<const char> data) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return error_ || !free_.empty(); });
     if (error_) return *error_;
@@ -64,8 +88,7 @@ class WritePipeline {
     job->chunk = chunk;
     job->offset = offset;
     job->size = data.size();
-    job->write = write;
-    std::copy(data.begin(), data.end(), job->data.begin());
+    std::copy(data.begin(), data.end(), job->data.get());
     lock.lock();
     queue_.push_back(std::move(job));
     cv_.notify_all();
@@ -82,17 +105,28 @@ class WritePipeline {
     return slot_.Sync();
   }
 
-  // After Drain: SHA-256 of every chunk submitted, in order.
-  [[nodiscard]] std::vector<unsigned char> ImageDigest() { return image_hash_.Final(); }
-
  private:
+  static constexpr std::size_t kBufferAlignment = 4096;
+  static constexpr std::size_t kMaxBuffers = 16;
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
   struct Job {
-    std::vector<char> data;
+    std::unique_ptr<char[], Free> data;
     std::size_t size = 0;
     std::size_t chunk = 0;
     std::uint64_t offset = 0;
-    bool write = true;
   };
+
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (syncer_.joinable()) syncer_.join();
+  }
 
   void Run() {
     std::uint64_t since_sync = 0;
@@ -104,13 +138,9 @@ class WritePipeline {
       queue_.pop_front();
       busy_ = true;
       lock.unlock();
-      const std::span<const char> data(job->data.data(), job->size);
-      image_hash_.Update(std::string_view(data.data(), data.size()));
-      Result<void> r = Ok();
-      if (job->write) {
-        r = slot_.WriteAt(job->offset, data);
-        since_sync += job->size;
-      }
+      const std::span<const char> data(job->data.get(), job->size);
+      const Result<void> r = slot_.WriteAt(job->offset, data);
+      since_sync += job->size;
       lock.lock();
       if (r && on_checkpoint_ && since_sync >= checkpoint_bytes_) {
         since_sync = 0;
@@ -153,7 +183,6 @@ class WritePipeline {
   std::optional<Error> error_;               // guarded by mu_: first write or sync failure
   std::optional<std::size_t> sync_request_;  // guarded by mu_: durable count once synced
   bool syncing_ = false;                     // guarded by mu_
-  crypto::Hasher image_hash_{crypto::HashAlgorithm::Sha256};  // writer thread, then Drain's caller
   std::thread thread_;
   std::thread syncer_;
 };
@@ -186,11 +215,30 @@ Result<std::map<Sha256Digest, std::uint64_t>> ScanActiveSlot(const SlotDevice& a
   return found;
 }
 
+Result<ImageInstallReport> InstallImageChecked(const ChunkIndex& index, Fetcher& fetcher,
+                                               const std::string& payload_url,
+                                               const ImageInstallOptions& o);
+
 }  // namespace
 
 Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetcher,
                                         const std::string& payload_url,
                                         const ImageInstallOptions& o) {
+  // Sizes below come from the index: bounded before any buffer is sized from them.
+  UPKEEP_TRY(CheckChunkIndex(index));
+  try {
+    return InstallImageChecked(index, fetcher, payload_url, o);
+  } catch (const std::bad_alloc&) {
+    return Error(Errc::WriteFailed, "out of memory while installing");
+  }
+}
+
+namespace {
+
+Result<ImageInstallReport> InstallImageChecked(const ChunkIndex& index, Fetcher& fetcher,
+                                               const std::string& payload_url,
+                                               const ImageInstallOptions& o) {
+  const Clock& clock = o.clock != nullptr ? *o.clock : ProcessClock();
   UPKEEP_ASSIGN_OR_RETURN(auto slot, SlotDevice::Open(o.target, true, o.target_capacity));
   if (index.image_size > slot.capacity()) {
     return Error(Errc::SlotTooSmall, "image of " + std::to_string(index.image_size) +
@@ -203,17 +251,18 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   report.image_size = index.image_size;
   std::vector<char> local;  // a chunk read from a slot; allocated only when needed
 
-  WritePipeline pipe(slot, o.write_queue_depth, chunk_bytes, o.checkpoint_bytes, o.on_checkpoint);
-  // While the sink runs, current_chunk() is the chunk being handed out. The writer thread keeps
-  // the image digest.
+  UPKEEP_ASSIGN_OR_RETURN(auto pipe, WritePipeline::Create(slot, o.write_queue_depth, chunk_bytes,
+                                                           o.checkpoint_bytes, o.on_checkpoint));
+  // While the sink runs, current_chunk() is the chunk being handed out. Every chunk is proven by
+  // the signed index as it is handed out; no second pass over the image.
   PayloadVerifier verifier(
       index,
       [&](std::span<const char> content) -> Result<void> {
         const std::size_t chunk = verifier.current_chunk();
         report.bytes_written += content.size();
-        return pipe.Submit(chunk, chunk * index.chunk_size, content);
+        return pipe->Submit(chunk, chunk * index.chunk_size, content);
       },
-      PayloadVerifier::ImageDigest::LeftToCaller);
+      PayloadVerifier::ImageDigest::FromChunks);
   ImageProgress progress;
   progress.image_size = index.image_size;
   auto report_progress = [&] {
@@ -223,14 +272,14 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
     if (o.on_progress) o.on_progress(progress);
   };
 
-  // 1. What an interrupted run already made durable joins the image digest without being
-  //    written again, as far as it still matches the index.
+  // 1. What an interrupted run already made durable is kept without being written again, as
+  //    far as each chunk, read back now, still matches its content digest. The journal's count
+  //    only says where to look: it proves nothing about the slot's bytes.
   for (std::size_t i = 0; i < std::min(o.start_chunk, n); ++i) {
     local.resize(static_cast<std::size_t>(index.chunks[i].size));
     if (!slot.ReadAt(i * index.chunk_size, local)) break;
     UPKEEP_ASSIGN_OR_RETURN(const bool kept, verifier.TryLocalChunk(local, false));
     if (!kept) break;
-    UPKEEP_TRY(pipe.Submit(i, i * index.chunk_size, local, false));  // digest only
   }
   report.resumed_from_chunk = verifier.current_chunk();
   if (o.start_chunk > 0) {
@@ -312,6 +361,7 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
                                     return Ok();
                                   });
       if (verifier.failed()) {
+        if (r) r = Error(Errc::ChunkDigestMismatch, "payload rejected");  // a fetcher hid it
         const std::size_t bad = verifier.current_chunk();
         Emit(o, event::kChunkRejected,
              "chunk " + std::to_string(bad) + " rejected: " + r.error().message(),
@@ -333,7 +383,7 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
         return Error(Errc::DownloadFailed, r.error().ToString()).WithContext(payload_url);
       }
       ++report.resumes;
-      if (o.resume_delay.count() > 0) std::this_thread::sleep_for(o.resume_delay);
+      if (o.resume_delay.count() > 0) clock.SleepFor(o.resume_delay);
     }
     i = verifier.current_chunk();
   }
@@ -345,13 +395,9 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
           {"first", first_reused}});
   }
 
-  // 4. Durable, complete, and exactly the signed image.
-  UPKEEP_TRY(pipe.Drain());
+  // 4. Durable, complete (every chunk proven once, sizes adding up), and so the signed image.
+  UPKEEP_TRY(pipe->Drain());
   UPKEEP_TRY(verifier.Finish());
-  const auto expected = HexDecode(index.image_sha256);
-  if (!expected || !crypto::ConstantTimeEqual(pipe.ImageDigest(), *expected)) {
-    return Error(Errc::ImageDigestMismatch, "image digest does not match the index");
-  }
   if (o.read_back) {
     slot.DropCache(0, index.image_size);
     UPKEEP_ASSIGN_OR_RETURN(const std::string digest, DigestSlot(o.target, index.image_size));
@@ -366,6 +412,8 @@ Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetche
   report_progress();
   return report;
 }
+
+}  // namespace
 
 Result<std::string> DigestSlot(const std::filesystem::path& path, std::uint64_t length) {
   UPKEEP_ASSIGN_OR_RETURN(const auto slot, SlotDevice::Open(path, false));

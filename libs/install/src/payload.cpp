@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,9 +12,12 @@
 #include <deque>
 #include <fstream>
 #include <mutex>
+#include <new>
 #include <optional>
+#include <system_error>
 #include <thread>
 
+#include "process_defaults.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/unique_fd.hpp"
@@ -28,24 +32,42 @@ using metadata::Json;
 
 const char* ErrcName(int value) {
   switch (static_cast<Errc>(value)) {
-    case Errc::ReadFailed: return "ReadFailed";
-    case Errc::WriteFailed: return "WriteFailed";
-    case Errc::CompressFailed: return "CompressFailed";
-    case Errc::InvalidChunkIndex: return "InvalidChunkIndex";
-    case Errc::ChunkDigestMismatch: return "ChunkDigestMismatch";
-    case Errc::DecompressFailed: return "DecompressFailed";
-    case Errc::ChunkSizeMismatch: return "ChunkSizeMismatch";
-    case Errc::ImageDigestMismatch: return "ImageDigestMismatch";
-    case Errc::PayloadTruncated: return "PayloadTruncated";
-    case Errc::TrailingData: return "TrailingData";
-    case Errc::BundleMalformed: return "BundleMalformed";
-    case Errc::SlotUnavailable: return "SlotUnavailable";
-    case Errc::SlotTooSmall: return "SlotTooSmall";
-    case Errc::ReadBackMismatch: return "ReadBackMismatch";
-    case Errc::ImageSizeMismatch: return "ImageSizeMismatch";
-    case Errc::DownloadFailed: return "DownloadFailed";
-    case Errc::BootloaderFailed: return "BootloaderFailed";
-    case Errc::BootEnvInvalid: return "BootEnvInvalid";
+    case Errc::ReadFailed:
+      return "ReadFailed";
+    case Errc::WriteFailed:
+      return "WriteFailed";
+    case Errc::CompressFailed:
+      return "CompressFailed";
+    case Errc::InvalidChunkIndex:
+      return "InvalidChunkIndex";
+    case Errc::ChunkDigestMismatch:
+      return "ChunkDigestMismatch";
+    case Errc::DecompressFailed:
+      return "DecompressFailed";
+    case Errc::ChunkSizeMismatch:
+      return "ChunkSizeMismatch";
+    case Errc::ImageDigestMismatch:
+      return "ImageDigestMismatch";
+    case Errc::PayloadTruncated:
+      return "PayloadTruncated";
+    case Errc::TrailingData:
+      return "TrailingData";
+    case Errc::BundleMalformed:
+      return "BundleMalformed";
+    case Errc::SlotUnavailable:
+      return "SlotUnavailable";
+    case Errc::SlotTooSmall:
+      return "SlotTooSmall";
+    case Errc::ReadBackMismatch:
+      return "ReadBackMismatch";
+    case Errc::ImageSizeMismatch:
+      return "ImageSizeMismatch";
+    case Errc::DownloadFailed:
+      return "DownloadFailed";
+    case Errc::BootloaderFailed:
+      return "BootloaderFailed";
+    case Errc::BootEnvInvalid:
+      return "BootEnvInvalid";
   }
   return "Unknown";
 }
@@ -77,8 +99,8 @@ bool IsSha256Hex(const std::string& s) {
 
 Result<std::uint64_t> Uint(const Json& o, const char* key) {
   auto it = o.find(key);
-  if (it == o.end() || !(it->is_number_unsigned() ||
-                         (it->is_number_integer() && it->get<std::int64_t>() >= 0))) {
+  if (it == o.end() ||
+      !(it->is_number_unsigned() || (it->is_number_integer() && it->get<std::int64_t>() >= 0))) {
     return BadIndex(std::string("\"") + key + "\" must be a non-negative integer");
   }
   return it->get<std::uint64_t>();
@@ -109,9 +131,7 @@ struct Job {
 
 }  // namespace
 
-const char* ToString(ChunkCompression c) {
-  return c == ChunkCompression::None ? "none" : "zstd";
-}
+const char* ToString(ChunkCompression c) { return c == ChunkCompression::None ? "none" : "zstd"; }
 
 const std::error_category& ErrcCategory() noexcept {
   static const NamedErrorCategory category("install", &ErrcName);
@@ -124,12 +144,16 @@ namespace {
 // number of chunks (each takes at least 90 bytes of text), so the vector is sized once: memory
 // reserved beyond what is used is never touched.
 template <typename Parse>
-Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
+Result<ChunkIndex> ParseIndexUnguarded(const Parse& parse, std::uint64_t text_size) {
   ChunkIndex index;
-  index.chunks.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(text_size / 90 + 1, 1 << 24)));
+  index.chunks.reserve(
+      static_cast<std::size_t>(std::min<std::uint64_t>(text_size / 90 + 1, kMaxChunks)));
   // Chunks are converted as the parser completes each one, so an index of thousands of chunks
   // never exists as a JSON tree (the installer's memory stays flat with the image size).
   auto on_chunk = [&index](const Json& c) -> Result<void> {
+    if (index.chunks.size() >= kMaxChunks) {
+      return BadIndex("more than " + std::to_string(kMaxChunks) + " chunks");
+    }
     const std::string at = "chunks[" + std::to_string(index.chunks.size()) + "]: ";
     if (!c.is_object()) return BadIndex(at + "must be an object");
     ChunkEntry e;
@@ -173,9 +197,6 @@ Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
     }
   }
   UPKEEP_ASSIGN_OR_RETURN(index.chunk_size, Uint(*doc, "chunk_size"));
-  if (index.chunk_size < kMinChunkSize || index.chunk_size > kMaxChunkSize) {
-    return BadIndex("chunk_size must be between 4 KiB and 64 MiB");
-  }
   UPKEEP_ASSIGN_OR_RETURN(index.image_size, Uint(*doc, "image_size"));
   UPKEEP_ASSIGN_OR_RETURN(index.payload_size, Uint(*doc, "payload_size"));
   auto sha = doc->find("image_sha256");
@@ -184,19 +205,55 @@ Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
   }
   index.image_sha256 = sha->get<std::string>();
   if (!saw_chunks) return BadIndex("\"chunks\" must be an array");
+  if (index.compression == ChunkCompression::None) {
+    // Stored bytes are the image bytes: the stored digest is the content digest.
+    for (ChunkEntry& e : index.chunks) {
+      if (!e.content_sha256) e.content_sha256 = e.sha256;
+    }
+  }
+  UPKEEP_TRY(CheckChunkIndex(index));
+  return index;
+}
 
+// Out of memory while parsing (only an index far larger than any real one gets near it) is an
+// invalid index, not an exception.
+template <typename Parse>
+Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
+  try {
+    return ParseIndexUnguarded(parse, text_size);
+  } catch (const std::bad_alloc&) {
+    return BadIndex("chunk index too large for memory");
+  } catch (const std::length_error&) {
+    return BadIndex("chunk index too large");
+  }
+}
+
+}  // namespace
+
+Result<void> CheckChunkIndex(const ChunkIndex& index) {
+  if (index.format != kChunkIndexFormat) {
+    return BadIndex("unsupported chunk index format " + std::to_string(index.format));
+  }
+  if (index.chunk_size < kMinChunkSize || index.chunk_size > kMaxChunkSize) {
+    return BadIndex("chunk_size must be between 4 KiB and 64 MiB");
+  }
+  if (index.chunks.size() > kMaxChunks) {
+    return BadIndex("more than " + std::to_string(kMaxChunks) + " chunks");
+  }
+  if (!IsSha256Hex(index.image_sha256)) {
+    return BadIndex("\"image_sha256\" must be 64 lower-case hex characters");
+  }
   const std::uint64_t max_length = ZSTD_compressBound(static_cast<std::size_t>(index.chunk_size));
   std::uint64_t offset = 0, image = 0;
   for (std::size_t i = 0; i < index.chunks.size(); ++i) {
-    ChunkEntry& e = index.chunks[i];
+    const ChunkEntry& e = index.chunks[i];
     const std::string at = "chunks[" + std::to_string(i) + "]: ";
     if (e.offset != offset) return BadIndex(at + "chunks must be contiguous");
     if (e.length == 0 || e.length > max_length) return BadIndex(at + "length out of range");
     if (index.compression == ChunkCompression::None) {
       // Stored bytes are the image bytes: one length, one digest.
       if (e.length != e.size) return BadIndex(at + "uncompressed chunk length must equal size");
-      if (!e.content_sha256) e.content_sha256 = e.sha256;
-      if (*e.content_sha256 != e.sha256) {
+      if (e.content_sha256 && *e.content_sha256 != e.sha256) {
         return BadIndex(at + "uncompressed chunk has two different digests");
       }
     }
@@ -204,19 +261,20 @@ Result<ChunkIndex> ParseIndex(const Parse& parse, std::uint64_t text_size) {
     if (e.size == 0 || e.size > index.chunk_size || (!last && e.size != index.chunk_size)) {
       return BadIndex(at + "size must be chunk_size (the last chunk may be shorter)");
     }
+    // Bounded above (at most kMaxChunks chunks of at most kMaxChunkSize bytes): no overflow.
     offset += e.length;
     image += e.size;
   }
   if (image != index.image_size) return BadIndex("chunk sizes do not add up to image_size");
   if (offset != index.payload_size) return BadIndex("chunk lengths do not add up to payload_size");
-  return index;
+  return Ok();
 }
-
-}  // namespace
 
 Result<ChunkIndex> ParseChunkIndex(std::string_view json) {
   return ParseIndex(
-      [json](const auto& on_chunk) { return metadata::ParseJsonStreaming(json, "chunks", on_chunk); },
+      [json](const auto& on_chunk) {
+        return metadata::ParseJsonStreaming(json, "chunks", on_chunk);
+      },
       json.size());
 }
 
@@ -233,21 +291,28 @@ Result<ChunkIndex> ParseChunkIndexFile(const std::filesystem::path& file) {
 std::string SerializeChunkIndex(const ChunkIndex& index) {
   Json chunks = Json::array();
   for (const auto& c : index.chunks) {
-    Json entry = {{"offset", c.offset}, {"length", c.length}, {"sha256", HexEncode(c.sha256)},
+    Json entry = {{"offset", c.offset},
+                  {"length", c.length},
+                  {"sha256", HexEncode(c.sha256)},
                   {"size", c.size}};
     if (c.content_sha256) entry["content_sha256"] = HexEncode(*c.content_sha256);
     chunks.push_back(std::move(entry));
   }
-  Json doc = {{"format", index.format},         {"chunk_size", index.chunk_size},
+  const std::string image_sha256 = IsSha256Hex(index.image_sha256) ? index.image_sha256 : "";
+  Json doc = {{"format", index.format},
+              {"chunk_size", index.chunk_size},
               {"compression", ToString(index.compression)},
-              {"image_size", index.image_size}, {"image_sha256", index.image_sha256},
-              {"payload_size", index.payload_size}, {"chunks", std::move(chunks)}};
-  return metadata::Canonicalize(doc).value();  // integers and strings only: always canonical
+              {"image_size", index.image_size},
+              {"image_sha256", image_sha256},
+              {"payload_size", index.payload_size},
+              {"chunks", std::move(chunks)}};
+  // Integers and ASCII strings only: always canonical.
+  auto text = metadata::Canonicalize(doc);
+  return text ? std::move(*text) : std::string();
 }
 
 Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
-                                const std::filesystem::path& payload,
-                                const BuildOptions& options) {
+                                const std::filesystem::path& payload, const BuildOptions& options) {
   if (options.chunk_size < kMinChunkSize || options.chunk_size > kMaxChunkSize) {
     return Error(Errc::InvalidChunkIndex, "chunk size must be between 4 KiB and 64 MiB");
   }
@@ -255,12 +320,13 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
   const int in = image_fd.get();
   if (in < 0) return Error(Errc::ReadFailed, image.string() + ": " + std::strerror(errno));
 
-  LocalFilesystem fs;
+  Filesystem& fs = options.filesystem != nullptr ? *options.filesystem : ProcessFilesystem();
   auto out = fs.CreateAtomic(payload);
   if (!out) return Error(Errc::WriteFailed, out.error().message());
 
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const unsigned workers = options.threads != 0 ? options.threads : std::max(1u, cores - 1);
+  const unsigned workers =
+      std::min(64u, options.threads != 0 ? options.threads : std::max(1u, cores - 1));
   const std::size_t max_in_flight = 2 * workers;
   std::mutex mu;
   std::condition_variable cv;
@@ -283,9 +349,11 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
         job->sha256 = job->content_sha256;
       } else {
         job->compressed.Allocate(ZSTD_compressBound(job->raw.size));
-        const std::size_t n = cctx == nullptr ? 0 : ZSTD_compressCCtx(
-            cctx, job->compressed.data.get(), job->compressed.size, job->raw.data.get(),
-            job->raw.size, options.level);
+        const std::size_t n =
+            cctx == nullptr
+                ? 0
+                : ZSTD_compressCCtx(cctx, job->compressed.data.get(), job->compressed.size,
+                                    job->raw.data.get(), job->raw.size, options.level);
         ok = cctx != nullptr && !ZSTD_isError(n);
         if (ok) {
           job->compressed.size = n;
@@ -317,8 +385,6 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
     }
   };
   std::vector<std::thread> pool;
-  for (unsigned i = 0; i < workers; ++i) pool.emplace_back(work);
-  pool.emplace_back(hash);
   auto shutdown = [&] {
     {
       std::lock_guard lock(mu);
@@ -327,6 +393,15 @@ Result<ChunkIndex> BuildPayload(const std::filesystem::path& image,
     cv.notify_all();
     for (auto& t : pool) t.join();
   };
+  try {
+    pool.reserve(workers + 1);
+    for (unsigned i = 0; i < workers; ++i) pool.emplace_back(work);
+    pool.emplace_back(hash);
+  } catch (const std::system_error& e) {
+    shutdown();
+    return Error(Errc::CompressFailed,
+                 std::string("cannot start compression threads: ") + e.what());
+  }
 
   ChunkIndex index;
   index.chunk_size = options.chunk_size;
@@ -409,8 +484,11 @@ PayloadVerifier::PayloadVerifier(const ChunkIndex& index, ImageSink sink, ImageD
       sink_(std::move(sink)),
       state_(std::make_unique<State>()),
       image_digest_(image_digest) {
+  // Bounded by the format's largest chunk, whatever an index built in memory says: a larger
+  // chunk is then refused in CompleteChunk instead of sizing a buffer.
   if (index.compression == ChunkCompression::Zstd) {
-    state_->image_chunk.resize(static_cast<std::size_t>(index.chunk_size));
+    state_->image_chunk.resize(
+        static_cast<std::size_t>(std::min<std::uint64_t>(index.chunk_size, kMaxChunkSize)));
   }
 }
 
@@ -433,7 +511,8 @@ Result<void> PayloadVerifier::Feed(std::span<const char> bytes) {
     } else {
       // Allocated on first use: a stream whose pieces hold whole chunks never needs it.
       if (pending_.capacity() == 0) {
-        pending_.reserve(ZSTD_compressBound(static_cast<std::size_t>(index_.chunk_size)));
+        pending_.reserve(ZSTD_compressBound(
+            static_cast<std::size_t>(std::min<std::uint64_t>(index_.chunk_size, kMaxChunkSize))));
       }
       const std::size_t take = std::min(length - pending_.size(), bytes.size());
       pending_.insert(pending_.end(), bytes.begin(),
@@ -457,22 +536,37 @@ Result<void> PayloadVerifier::CompleteChunk(std::span<const char> stored) {
   // Authenticate before decompressing: the decompressor never sees unverified bytes.
   const auto actual = crypto::Sha256(std::string_view(stored.data(), stored.size()));
   if (!crypto::ConstantTimeEqual(actual, chunk.sha256)) {
-    return Error(Errc::ChunkDigestMismatch, "chunk " + std::to_string(next_) + " at payload offset " +
-                                                std::to_string(chunk.offset) + " does not match the index");
+    return Error(Errc::ChunkDigestMismatch,
+                 "chunk " + std::to_string(next_) + " at payload offset " +
+                     std::to_string(chunk.offset) + " does not match the index");
   }
   std::span<const char> out = stored;
   if (index_.compression == ChunkCompression::Zstd) {
-    const std::size_t n = ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
-                                              static_cast<std::size_t>(chunk.size),
-                                              stored.data(), stored.size());
+    if (chunk.size > state_->image_chunk.size()) {
+      return Error(Errc::InvalidChunkIndex,
+                   "chunk " + std::to_string(next_) + " is larger than the index's chunk_size");
+    }
+    if (state_->dctx == nullptr) {
+      return Error(Errc::DecompressFailed, "no memory for a zstd decompression context");
+    }
+    const std::size_t n =
+        ZSTD_decompressDCtx(state_->dctx, state_->image_chunk.data(),
+                            static_cast<std::size_t>(chunk.size), stored.data(), stored.size());
+    if (ZSTD_isError(n) && ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) {
+      // The authenticated frame holds more than the index says: never more than `size` bytes of
+      // it are produced, and none of them are used.
+      return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) +
+                                                " decompresses to more than the index's " +
+                                                std::to_string(chunk.size) + " bytes");
+    }
     if (ZSTD_isError(n)) {
-      return Error(Errc::DecompressFailed, "chunk " + std::to_string(next_) + ": " +
-                                               ZSTD_getErrorName(n));
+      return Error(Errc::DecompressFailed,
+                   "chunk " + std::to_string(next_) + ": " + ZSTD_getErrorName(n));
     }
     if (n != chunk.size) {
-      return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) +
-                                                " decompressed to " + std::to_string(n) +
-                                                " bytes, index says " + std::to_string(chunk.size));
+      return Error(Errc::ChunkSizeMismatch, "chunk " + std::to_string(next_) + " decompressed to " +
+                                                std::to_string(n) + " bytes, index says " +
+                                                std::to_string(chunk.size));
     }
     out = std::span<const char>(state_->image_chunk.data(), n);
   }
@@ -513,10 +607,20 @@ Result<void> PayloadVerifier::Finish() {
   if (failed_) return Error(Errc::ChunkDigestMismatch, "payload already rejected");
   failed_ = true;  // Finish is final
   if (next_ < index_.chunks.size()) {
-    return Error(Errc::PayloadTruncated, "payload ended in chunk " + std::to_string(next_) + " of " +
-                                             std::to_string(index_.chunks.size()));
+    return Error(Errc::PayloadTruncated, "payload ended in chunk " + std::to_string(next_) +
+                                             " of " + std::to_string(index_.chunks.size()));
   }
   if (image_digest_ == ImageDigest::LeftToCaller) return Ok();
+  if (image_digest_ == ImageDigest::FromChunks) {
+    // Each chunk handed out was proven against the signed index, once, in order; together they
+    // are the whole image when they are all there and their sizes add up.
+    if (next_ != index_.chunks.size() || image_out_ != index_.image_size) {
+      return Error(Errc::ImageSizeMismatch, std::to_string(image_out_) +
+                                                " image bytes verified, the index declares " +
+                                                std::to_string(index_.image_size));
+    }
+    return Ok();
+  }
   const auto expected = HexDecode(index_.image_sha256);
   if (!expected || !crypto::ConstantTimeEqual(state_->image_hash.Final(), *expected)) {
     return Error(Errc::ImageDigestMismatch, "image digest does not match the index");

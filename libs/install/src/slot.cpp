@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -46,6 +48,13 @@ Result<SlotDevice> SlotDevice::Open(const std::filesystem::path& path, bool writ
       return Error(Errc::SlotUnavailable, Describe(path, "BLKGETSIZE64"));
     }
     slot.capacity_ = bytes;
+    if (writable) {
+      int logical = 0;
+      if (::ioctl(slot.fd_.get(), BLKSSZGET, &logical) == 0 && logical > 0) {
+        slot.direct_fd_ = UniqueFd(::open(path.c_str(), O_CLOEXEC | O_WRONLY | O_DIRECT));
+        slot.align_ = std::max<std::size_t>(4096, static_cast<std::size_t>(logical));
+      }
+    }
   } else {
     slot.kind_ = SlotKind::File;
     slot.capacity_ = file_capacity != 0 ? file_capacity : std::numeric_limits<std::uint64_t>::max();
@@ -79,6 +88,22 @@ Result<void> SlotDevice::ReadAt(std::uint64_t offset, std::span<char> out) const
 Result<void> SlotDevice::WriteAt(std::uint64_t offset, std::span<const char> data) {
   if (offset > capacity_ || data.size() > capacity_ - offset) {
     return Error(Errc::WriteFailed, path_.string() + ": write past the slot's capacity");
+  }
+  if (direct_fd_.get() >= 0 && offset % align_ == 0 && data.size() % align_ == 0 &&
+      reinterpret_cast<std::uintptr_t>(data.data()) % align_ == 0) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::pwrite(direct_fd_.get(), data.data() + done, data.size() - done,
+                                 static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL && done == 0) {
+        direct_fd_.reset();  // the device refuses direct I/O: the page cache from now on
+        break;
+      }
+      if (n <= 0) return Error(Errc::WriteFailed, Describe(path_, "write"));
+      done += static_cast<std::size_t>(n);
+    }
+    if (done == data.size()) return Ok();
   }
   std::size_t done = 0;
   while (done < data.size()) {

@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 
 namespace upkeep::install {
@@ -42,14 +43,19 @@ class BootEnv {
       const std::map<std::string, std::optional<std::string>>& changes) = 0;
 };
 
-// "name=value" lines in a file replaced atomically (write, fsync, rename, fsync directory).
+// "name=value" lines in a file replaced atomically (write, fsync, rename, fsync directory),
+// through `filesystem` (which must outlive the environment) or the process-wide local one.
 [[nodiscard]] std::unique_ptr<BootEnv> MakeFileBootEnv(std::filesystem::path file);
+[[nodiscard]] std::unique_ptr<BootEnv> MakeFileBootEnv(std::filesystem::path file,
+                                                       Filesystem& filesystem);
 // U-Boot's environment through libubootenv; `config` is an fw_env.config file (device, offset,
 // size, and optionally a redundant copy).
 [[nodiscard]] std::unique_ptr<BootEnv> MakeUBootEnv(std::filesystem::path config);
 // GRUB's environment block (grub-editenv's format: 1024 bytes, "# GRUB Environment Block\n",
 // name=value lines, '#' padding), replaced atomically.
 [[nodiscard]] std::unique_ptr<BootEnv> MakeGrubEnv(std::filesystem::path file);
+[[nodiscard]] std::unique_ptr<BootEnv> MakeGrubEnv(std::filesystem::path file,
+                                                   Filesystem& filesystem);
 
 struct BootloaderOptions {
   std::string slot_variable = "upkeep_slot";

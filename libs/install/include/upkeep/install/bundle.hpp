@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "upkeep/common/clock.hpp"
 #include "upkeep/common/fetcher.hpp"
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 #include "upkeep/install/payload.hpp"
 
@@ -69,5 +71,11 @@ class BundleFetcher final : public Fetcher {
 [[nodiscard]] Result<std::vector<BundleEntry>> CreateBundle(
     const std::filesystem::path& repo_dir, std::string_view trusted_root,
     const std::vector<std::string>& target_paths, const std::filesystem::path& out);
+// The same through `filesystem` (repository reads, scratch metadata, the bundle itself) and with
+// `clock` for the metadata's expiry.
+[[nodiscard]] Result<std::vector<BundleEntry>> CreateBundle(
+    const std::filesystem::path& repo_dir, std::string_view trusted_root,
+    const std::vector<std::string>& target_paths, const std::filesystem::path& out,
+    Filesystem& filesystem, const Clock& clock);
 
 }  // namespace upkeep::install

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "upkeep/common/clock.hpp"
 #include "upkeep/common/fetcher.hpp"
 #include "upkeep/common/result.hpp"
 #include "upkeep/install/events.hpp"
@@ -42,7 +43,8 @@ struct ImageInstallOptions {
   // Bytes of the active slot worth scanning for reusable chunks (0: all of it).
   std::uint64_t reuse_scan_bytes = 0;
   // Chunks an earlier, interrupted run made durable (from the journal). They are read back and
-  // re-checked; the install continues after the last one that still matches.
+  // hashed against their content digests (an index without content digests starts over); the
+  // install continues at the first one that does not match.
   std::size_t start_chunk = 0;
   // Sync the slot and report progress through on_checkpoint about every this many bytes.
   std::uint64_t checkpoint_bytes = 64ull << 20;
@@ -55,6 +57,8 @@ struct ImageInstallOptions {
   // Resumes after a dropped or failed transfer, and the pause before each.
   unsigned max_resumes = 5;
   std::chrono::milliseconds resume_delay{500};
+  // Waits out resume_delay (Clock::SleepFor); nullptr: the process-wide system clock.
+  const Clock* clock = nullptr;
   // After syncing, drop the slot's cached pages and read the image back against its digest.
   bool read_back = false;
   // Decompressed chunks queued for the writer thread (each chunk_size bytes).
@@ -71,9 +75,17 @@ struct ImageInstallReport {
   unsigned resumes = 0;                // transfers resumed after a drop
 };
 
+// How the installer proves the slot holds the signed image, with one SHA-256 pass over the
+// payload (docs/formats/payload.md): every payload chunk is authenticated against the index before
+// it is decompressed, and a zstd chunk must decompress to exactly its declared size; a chunk taken
+// from the active slot, or kept from an interrupted run, is hashed as read against its
+// content_sha256; chunks 0..n-1 are each written once, and their sizes add up to image_size.
+// With read_back, the synced slot is then read again and compared with image_sha256.
+//
 // Installs the image described by `index` (already authenticated: a verified TUF target) from the
-// payload at `payload_url`. Errors: the verifier's (ChunkDigestMismatch, DecompressFailed,
-// ChunkSizeMismatch, ImageDigestMismatch, TrailingData), PayloadTruncated when the payload ends
+// payload at `payload_url`. Errors: InvalidChunkIndex for an inconsistent index (checked before
+// anything is allocated), the verifier's (ChunkDigestMismatch, DecompressFailed,
+// ChunkSizeMismatch, ImageSizeMismatch, TrailingData), PayloadTruncated when the payload ends
 // early even after resuming, DownloadFailed when the transfer keeps failing, SlotUnavailable,
 // SlotTooSmall, WriteFailed, ReadBackMismatch, or the checkpoint callback's own error.
 [[nodiscard]] Result<ImageInstallReport> InstallImage(const ChunkIndex& index, Fetcher& fetcher,

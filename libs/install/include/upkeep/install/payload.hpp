@@ -9,15 +9,16 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 
 namespace upkeep::install {
@@ -53,6 +54,9 @@ inline constexpr std::uint64_t kChunkIndexFormat = 1;
 inline constexpr std::uint64_t kDefaultChunkSize = 1ull << 20;
 inline constexpr std::uint64_t kMinChunkSize = 4096;
 inline constexpr std::uint64_t kMaxChunkSize = 64ull << 20;
+// Chunks one index may list: 4 TiB at the default chunk size, 16 GiB at the smallest. An index
+// listing more is refused as it is parsed, before its entries take memory.
+inline constexpr std::uint64_t kMaxChunks = 1ull << 22;
 
 // How each chunk is stored in the payload: an independent zstd frame, or the image bytes as they
 // are (for images that do not compress, or media faster than the decompressor).
@@ -89,15 +93,22 @@ struct ChunkIndex {
 // The same from a file, read as it is parsed (an index of a 4 GiB image is about 1 MiB of text).
 // Errc::ReadFailed when it cannot be opened.
 [[nodiscard]] Result<ChunkIndex> ParseChunkIndexFile(const std::filesystem::path& file);
-// Canonical JSON of the index.
+// The consistency checks ParseChunkIndex makes, for an index built in memory: chunk_size within
+// bounds, at most kMaxChunks chunks, offsets contiguous, lengths bounded, sizes adding up to
+// image_size, image_sha256 64 lower-case hex characters. Errc::InvalidChunkIndex.
+[[nodiscard]] Result<void> CheckChunkIndex(const ChunkIndex& index);
+// Canonical JSON of the index. An index whose image_sha256 is not hex (only an index built in
+// memory can have one) is written with an empty image_sha256, which every parser refuses.
 [[nodiscard]] std::string SerializeChunkIndex(const ChunkIndex& index);
 
 struct BuildOptions {
   std::uint64_t chunk_size = kDefaultChunkSize;  // uncompressed bytes per chunk
   ChunkCompression compression = ChunkCompression::Zstd;
-  int level = 3;                                 // zstd compression level
+  int level = 3;  // zstd compression level
   // Compression workers; 0 picks one per core but one (the image digest has its own thread).
   unsigned threads = 0;
+  // Writes the payload; nullptr: the process-wide local file system.
+  Filesystem* filesystem = nullptr;
 };
 
 // Compresses `image` into `payload` (written atomically) and returns its index. Memory stays
@@ -110,10 +121,16 @@ struct BuildOptions {
 class PayloadVerifier {
  public:
   using ImageSink = std::function<Result<void>(std::span<const char>)>;
-  // Who checks the whole image's digest: the verifier in Finish (default), or the caller, which
-  // then hashes every chunk handed out (and every local chunk accepted) itself, in order, e.g. on
-  // another thread.
-  enum class ImageDigest { Verify, LeftToCaller };
+  // How the whole image is proven to be the signed one:
+  // - Verify (default): the verifier also hashes every image byte and Finish compares the result
+  //   with image_sha256.
+  // - LeftToCaller: the caller hashes every chunk handed out (and every local chunk accepted)
+  //   itself, in order, e.g. on another thread; Finish checks only that every chunk was seen.
+  // - FromChunks: no second pass. Each chunk is proven on its own by the signed index (stored
+  //   bytes against sha256 and, for zstd, the exact decompressed size; local chunks against
+  //   content_sha256), chunks are handed out once each in order 0..n-1, and Finish checks that
+  //   all n were and that their sizes add up to image_size (docs/formats/payload.md).
+  enum class ImageDigest { Verify, LeftToCaller, FromChunks };
   PayloadVerifier(const ChunkIndex& index, ImageSink sink,
                   ImageDigest image_digest = ImageDigest::Verify);
   ~PayloadVerifier();
@@ -123,7 +140,8 @@ class PayloadVerifier {
   // Payload bytes in order, any piece size. Fails at the first chunk that does not verify; after
   // an error every later call fails too.
   [[nodiscard]] Result<void> Feed(std::span<const char> bytes);
-  // After the last byte: every chunk seen and the whole image's digest matches.
+  // After the last byte: every chunk seen, and the whole image's digest matches (Verify) or the
+  // chunk sizes add up to image_size (FromChunks, Errc::ImageSizeMismatch).
   [[nodiscard]] Result<void> Finish();
 
   // Offers the image bytes of the next chunk from a local source (the active slot, or what an

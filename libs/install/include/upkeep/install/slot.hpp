@@ -31,10 +31,16 @@ class SlotDevice {
   // Current size (a file's length, a device's capacity).
   [[nodiscard]] Result<std::uint64_t> Size() const;
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+  // Alignment a write needs to bypass the page cache; 0 when it never does (files, read-only).
+  [[nodiscard]] std::size_t direct_alignment() const { return direct_fd_.get() >= 0 ? align_ : 0; }
 
   // Reads exactly `out.size()` bytes at `offset`; Errc::ReadFailed on error or short read.
   [[nodiscard]] Result<void> ReadAt(std::uint64_t offset, std::span<char> out) const;
-  // Writes all of `data` at `offset`; Errc::WriteFailed (also past the capacity).
+  // Writes all of `data` at `offset`; Errc::WriteFailed (also past the capacity). On a block
+  // device, a write whose offset, length and buffer address are multiples of direct_alignment()
+  // bypasses the page cache (O_DIRECT): no copy of the data into the kernel, and nothing left for
+  // writeback. Other writes, and every write where O_DIRECT is refused, go through the cache.
+  // Reads are coherent with both.
   [[nodiscard]] Result<void> WriteAt(std::uint64_t offset, std::span<const char> data);
   // Makes everything written so far durable (fdatasync; on a block device also the device's
   // write cache). Errc::WriteFailed.
@@ -46,6 +52,8 @@ class SlotDevice {
   SlotDevice() = default;
   std::filesystem::path path_;
   UniqueFd fd_;
+  UniqueFd direct_fd_;     // the block device opened with O_DIRECT, when it can be
+  std::size_t align_ = 0;  // of offsets, lengths and buffers for direct_fd_
   SlotKind kind_ = SlotKind::File;
   std::uint64_t capacity_ = 0;
 };
