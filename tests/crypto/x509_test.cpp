@@ -194,9 +194,10 @@ TEST_F(X509Test, RejectsCsrWithSubjectChangedAfterSigning) {
 }
 
 // Keys other than P-256 (named curve) and Ed25519 are refused, however well signed.
-TEST_F(X509Test, RejectsCsrWithRsaOrP384Key) {
+TEST_F(X509Test, RejectsCsrWithKeyOtherThanNamedP256OrEd25519) {
   EXPECT_ERRC(ParseCsr(Fixture("rsa2048.csr.pem")), Errc::UnsupportedKeyType);
   EXPECT_ERRC(ParseCsr(Fixture("p384.csr.pem")), Errc::UnsupportedKeyType);
+  EXPECT_ERRC(ParseCsr(Fixture("p256_explicit.csr.pem")), Errc::UnsupportedKeyType);
 }
 
 // A CN in invalid UTF-8 does not decode; a CN outside [A-Za-z0-9._-] is not a device ID.
@@ -459,6 +460,28 @@ TEST_F(X509Test, AcceptsClientCertificateFromAnIndependentImplementation) {
     EXPECT_EQ(info->not_before, kStart);
     EXPECT_ERRC(VerifyIssuedBy(cert, *ca_pem_, at), Errc::WrongIssuer);
   }
+}
+
+// A certificate must name one device unambiguously: one device URI, a valid ID, equal to the CN.
+TEST_F(X509Test, RejectsCertificateNamingDevicesAmbiguously) {
+  EXPECT_ERRC(ParseCertificate(Fixture("pyca_uri_cn_mismatch.pem")), Errc::InvalidName);
+  EXPECT_ERRC(ParseCertificate(Fixture("pyca_two_device_uris.pem")), Errc::InvalidName);
+  EXPECT_ERRC(ParseCertificate(Fixture("pyca_bad_uri_id.pem")), Errc::InvalidName);
+  EXPECT_ERRC(VerifyIssuedBy(Fixture("pyca_uri_cn_mismatch.pem"), Fixture("pyca_ca.pem"), kNow),
+              Errc::InvalidName);
+}
+
+// Without the clientAuth extended key usage a certificate from the right CA is not a client's.
+TEST_F(X509Test, RejectsCertificateWithoutClientAuthUsage) {
+  EXPECT_ERRC(VerifyIssuedBy(Fixture("pyca_no_eku.pem"), Fixture("pyca_ca.pem"), kNow),
+              Errc::NotAClientCertificate);
+}
+
+// A critical extension upkeep does not understand makes the certificate unusable (RFC 5280).
+TEST_F(X509Test, RejectsCertificateWithUnknownCriticalExtension) {
+  EXPECT_ERRC(ParseCertificate(Fixture("pyca_unknown_critical.pem")), Errc::Malformed);
+  EXPECT_ERRC(VerifyIssuedBy(Fixture("pyca_unknown_critical.pem"), Fixture("pyca_ca.pem"), kNow),
+              Errc::Malformed);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 (pyca/cryptography). Run from this directory: python3 gen_fixtures.py. Output is committed."""
 
 import datetime
+import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,6 +47,13 @@ write("rsa2048.key.pem", rsa2048.private_bytes(serialization.Encoding.PEM,
                                                serialization.NoEncryption()))
 write("rsa2048.spki.der", rsa2048.public_key().public_bytes(
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+# P-256 with explicit curve parameters instead of the named-curve OID (pyca cannot write these).
+subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-param_enc", "explicit", "-genkey",
+                "-noout", "-out", "explicit.key.tmp"], check=True)
+subprocess.run(["openssl", "req", "-new", "-key", "explicit.key.tmp", "-subj", "/CN=device-explicit",
+                "-out", "p256_explicit.csr.pem"], check=True)
+__import__("os").remove("explicit.key.tmp")
+
 # Valid UTF-8 common names that are not device IDs.
 write("unicode_cn.csr.pem", pem(csr(p256, "d\u00e9vice")))
 write("control_cn.csr.pem", pem(csr(p256, "dev\nice")))
@@ -77,19 +85,41 @@ ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
       .add_extension(ca_ski, critical=False)
       .sign(ca_key, hashes.SHA256()))
 write("pyca_ca.pem", pem(ca))
-client = (x509.CertificateBuilder()
-          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-py")]))
-          .issuer_name(ca_name).public_key(p256.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
-                                       False), critical=True)
-          .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-          .add_extension(x509.SubjectAlternativeName(
-              [x509.UniformResourceIdentifier("urn:upkeep:device:device-py")]), critical=False)
-          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
+
+
+def client_cert(cn, uris, eku=True, extra=None):
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+         .issuer_name(ca_name).public_key(p256.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(start).not_valid_after(end)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                      False), critical=True)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                        critical=False))
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False)
+    if uris:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
+    if extra:
+        b = b.add_extension(extra, critical=True)
+    return b.sign(ca_key, hashes.SHA256())
+
+
+client = client_cert("device-py", ["urn:upkeep:device:device-py"])
+# Certificates from the right CA that must still be refused.
+write("pyca_uri_cn_mismatch.pem",
+      pem(client_cert("device-a", ["urn:upkeep:device:device-b"])))
+write("pyca_two_device_uris.pem",
+      pem(client_cert("device-a", ["urn:upkeep:device:device-a", "urn:upkeep:device:device-b"])))
+write("pyca_bad_uri_id.pem", pem(client_cert("device-a", ["urn:upkeep:device:device a/.."])))
+write("pyca_no_eku.pem", pem(client_cert("device-py", ["urn:upkeep:device:device-py"], eku=False)))
+write("pyca_unknown_critical.pem",
+      pem(client_cert("device-py", ["urn:upkeep:device:device-py"],
+                      extra=x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
+                                                       b"\x05\x00"))))
 write("pyca_client.pem", pem(client))
 write("pyca_client.der", client.public_bytes(serialization.Encoding.DER))
