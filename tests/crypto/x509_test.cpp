@@ -164,6 +164,7 @@ TEST_F(X509Test, CsrRoundTripReturnsNameAndKey) {
     auto info = ParseCsr(*pem);
     ASSERT_TRUE(info) << info.error().ToString();
     EXPECT_EQ(info->common_name, "device-1");
+    EXPECT_EQ(info->subject, "CN=device-1");
     EXPECT_EQ(info->public_key, key.public_key());
   }
 }

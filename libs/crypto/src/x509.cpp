@@ -678,6 +678,7 @@ Result<CsrInfo> ParseCsr(std::string_view pem) {
     return Fail(Errc::InvalidName, "the CSR needs one CN that is a device ID");
   }
   info.common_name = *cn;
+  UPKEEP_ASSIGN_OR_RETURN(info.subject, NameText(X509_REQ_get_subject_name(req.get())));
   ERR_clear_error();
   return info;
 }

@@ -50,7 +50,7 @@ inline constexpr std::size_t kMaxInputBytes = 16 * 1024;
 inline constexpr std::size_t kMaxDeviceIdLength = 64;
 inline constexpr std::string_view kDeviceUriPrefix = "urn:upkeep:device:";
 
-// [A-Za-z0-9._-]{1,64}: printable ASCII only, so it is safe in logs, paths and URLs.
+// [A-Za-z0-9._-]{1,64}, except "." and "..": safe in logs, URLs and as a path component.
 [[nodiscard]] bool IsValidDeviceId(std::string_view device_id);
 
 enum class TlsKeyType { EcdsaP256, Ed25519 };
@@ -102,6 +102,7 @@ struct Validity {
 
 struct CsrInfo {
   std::string common_name;      // the subject CN, a valid device ID
+  std::string subject;          // the whole subject, RFC 2253, non-ASCII and control bytes escaped
   SubjectPublicKey public_key;  // the key whose signature the CSR carries
 };
 
