@@ -77,9 +77,8 @@ class TlsKey {
   [[nodiscard]] TlsKeyType type() const { return public_key_.type; }
   [[nodiscard]] const SubjectPublicKey& public_key() const { return public_key_; }
 
-  struct Handle;  // wraps EVP_PKEY (defined in x509.cpp)
-
  private:
+  struct Handle;  // wraps EVP_PKEY (defined in x509.cpp)
   friend struct TlsKeyAccess;
   TlsKey() = default;
   std::shared_ptr<Handle> handle_;
@@ -181,10 +180,11 @@ struct CertificateInfo {
 // valid at `at`: the CA is a CA and valid at `at`; the issuer name and key identifier match; the
 // signature verifies (ECDSA-SHA256 or Ed25519); not_before <= at <= not_after; CA:FALSE;
 // extendedKeyUsage includes clientAuth; keyUsage (if present) includes digitalSignature; it names
-// a device. Checked in that order; the first failure is returned:
-// Errc::Malformed, Errc::TooLarge, Errc::UnsupportedKeyType, Errc::NotACaCertificate,
-// Errc::WrongIssuer, Errc::BadSignature, Errc::NotYetValid, Errc::Expired,
-// Errc::NotAClientCertificate, Errc::InvalidName.
+// a device. Checked in that order after both parse; the first failure is returned:
+// Errc::Malformed, Errc::TooLarge, Errc::UnsupportedKeyType, Errc::InvalidName (as
+// ParseCertificate), Errc::NotACaCertificate, Errc::WrongIssuer, Errc::BadSignature,
+// Errc::NotYetValid, Errc::Expired (the CA's validity, then the certificate's),
+// Errc::NotAClientCertificate, Errc::InvalidName (names no device).
 // Whether the serial is blocked is the caller's check (on the returned serial_hex).
 [[nodiscard]] Result<CertificateInfo> VerifyIssuedBy(std::string_view cert,
                                                      std::string_view ca_cert,
