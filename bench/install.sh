@@ -62,12 +62,12 @@ for variant in raw zstd; do
   "disruption": {"reboot": true, "downtime_seconds": 30, "available_during_update": []},
   "settings_impact": {"effect": "none", "note": ""},
   "payload": {"format": "chunked", "installed_size": $image_size,
-              "chunk_index": "fw/rootfs-$variant.chunks.json"}}}
+              "chunk_index": "rootfs/rootfs-$variant.chunks.json"}}}
 JSON
   "$upkeep" repo add-target "$work/repo" "$work/build-$variant/rootfs.img.payload" \
-    --name "fw/rootfs-$variant.payload" --meta "$work/meta-$variant.json" >/dev/null
+    --name "rootfs/rootfs-$variant.payload" --meta "$work/meta-$variant.json" >/dev/null
   "$upkeep" repo add-target "$work/repo" "$work/build-$variant/rootfs.img.chunks.json" \
-    --name "fw/rootfs-$variant.chunks.json" --meta "$work/meta-$variant.json" >/dev/null
+    --name "rootfs/rootfs-$variant.chunks.json" --meta "$work/meta-$variant.json" >/dev/null
 done
 for key in "$work"/repo/keys/*.pem; do
   "$upkeep" repo sign "$work/repo" targets --key "$key" >/dev/null 2>&1 || true  # only targets keys count
@@ -77,7 +77,7 @@ trusted_root="$work/www/metadata/1.root.json"
 zstd_payload_file=$(find "$work/www/targets" -type f -name '*rootfs-zstd.payload' | head -n 1)
 for variant in raw zstd; do
   "$upkeep" bundle create --repo "$work/www" --root "$trusted_root" \
-    --target "fw/rootfs-$variant.payload" --target "fw/rootfs-$variant.chunks.json" \
+    --target "rootfs/rootfs-$variant.payload" --target "rootfs/rootfs-$variant.chunks.json" \
     -o "$work/$variant.upkb" >/dev/null
 done
 chunk_size=$(node -e 'console.log(require(process.argv[1]).chunk_size)' \
@@ -205,7 +205,7 @@ fs.readSync(fd,b,0,1,Number(process.argv[2]));b[0]^=0xff;fs.writeSync(fd,b,0,1,N
 fs.closeSync(fd);' "$payload_file" "$flip_at"
 tamper_note=""
 if ! "$upkeep" bundle create --repo "$work/www-tampered" --root "$trusted_root" \
-    --target fw/rootfs-zstd.payload --target fw/rootfs-zstd.chunks.json \
+    --target rootfs/rootfs-zstd.payload --target rootfs/rootfs-zstd.chunks.json \
     -o "$work/tampered.upkb" >"$work/tamper-bundle.out" 2>&1; then
   # bundle create checks the target hashes: flip the same byte inside a good bundle instead.
   tamper_note=" (bundle create refused the tampered repository: $(head -n 1 "$work/tamper-bundle.out");

@@ -399,6 +399,7 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
     o.on_event = [this](const install::Event& e) { Emit(e.id.c_str(), e.message, e.data); };
     o.max_resumes = config_.install.max_resumes;
     o.resume_delay = config_.install.resume_delay;
+    o.clock = &clock_;
     o.read_back = config_.slots.read_back;
     auto report = install::InstallImage(index, *source.fetcher,
                                         source.updater->TargetUrl(target, source.targets_url), o);
