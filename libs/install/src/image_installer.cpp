@@ -59,6 +59,7 @@ class WritePipeline {
     for (std::size_t i = 0; i < std::clamp<std::size_t>(buffers, 1, kMaxBuffers); ++i) {
       free_.push_back(std::make_unique<Job>());
       free_.back()->data.reset(static_cast<char*>(std::aligned_alloc(kBufferAlignment, rounded)));
+      // nothrow: caught by WritePipeline::Create, which returns WriteFailed
       if (!free_.back()->data) throw std::bad_alloc();
     }
     thread_ = std::thread([this] { Run(); });
@@ -67,6 +68,7 @@ class WritePipeline {
         syncer_ = std::thread([this] { RunSyncs(); });
       } catch (...) {
         Stop();
+        // nothrow: rethrown to WritePipeline::Create, which returns WriteFailed
         throw;
       }
     }

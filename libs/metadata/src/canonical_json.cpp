@@ -134,6 +134,7 @@ namespace {
 // Parses a whole text.
 auto FromText(std::string_view text) {
   return [text](const auto& callback) {
+    // nothrow: Parse catches every exception of the parse and returns MalformedJson
     return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
                        /*ignore_comments=*/false);
   };
@@ -156,6 +157,7 @@ Result<Json> Parse(const Read& read, const std::string* array_key,
     switch (event) {
       case Json::parse_event_t::object_start:
       case Json::parse_event_t::array_start:
+        // nothrow: caught in Parse and returned as MalformedJson
         if (depth >= kMaxJsonDepth) throw RejectJson{"nesting deeper than 64 levels"};
         open.emplace_back();
         if (event == Json::parse_event_t::object_start) open.back().emplace();
@@ -170,6 +172,7 @@ Result<Json> Parse(const Read& read, const std::string* array_key,
         if (in_stream && depth == 1) {
           in_stream = false;
         } else if (in_stream && depth == 2) {
+          // nothrow: caught in Parse and returned as the element's error
           if (auto r = (*on_element)(parsed); !r) throw ElementError{std::move(r).error()};
           return false;  // handed over: not kept in the document
         }
@@ -177,12 +180,14 @@ Result<Json> Parse(const Read& read, const std::string* array_key,
       case Json::parse_event_t::key:
         if (!open.empty() && open.back() &&
             !open.back()->insert(parsed.get<std::string>()).second) {
+          // nothrow: caught in Parse and returned as MalformedJson
           throw RejectJson{"duplicate object key \"" + parsed.get<std::string>() + "\""};
         }
         if (depth == 1) top_key = parsed.get<std::string>();
         break;
       case Json::parse_event_t::value:
         if (in_stream && depth == 2) {
+          // nothrow: caught in Parse and returned as the element's error
           if (auto r = (*on_element)(parsed); !r) throw ElementError{std::move(r).error()};
           return false;
         }
@@ -216,6 +221,7 @@ Result<Json> ParseJsonStreaming(std::istream& in, const std::string& array_key,
                                 const std::function<Result<void>(const Json&)>& on_element) {
   return Parse(
       [&in](const auto& callback) {
+        // nothrow: Parse catches every exception of the parse and returns MalformedJson
         return Json::parse(in, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
       },
       &array_key, &on_element);

@@ -193,6 +193,7 @@ Result<void> JsonReader::NoUnknownKeys() const {
 Json JsonReader::Unrecognized() const {
   Json out = Json::object();
   for (auto it = object_->begin(); it != object_->end(); ++it) {
+    // nothrow: an object iterator's value, not an optional
     if (!read_.contains(it.key())) out[it.key()] = it.value();
   }
   return out;

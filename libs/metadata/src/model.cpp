@@ -26,6 +26,7 @@ Error Invalid(const std::string& where, const std::string& what) {
 void AddUnrecognized(Json& out, const Json& unrecognized) {
   if (!unrecognized.is_object()) return;
   for (auto it = unrecognized.begin(); it != unrecognized.end(); ++it) {
+    // nothrow: an object iterator's value, not an optional
     if (!out.contains(it.key())) out[it.key()] = it.value();
   }
 }
@@ -411,6 +412,7 @@ std::shared_ptr<const std::optional<crypto::PublicKey>> DecodeKey(const std::str
   if (auto it = cache.find(id); it != cache.end()) return it->second;
   auto parsed = crypto::PublicKey::FromTuf(keytype, scheme, public_value);
   auto decoded = std::make_shared<const std::optional<crypto::PublicKey>>(
+      // nothrow: the error case returned just above
       parsed ? std::optional<crypto::PublicKey>(std::move(parsed).value()) : std::nullopt);
   if (cache.size() >= kMaxCachedKeys) cache.clear();
   cache.emplace(std::move(id), decoded);
@@ -656,6 +658,7 @@ void BodyToJson(const TargetsBody& b, Json& out) {
 // JSON text of `value`; nlohmann throws on strings that are not UTF-8.
 Result<std::string> Dump(const Json& value, int indent) {
   try {
+    // nothrow: inside try; the catch below returns an error
     return value.dump(indent);
   } catch (const Json::exception& e) {
     return Error(Errc::InvalidMetadata, std::string("cannot serialise metadata: ") + e.what());

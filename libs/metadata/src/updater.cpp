@@ -102,6 +102,7 @@ Result<std::optional<std::string>> Updater::ReadLocal(const std::string& role,
     }
     return Error(Errc::StorageFailed, bytes.error().message());
   }
+  // nothrow: the error case returned just above
   return std::optional<std::string>(std::move(bytes).value());
 }
 

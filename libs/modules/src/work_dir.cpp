@@ -119,6 +119,7 @@ Result<void> PrepareWorkDir(Filesystem& fs, const fs::path& work_dir, const Comp
   j["module_args"] = std::move(args);
   std::string text;
   try {
+    // nothrow: inside try; the catch below returns an error
     text = j.dump(2) + "\n";
   } catch (const Json::exception& e) {  // invalid UTF-8 in a string
     return Error(Errc::InvalidHeader, std::string("header.json: ") + e.what());

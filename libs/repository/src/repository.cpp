@@ -172,6 +172,7 @@ std::string SettingsToBytes(const Settings& settings) {
               {"delegations", Json::object()}};
   for (const auto& [role, delegator] : settings.delegations) doc["delegations"][role] = delegator;
   // Role names were checked as target-role names (UTF-8) before they were stored.
+  // nothrow: the replace handler never throws on text
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
@@ -190,6 +191,7 @@ metadata::TimePoint Repository::Expiry(const std::string& role) const {
 Result<void> Repository::WriteKey(const crypto::PrivateKey& key, const std::string& keyid) {
   auto pem = key.ToPem(passphrase_.view());
   if (!pem) return std::move(pem).error();
+  // nothrow: the error case returned just above
   crypto::SecretString secret(std::move(pem).value());
   auto written = crypto::WritePrivateKeyFile(dir_ / "keys" / (keyid + ".pem"), secret.view());
   if (!written) return Error(Errc::IoError, written.error().message());
@@ -246,6 +248,7 @@ Result<Repository> Repository::Init(const fs::path& dir, const InitOptions& o, F
   if (o.targets_token_key) {
     auto key = crypto::PrivateKey::FromPkcs11(*o.targets_token_key);
     if (!key) return std::move(key).error();
+    // nothrow: the error case returned just above
     token_key = std::move(key).value();
   }
   for (const auto& [role, counts] : plan) {
@@ -305,6 +308,7 @@ Result<void> Repository::Load() {
     if (role == "root") {
       auto root = metadata::ParseRoot(*bytes);
       if (!root) return Corrupt(name, root.error());
+      // nothrow: the error case returned just above
       root_ = std::move(root).value();
       if (root_.version > kMaxVersion) {
         return Error(Errc::CorruptFile,
@@ -326,6 +330,7 @@ Result<void> Repository::Load() {
           return Error(Errc::CorruptFile, name + ": target " + path + " has no sha256 hash");
         }
       }
+      // nothrow: the error case returned just above
       targets_.insert_or_assign(role, std::move(targets).value());
     }
   }
@@ -352,6 +357,7 @@ Result<crypto::PrivateKey> Repository::LoadKey(const fs::path& file) const {
   }
   auto read = fs_->ReadFile(file, kMaxKeyFile);
   if (!read) return Io(read.error());
+  // nothrow: the error case returned just above
   const crypto::SecretString pem(std::move(read).value());
   auto key = crypto::PrivateKey::FromPem(pem.view(), passphrase_.view());
   if (!key) {
@@ -372,6 +378,7 @@ Result<std::optional<metadata::Root>> Repository::PublishedRoot() const {
   if (!bytes) return Io(bytes.error());
   auto root = metadata::ParseRoot(*bytes);
   if (!root) return Corrupt("published-root.json", root.error());
+  // nothrow: the error case returned just above
   return std::optional<metadata::Root>(std::move(root).value());
 }
 

@@ -165,6 +165,7 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& field : msg) {
       std::string name(field.name_string());
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      // nothrow: a header field's value, not an optional
       req.headers[name] = std::string(field.value());
     }
     req.body = msg.body();

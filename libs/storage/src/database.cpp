@@ -405,6 +405,7 @@ class PooledDatabase final : public Database {
     }
     auto made = factory_();
     if (!made) return std::move(made).error();  // lease (empty) frees the slot
+    // nothrow: the error case returned just above
     lease.conn = std::move(made).value();
     return lease;
   }
@@ -519,6 +520,7 @@ Result<std::unique_ptr<Database>> OpenDatabase(const std::string& url, Options o
       auto factory = internal::PostgresqlFactory(url, options, scrub);
       if (!factory) return std::move(factory).error();
       auto db = std::make_unique<PooledDatabase>(Backend::kPostgresql, std::move(options),
+                                                 // nothrow: the error case returned just above
                                                  std::move(factory).value());
       if (auto r = db->Connect(); !r) return std::move(r).error().WithContext(info.redacted);
       return std::unique_ptr<Database>(std::move(db));
@@ -541,6 +543,7 @@ Result<std::unique_ptr<Database>> OpenDatabase(const std::string& url, Options o
     auto factory = internal::SqliteFactory(path, options);
     if (!factory) return std::move(factory).error();
     auto db = std::make_unique<PooledDatabase>(Backend::kSqlite, std::move(options),
+                                               // nothrow: the error case returned just above
                                                std::move(factory).value());
     if (auto r = db->Connect(); !r) return std::move(r).error().WithContext(path);
     return std::unique_ptr<Database>(std::move(db));

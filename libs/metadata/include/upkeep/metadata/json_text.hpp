@@ -13,6 +13,7 @@ namespace upkeep::metadata {
 // U+FFFD, so the text is always valid JSON; nlohmann's dump() would throw instead. Only running
 // out of memory can still throw (std::bad_alloc).
 [[nodiscard]] inline std::string DumpJson(const Json& value, int indent = -1) {
+  // nothrow: the replace handler never throws on text; only std::bad_alloc
   return value.dump(indent, ' ', false, Json::error_handler_t::replace);
 }
 

@@ -205,6 +205,7 @@ std::invoke_result_t<F&, Tx&> Database::InTransaction(F&& body) {
         [&body, &out](Tx& tx) -> Result<void> {
           R v = body(tx);
           if (!v) return std::move(v).error();
+          // nothrow: the error case returned just above
           out.emplace(std::move(v).value());
           return Ok();
         },
