@@ -86,8 +86,8 @@ for t in rootfs/rootfs.img.chunks.json rootfs/rootfs.img.payload; do
   "$client" --metadata-dir "$work/device" --metadata-url "$(repo release)" --target-name "$t" \
     --target-base-url "$(targets release)" --target-dir "$work/device-downloads" download
 done
-"$upkeep" image verify "$work/device-downloads/fw%2Frootfs.img.chunks.json" \
-  "$work/device-downloads/fw%2Frootfs.img.payload" -o "$work/device-rootfs.img"
+"$upkeep" image verify "$work/device-downloads/rootfs%2Frootfs.img.chunks.json" \
+  "$work/device-downloads/rootfs%2Frootfs.img.payload" -o "$work/device-rootfs.img"
 cmp "$work/rootfs.img" "$work/device-rootfs.img" && echo "installed image is byte-identical to the release"
 
 say "9. The same release on a USB stick: an offline bundle, verified with the same rules"

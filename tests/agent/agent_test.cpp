@@ -525,5 +525,26 @@ TEST_F(AgentCliTest, RecordsInvalidUtf8AndControlBytesSafely) {
   EXPECT_EQ(JsonLines().back()["result"]["last"]["detail"], back->last->detail);
 }
 
+// The journal is read strictly (one typed reader): a member of the wrong kind, an unknown member
+// or a negative number is JournalCorrupt, never a guess.
+TEST(JournalFormatTest, RejectsWrongKindsAndUnknownMembers) {
+  DeviceState s;
+  s.components["rootfs"] = InstalledComponent{"1", "rootfs/a", "", 10, 3, "a"};
+  const auto good = metadata::Json::parse(SerializeDeviceState(s));
+  ASSERT_TRUE(ParseDeviceState(good.dump()).has_value());
+  auto unknown = good;
+  unknown["extra"] = 1;
+  EXPECT_ERRC(ParseDeviceState(unknown.dump()), Errc::JournalCorrupt);
+  auto wrong_kind = good;
+  wrong_kind["components"]["rootfs"]["image_size"] = "10";
+  EXPECT_ERRC(ParseDeviceState(wrong_kind.dump()), Errc::JournalCorrupt);
+  auto negative = good;
+  negative["security"]["rootfs"] = {{"security_version", -1}, {"rollback_sequence", 0}};
+  EXPECT_ERRC(ParseDeviceState(negative.dump()), Errc::JournalCorrupt);
+  auto unknown_nested = good;
+  unknown_nested["components"]["rootfs"]["surprise"] = true;
+  EXPECT_ERRC(ParseDeviceState(unknown_nested.dump()), Errc::JournalCorrupt);
+}
+
 }  // namespace
 }  // namespace upkeep::agent

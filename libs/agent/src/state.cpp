@@ -6,6 +6,7 @@
 
 #include "upkeep/agent/config.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/json_reader.hpp"
 #include "upkeep/metadata/json_text.hpp"
 
 namespace upkeep::agent {
@@ -30,84 +31,84 @@ Error Corrupt(const std::string& what) {
   return Error(Errc::JournalCorrupt, "state.json: " + what);
 }
 
-// Typed reads that turn any mismatch into JournalCorrupt.
-Result<std::string> Str(const Json& o, const char* key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->is_string()) return Corrupt(std::string(key) + " must be a string");
-  return it->get<std::string>();
-}
-Result<std::uint64_t> Num(const Json& o, const char* key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->is_number_unsigned()) {
-    return Corrupt(std::string(key) + " must be a non-negative integer");
+// The journal is read with the one typed JSON reader (metadata/json_reader.hpp): every member of
+// the kind the format says, no member the format does not name. Any mismatch is JournalCorrupt.
+using metadata::JsonReader;
+constexpr metadata::StringRules kAnyString{.allow_empty = true};
+
+Result<DeviceState> Read(const Json& doc) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
+  UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t format, r.Uint("format"));
+  if (format != kStateFormat) return r.Fail("format", "unknown format " + std::to_string(format));
+  DeviceState s;
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader components, r.Object("components"));
+  for (const auto& [name, value] : components.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader c, components.Object(name));
+    InstalledComponent ic;
+    UPKEEP_ASSIGN_OR_RETURN(ic.version, c.String("version", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(ic.target, c.String("target", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(ic.image_sha256, c.String("image_sha256", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(ic.image_size, c.Uint("image_size"));
+    UPKEEP_ASSIGN_OR_RETURN(ic.security_version, c.Uint("security_version"));
+    UPKEEP_ASSIGN_OR_RETURN(ic.slot, c.String("slot", kAnyString));
+    UPKEEP_TRY(c.NoUnknownKeys());
+    s.components.emplace(name, std::move(ic));
   }
-  return it->get<std::uint64_t>();
-}
-Result<const Json*> Obj(const Json& o, const char* key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->is_object()) return Corrupt(std::string(key) + " must be an object");
-  return &*it;
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader security, r.Object("security"));
+  for (const auto& [name, value] : security.json().items()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader f, security.Object(name));
+    SecurityFloor floor;
+    UPKEEP_ASSIGN_OR_RETURN(floor.security_version, f.Uint("security_version"));
+    UPKEEP_ASSIGN_OR_RETURN(floor.rollback_sequence, f.Uint("rollback_sequence"));
+    UPKEEP_TRY(f.NoUnknownKeys());
+    s.security.emplace(name, floor);
+  }
+  if (const Json* update = r.Optional("update"); update != nullptr && !update->is_null()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader u, r.Object("update"));
+    PendingUpdate p;
+    UPKEEP_ASSIGN_OR_RETURN(const std::string state, u.String("state"));
+    const auto parsed = UpdateStateFromString(state);
+    if (!parsed || *parsed == UpdateState::Idle) {
+      return u.Fail("state", "unknown update state " + state);
+    }
+    p.state = *parsed;
+    UPKEEP_ASSIGN_OR_RETURN(p.id, u.String("id", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.component, u.String("component", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.target, u.String("target", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.version, u.String("version", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.security_version, u.Uint("security_version"));
+    UPKEEP_ASSIGN_OR_RETURN(p.rollback_sequence, u.OptionalUint("rollback_sequence"));
+    UPKEEP_ASSIGN_OR_RETURN(p.from_slot, u.String("from_slot", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.to_slot, u.String("to_slot", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.image_sha256, u.String("image_sha256", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(p.image_size, u.Uint("image_size"));
+    UPKEEP_ASSIGN_OR_RETURN(p.durable_chunks, u.Uint("durable_chunks"));
+    UPKEEP_ASSIGN_OR_RETURN(p.boot_id, u.String("boot_id", kAnyString));
+    UPKEEP_TRY(u.NoUnknownKeys());
+    s.update = std::move(p);
+  } else {
+    r.MarkRead("update");
+  }
+  if (const Json* last = r.Optional("last"); last != nullptr && !last->is_null()) {
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader l, r.Object("last"));
+    LastResult result;
+    UPKEEP_ASSIGN_OR_RETURN(result.outcome, l.String("outcome"));
+    UPKEEP_ASSIGN_OR_RETURN(result.target, l.String("target", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(result.version, l.String("version", kAnyString));
+    UPKEEP_ASSIGN_OR_RETURN(result.detail, l.String("detail", kAnyString));
+    UPKEEP_TRY(l.NoUnknownKeys());
+    s.last = std::move(result);
+  } else {
+    r.MarkRead("last");
+  }
+  UPKEEP_TRY(r.NoUnknownKeys());
+  return s;
 }
 
 Result<DeviceState> FromJson(const Json& doc) {
-  if (!doc.is_object()) return Corrupt("not an object");
-  UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t format, Num(doc, "format"));
-  if (format != kStateFormat) return Corrupt("unknown format " + std::to_string(format));
-  DeviceState s;
-  UPKEEP_ASSIGN_OR_RETURN(const Json* components, Obj(doc, "components"));
-  for (const auto& [name, c] : components->items()) {
-    if (!c.is_object()) return Corrupt("component " + name);
-    InstalledComponent ic;
-    UPKEEP_ASSIGN_OR_RETURN(ic.version, Str(c, "version"));
-    UPKEEP_ASSIGN_OR_RETURN(ic.target, Str(c, "target"));
-    UPKEEP_ASSIGN_OR_RETURN(ic.image_sha256, Str(c, "image_sha256"));
-    UPKEEP_ASSIGN_OR_RETURN(ic.image_size, Num(c, "image_size"));
-    UPKEEP_ASSIGN_OR_RETURN(ic.security_version, Num(c, "security_version"));
-    UPKEEP_ASSIGN_OR_RETURN(ic.slot, Str(c, "slot"));
-    s.components.emplace(name, std::move(ic));
-  }
-  UPKEEP_ASSIGN_OR_RETURN(const Json* security, Obj(doc, "security"));
-  for (const auto& [name, f] : security->items()) {
-    if (!f.is_object()) return Corrupt("security " + name);
-    SecurityFloor floor;
-    UPKEEP_ASSIGN_OR_RETURN(floor.security_version, Num(f, "security_version"));
-    UPKEEP_ASSIGN_OR_RETURN(floor.rollback_sequence, Num(f, "rollback_sequence"));
-    s.security.emplace(name, floor);
-  }
-  if (auto it = doc.find("update"); it != doc.end() && !it->is_null()) {
-    const Json& u = *it;
-    if (!u.is_object()) return Corrupt("update must be an object");
-    PendingUpdate p;
-    UPKEEP_ASSIGN_OR_RETURN(const std::string state, Str(u, "state"));
-    const auto parsed = UpdateStateFromString(state);
-    if (!parsed || *parsed == UpdateState::Idle) return Corrupt("unknown update state " + state);
-    p.state = *parsed;
-    UPKEEP_ASSIGN_OR_RETURN(p.id, Str(u, "id"));
-    UPKEEP_ASSIGN_OR_RETURN(p.component, Str(u, "component"));
-    UPKEEP_ASSIGN_OR_RETURN(p.target, Str(u, "target"));
-    UPKEEP_ASSIGN_OR_RETURN(p.version, Str(u, "version"));
-    UPKEEP_ASSIGN_OR_RETURN(p.security_version, Num(u, "security_version"));
-    if (u.contains("rollback_sequence")) {
-      UPKEEP_ASSIGN_OR_RETURN(p.rollback_sequence, Num(u, "rollback_sequence"));
-    }
-    UPKEEP_ASSIGN_OR_RETURN(p.from_slot, Str(u, "from_slot"));
-    UPKEEP_ASSIGN_OR_RETURN(p.to_slot, Str(u, "to_slot"));
-    UPKEEP_ASSIGN_OR_RETURN(p.image_sha256, Str(u, "image_sha256"));
-    UPKEEP_ASSIGN_OR_RETURN(p.image_size, Num(u, "image_size"));
-    UPKEEP_ASSIGN_OR_RETURN(p.durable_chunks, Num(u, "durable_chunks"));
-    UPKEEP_ASSIGN_OR_RETURN(p.boot_id, Str(u, "boot_id"));
-    s.update = std::move(p);
-  }
-  if (auto it = doc.find("last"); it != doc.end() && !it->is_null()) {
-    if (!it->is_object()) return Corrupt("last must be an object");
-    LastResult l;
-    UPKEEP_ASSIGN_OR_RETURN(l.outcome, Str(*it, "outcome"));
-    UPKEEP_ASSIGN_OR_RETURN(l.target, Str(*it, "target"));
-    UPKEEP_ASSIGN_OR_RETURN(l.version, Str(*it, "version"));
-    UPKEEP_ASSIGN_OR_RETURN(l.detail, Str(*it, "detail"));
-    s.last = std::move(l);
-  }
-  return s;
+  auto state = Read(doc);
+  if (!state) return Corrupt(state.error().message());
+  return state;
 }
 
 Json ToJson(const DeviceState& s) {
