@@ -17,6 +17,7 @@
 #include "upkeep/common/paths.hpp"
 #include "upkeep/common/unique_fd.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/json_reader.hpp"
 #include "upkeep/metadata/updater.hpp"
 
 namespace upkeep::install {
@@ -124,25 +125,31 @@ Result<Bundle> Bundle::Open(const fs::path& path) {
   }
   std::string toc(static_cast<std::size_t>(toc_length), '\0');
   UPKEEP_TRY(ReadAt(fd.get(), kHeaderBytes, toc.data(), toc.size()));
+  // The table of contents is read with the one typed JSON reader (metadata/json_reader.hpp).
   auto doc = metadata::ParseJson(toc);
-  if (!doc || !doc->is_object()) return Malformed("table of contents is not a JSON object");
-  auto format = doc->find("format");
-  if (format == doc->end() || !format->is_number_unsigned() || format->get<std::uint64_t>() != 1) {
-    return Malformed("unsupported bundle format");
-  }
-  auto entries = doc->find("entries");
-  if (entries == doc->end() || !entries->is_array()) return Malformed("\"entries\" missing");
+  if (!doc) return Malformed("table of contents: " + doc.error().message());
+  auto reader = metadata::JsonReader::Of(*doc, metadata::Errc::InvalidMetadata, "toc");
+  if (!reader) return Malformed(reader.error().message());
+  auto format = reader->Uint("format");
+  if (!format || *format != 1) return Malformed("unsupported bundle format");
+  auto entries = reader->Array("entries");
+  if (!entries) return Malformed(entries.error().message());
+  if (auto strict = reader->NoUnknownKeys(); !strict) return Malformed(strict.error().message());
 
   Bundle bundle;
   bundle.path_ = path;
   std::set<std::string> names;
   std::uint64_t offset = kHeaderBytes + toc_length;
-  for (const auto& e : *entries) {
-    if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || !e.contains("length") ||
-        !e["length"].is_number_unsigned()) {
-      return Malformed("each entry needs a name and a length");
-    }
-    BundleEntry entry{e["name"].get<std::string>(), offset, e["length"].get<std::uint64_t>()};
+  std::size_t i = 0;
+  for (const auto& e : **entries) {
+    auto r = metadata::JsonReader::Of(e, metadata::Errc::InvalidMetadata,
+                                      "toc.entries[" + std::to_string(i++) + "]");
+    if (!r) return Malformed(r.error().message());
+    auto name = r->String("name");
+    auto length = r->Uint("length");
+    if (!name || !length) return Malformed("each entry needs a name and a length");
+    if (auto strict = r->NoUnknownKeys(); !strict) return Malformed(strict.error().message());
+    BundleEntry entry{*name, offset, *length};
     if (!IsSafeName(entry.name)) return Malformed("unsafe entry name \"" + entry.name + "\"");
     if (!names.insert(entry.name).second) return Malformed("entry listed twice: " + entry.name);
     if (entry.length > file_size - offset)

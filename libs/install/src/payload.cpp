@@ -23,6 +23,7 @@
 #include "upkeep/common/unique_fd.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/json_reader.hpp"
 
 namespace upkeep::install {
 
@@ -97,13 +98,19 @@ bool IsSha256Hex(const std::string& s) {
   return true;
 }
 
-Result<std::uint64_t> Uint(const Json& o, const char* key) {
-  auto it = o.find(key);
-  if (it == o.end() ||
-      !(it->is_number_unsigned() || (it->is_number_integer() && it->get<std::int64_t>() >= 0))) {
-    return BadIndex(std::string("\"") + key + "\" must be a non-negative integer");
+// The chunk index is read with the one typed JSON reader (metadata/json_reader.hpp); its errors
+// become InvalidChunkIndex. Unknown members are ignored, as the format says.
+
+Result<Sha256Digest> Digest(metadata::JsonReader& r, const char* key, bool* present = nullptr) {
+  auto text = r.OptionalString(key);
+  if (!text) return BadIndex(text.error().message());
+  if (present != nullptr) *present = text->has_value();
+  if (!text->has_value()) {
+    if (present != nullptr) return Sha256Digest{};
+    return BadIndex(r.Path(key) + ": required");
   }
-  return it->get<std::uint64_t>();
+  if (!IsSha256Hex(**text)) return BadIndex(r.Path(key) + ": must be 64 lower-case hex characters");
+  return FromHex(**text);
 }
 
 // One chunk on its way through the build pipeline.
@@ -154,57 +161,61 @@ Result<ChunkIndex> ParseIndexUnguarded(const Parse& parse, std::uint64_t text_si
     if (index.chunks.size() >= kMaxChunks) {
       return BadIndex("more than " + std::to_string(kMaxChunks) + " chunks");
     }
-    const std::string at = "chunks[" + std::to_string(index.chunks.size()) + "]: ";
-    if (!c.is_object()) return BadIndex(at + "must be an object");
+    auto reader = metadata::JsonReader::Of(c, metadata::Errc::InvalidMetadata,
+                                           "chunks[" + std::to_string(index.chunks.size()) + "]");
+    if (!reader) return BadIndex(reader.error().message());
+    metadata::JsonReader& r = *reader;
     ChunkEntry e;
-    UPKEEP_ASSIGN_OR_RETURN(e.offset, Uint(c, "offset"));
-    UPKEEP_ASSIGN_OR_RETURN(e.length, Uint(c, "length"));
-    UPKEEP_ASSIGN_OR_RETURN(e.size, Uint(c, "size"));
-    auto h = c.find("sha256");
-    if (h == c.end() || !h->is_string() || !IsSha256Hex(h->get<std::string>())) {
-      return BadIndex(at + "\"sha256\" must be 64 lower-case hex characters");
-    }
-    e.sha256 = FromHex(h->get<std::string>());
-    if (auto ch = c.find("content_sha256"); ch != c.end()) {
-      if (!ch->is_string() || !IsSha256Hex(ch->get<std::string>())) {
-        return BadIndex(at + "\"content_sha256\" must be 64 lower-case hex characters");
-      }
-      e.content_sha256 = FromHex(ch->get<std::string>());
-    }
+    auto read = [&r](const char* key, std::uint64_t& out) -> Result<void> {
+      auto v = r.Uint(key);
+      if (!v) return BadIndex(v.error().message());
+      out = *v;
+      return Ok();
+    };
+    UPKEEP_TRY(read("offset", e.offset));
+    UPKEEP_TRY(read("length", e.length));
+    UPKEEP_TRY(read("size", e.size));
+    UPKEEP_ASSIGN_OR_RETURN(e.sha256, Digest(r, "sha256"));
+    bool has_content = false;
+    UPKEEP_ASSIGN_OR_RETURN(const Sha256Digest content, Digest(r, "content_sha256", &has_content));
+    if (has_content) e.content_sha256 = content;
     index.chunks.push_back(std::move(e));
     return Ok();
   };
-  bool saw_chunks = false;
   Result<Json> doc = parse(std::function<Result<void>(const Json&)>(on_chunk));
   if (!doc) {
     if (doc.error().code() == Errc::InvalidChunkIndex) return doc.error();
     return BadIndex(doc.error().message());
   }
-  if (!doc->is_object()) return BadIndex("chunk index must be an object");
-  if (auto c = doc->find("chunks"); c != doc->end() && c->is_array()) saw_chunks = true;
-  UPKEEP_ASSIGN_OR_RETURN(index.format, Uint(*doc, "format"));
+  auto top = metadata::JsonReader::Of(*doc, metadata::Errc::InvalidMetadata, "chunk index");
+  if (!top) return BadIndex(top.error().message());
+  metadata::JsonReader& r = *top;
+  auto uint = [&r](const char* key) -> Result<std::uint64_t> {
+    auto v = r.Uint(key);
+    if (!v) return BadIndex(v.error().message());
+    return *v;
+  };
+  if (auto chunks = r.Array("chunks"); !chunks) return BadIndex(chunks.error().message());
+  UPKEEP_ASSIGN_OR_RETURN(index.format, uint("format"));
   if (index.format != kChunkIndexFormat) {
     return BadIndex("unsupported chunk index format " + std::to_string(index.format));
   }
-  if (auto c = doc->find("compression"); c != doc->end()) {
-    if (!c->is_string()) return BadIndex("\"compression\" must be a string");
-    if (*c == "zstd") {
+  auto compression = r.OptionalString("compression");
+  if (!compression) return BadIndex(compression.error().message());
+  if (compression->has_value()) {
+    if (**compression == "zstd") {
       index.compression = ChunkCompression::Zstd;
-    } else if (*c == "none") {
+    } else if (**compression == "none") {
       index.compression = ChunkCompression::None;
     } else {
-      return BadIndex("unknown compression \"" + c->get<std::string>() + "\"");
+      return BadIndex("unknown compression \"" + **compression + "\"");
     }
   }
-  UPKEEP_ASSIGN_OR_RETURN(index.chunk_size, Uint(*doc, "chunk_size"));
-  UPKEEP_ASSIGN_OR_RETURN(index.image_size, Uint(*doc, "image_size"));
-  UPKEEP_ASSIGN_OR_RETURN(index.payload_size, Uint(*doc, "payload_size"));
-  auto sha = doc->find("image_sha256");
-  if (sha == doc->end() || !sha->is_string() || !IsSha256Hex(sha->get<std::string>())) {
-    return BadIndex("\"image_sha256\" must be 64 lower-case hex characters");
-  }
-  index.image_sha256 = sha->get<std::string>();
-  if (!saw_chunks) return BadIndex("\"chunks\" must be an array");
+  UPKEEP_ASSIGN_OR_RETURN(index.chunk_size, uint("chunk_size"));
+  UPKEEP_ASSIGN_OR_RETURN(index.image_size, uint("image_size"));
+  UPKEEP_ASSIGN_OR_RETURN(index.payload_size, uint("payload_size"));
+  UPKEEP_ASSIGN_OR_RETURN(const Sha256Digest image, Digest(r, "image_sha256"));
+  index.image_sha256 = HexEncode(image);
   if (index.compression == ChunkCompression::None) {
     // Stored bytes are the image bytes: the stored digest is the content digest.
     for (ChunkEntry& e : index.chunks) {
