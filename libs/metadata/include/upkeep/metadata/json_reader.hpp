@@ -1,7 +1,8 @@
 #pragma once
 
 // JsonReader: typed reads of the members of one JSON object, for every format upkeep parses from
-// JSON (TUF metadata, update metadata; the journal, chunk index and bundle can adopt it too).
+// JSON: TUF metadata, update metadata, the agent journal, the chunk index and the bundle table of
+// contents.
 //
 // One set of rules everywhere:
 // - a member is read as one kind (string, unsigned integer, boolean, object, array of strings);
