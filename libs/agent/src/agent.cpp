@@ -35,14 +35,15 @@ std::string Trim(std::string s) {
   return s;
 }
 
-std::unique_ptr<install::Bootloader> MakeBootloader(const BootloaderConfig& c) {
+// File and GRUB environments go through the agent's Filesystem; U-Boot's through libubootenv.
+std::unique_ptr<install::Bootloader> MakeBootloader(const BootloaderConfig& c, Filesystem& fs) {
   std::unique_ptr<install::BootEnv> env;
   if (c.type == "uboot") {
     env = install::MakeUBootEnv(c.env);
   } else if (c.type == "grub") {
-    env = install::MakeGrubEnv(c.env);
+    env = install::MakeGrubEnv(c.env, fs);
   } else {
-    env = install::MakeFileBootEnv(c.env);
+    env = install::MakeFileBootEnv(c.env, fs);
   }
   install::BootloaderOptions o;
   o.slot_variable = c.slot_variable;
@@ -94,7 +95,7 @@ Agent::Agent(AgentConfig config, Filesystem& fs, const Clock& clock)
       fs_(fs),
       clock_(clock),
       store_(config_.device.data_dir, fs),
-      bootloader_(MakeBootloader(config_.bootloader)) {}
+      bootloader_(MakeBootloader(config_.bootloader, fs)) {}
 
 Agent::Agent(Agent&&) noexcept = default;
 Agent::~Agent() = default;
