@@ -278,6 +278,29 @@ TEST_F(DirectorTest, FollowsDirectorRootRotation) {
               Errc::ThresholdNotMet);
 }
 
+// Uptane 5.4.4.3 step 2.3: a director root rotation not signed by the pinned root's keys is
+// refused.
+TEST_F(DirectorTest, RejectsRootRotationNotSignedByPinnedRoot) {
+  DirectorKeys attacker;
+  const std::string root2 =
+      Must(CreateDirectorRoot(attacker.RootKeys(), {attacker.root}, 2, Now() + kYear));
+  const Root parsed2 = Must(ParseRoot(root2));
+  EXPECT_ERRC(
+      Verify(Files(Build(Request({image_target_}, 2), parsed2, attacker.online), {root2}), 2),
+      Errc::RootNotSignedByTrustedRoot);
+  EXPECT_EQ(testing::ReadFileOrEmpty(director_dir_ / "root.json"), root_bytes_);
+}
+
+// Uptane 5.4.4.3: roots in the answer must parse and name distinct versions.
+TEST_F(DirectorTest, RejectsAnswerWithMalformedOrDuplicateRoot) {
+  const auto repo = Build(Request({}, 1));
+  EXPECT_ERRC(Verify(Files(repo, {"{not json"}), 1), Errc::InvalidMetadata);
+  DirectorKeys next;
+  const std::string root2 =
+      Must(CreateDirectorRoot(next.RootKeys(), {keys_.root, next.root}, 2, Now() + kYear));
+  EXPECT_ERRC(Verify(Files(repo, {root2, root2}), 1), Errc::InvalidMetadata);
+}
+
 // Uptane 5.4.4.2 step 10.1: a compromised director cannot install an image the image repository
 // does not list.
 TEST_F(DirectorTest, CompromisedDirectorCannotInstallUnlistedImage) {

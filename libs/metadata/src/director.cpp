@@ -356,8 +356,13 @@ Result<DirectorVerified> VerifyDirectorAnswer(const DirectorFiles& answer,
                                               Filesystem& filesystem, const Clock& clock,
                                               Updater& image_updater,
                                               const DirectorDevice& device) {
+  UpdaterConfig config;
+  config.prefix_targets_with_hash = false;
   AnswerFetcher fetcher;
   for (const std::string& bytes : answer.roots) {
+    if (bytes.size() > config.root_max_length) {
+      return Error(Errc::MetadataTooLarge, "director root in answer is too large");
+    }
     auto root = ParseRoot(bytes);
     if (!root) {
       return Error(Errc::InvalidMetadata, "director root in answer: " + root.error().ToString());
@@ -372,8 +377,6 @@ Result<DirectorVerified> VerifyDirectorAnswer(const DirectorFiles& answer,
   fetcher.Add("snapshot.json", answer.snapshot);
   fetcher.Add("targets.json", answer.targets);
 
-  UpdaterConfig config;
-  config.prefix_targets_with_hash = false;
   Updater director(metadata_dir, AnswerFetcher::kBase, fetcher, filesystem, clock, config);
   UPKEEP_TRY(director.Refresh());
   const Targets* targets = director.trusted()->targets(kTargetsRole);

@@ -174,7 +174,8 @@ struct DirectorVerified {
 // thresholds, rollback, expiry, root rotation), then FullVerification. The director metadata
 // that verified is stored even when full verification then fails (TUF rollback protection).
 // Errors: the Updater's (ThresholdNotMet, VersionRollback, Expired, ...), InvalidMetadata for a
-// root in `answer` that does not parse or a duplicate root version, and FullVerification's.
+// root in `answer` that does not parse or a duplicate root version, MetadataTooLarge for a root
+// above UpdaterConfig's root_max_length, and FullVerification's.
 [[nodiscard]] Result<DirectorVerified> VerifyDirectorAnswer(
     const DirectorFiles& answer, const std::filesystem::path& metadata_dir, Filesystem& filesystem,
     const Clock& clock, Updater& image_updater, const DirectorDevice& device);
