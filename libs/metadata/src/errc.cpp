@@ -40,6 +40,14 @@ const char* ErrcName(int value) {
     case Errc::NoUpdateMetadata: return "NoUpdateMetadata";
     case Errc::InvalidUpdateMetadata: return "InvalidUpdateMetadata";
     case Errc::UnsupportedUpdateMetadataSchema: return "UnsupportedUpdateMetadataSchema";
+    case Errc::DirectorTargetNotInImageRepository: return "DirectorTargetNotInImageRepository";
+    case Errc::DirectorImageMismatch: return "DirectorImageMismatch";
+    case Errc::DirectorImageNotForHardware: return "DirectorImageNotForHardware";
+    case Errc::DirectorWrongDevice: return "DirectorWrongDevice";
+    case Errc::DirectorWrongHardware: return "DirectorWrongHardware";
+    case Errc::DirectorStaleCounter: return "DirectorStaleCounter";
+    case Errc::DirectorCounterAhead: return "DirectorCounterAhead";
+    case Errc::DirectorHasDelegations: return "DirectorHasDelegations";
   }
   return "Unknown";
 }

@@ -49,6 +49,15 @@ enum class Errc {
   NoUpdateMetadata = 70,                 // the target has no "upkeep" object in "custom"
   InvalidUpdateMetadata = 71,            // a field is missing, unknown, or has a bad value
   UnsupportedUpdateMetadataSchema = 72,  // "schema" is newer than this upkeep understands
+  // Director and Uptane full verification (director.hpp)
+  DirectorTargetNotInImageRepository = 80,  // the image repository lists no such target path
+  DirectorImageMismatch = 81,        // length or a hash differs from the image repository's
+  DirectorImageNotForHardware = 82,  // the image target's hardware list excludes this model
+  DirectorWrongDevice = 83,          // "upkeep_director" names another device
+  DirectorWrongHardware = 84,        // "upkeep_director" names another model
+  DirectorStaleCounter = 85,         // counter below the last accepted one (replayed answer)
+  DirectorCounterAhead = 86,         // counter above the one this check-in sent
+  DirectorHasDelegations = 87,       // the director's targets delegate
 };
 
 }  // namespace upkeep::metadata
