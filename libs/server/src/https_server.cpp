@@ -34,6 +34,14 @@ const char* ErrcName(int value) {
       return "InvalidTlsIdentity";
     case Errc::CannotListen:
       return "CannotListen";
+    case Errc::InvalidConfig:
+      return "InvalidConfig";
+    case Errc::InvalidDeviceCa:
+      return "InvalidDeviceCa";
+    case Errc::DeviceNotFound:
+      return "DeviceNotFound";
+    case Errc::InvalidArgument:
+      return "InvalidArgument";
   }
   return "Unknown";
 }
