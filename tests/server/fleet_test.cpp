@@ -377,6 +377,22 @@ TYPED_TEST(FleetTest, RefusesTokenUsedTwice) {
   EXPECT_EQ(this->Count("SELECT COUNT(*) FROM devices"), 1);
 }
 
+// Two enrolments racing with one token: exactly one device is enrolled.
+TYPED_TEST(FleetTest, EnrolsOneDeviceWhenTokenIsRaced) {
+  this->Start();
+  const std::string token = this->Token();
+  auto key = x509::TlsKey::Generate().value();
+  const Json body = this->EnrolBody(token, key);
+  auto first = std::async(std::launch::async, [&] { return this->Post("/api/v1/enrol", body); });
+  auto second = std::async(std::launch::async, [&] { return this->Post("/api/v1/enrol", body); });
+  ASSERT_EQ(first.wait_for(60s), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(60s), std::future_status::ready);
+  const long a = first.get().status;   // NOLINT(google-runtime-int): libcurl's type
+  const long b = second.get().status;  // NOLINT(google-runtime-int)
+  EXPECT_EQ((a == 200) + (b == 200), 1) << a << " " << b;
+  EXPECT_EQ(this->Count("SELECT COUNT(*) FROM devices"), 1);
+}
+
 // Enrolment without a token, with an unknown one, or with one for another model is 401.
 TYPED_TEST(FleetTest, RefusesEnrolmentWithoutValidToken) {
   this->Start();

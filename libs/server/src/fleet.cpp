@@ -438,18 +438,11 @@ Response Fleet::Enrol(const Request& request) {
   const x509::Validity validity{
       now - std::chrono::minutes(5),
       now + std::chrono::duration_cast<std::chrono::seconds>(options_.certificate_validity)};
-  auto cert = x509::IssueClientCertificate(options_.device_ca_pem, ca_key_, csr->public_key,
-                                           *device_id, validity);
-  if (!cert) {
-    if (cert.error().code() == x509::Errc::UnsupportedKeyType) {
-      return BadRequest(Error(kInvalid, "csr: " + cert.error().message()));
-    }
-    log::error("fleet: enrol: issuing a certificate failed: {}", cert.error().ToString());
-    return Fail(500, "internal", "internal error");
-  }
   const std::int64_t t = Seconds(now);
   const std::string digest = TokenDigest(req->token);
-  // Consuming the token and recording the device is one transaction: a token enrols one device.
+  std::optional<x509::IssuedCertificate> cert;
+  // Checking and consuming the token, issuing the certificate and recording the device is one
+  // transaction: a token enrols one device, and nothing is signed for a token that is not valid.
   auto enrolled = db_.InTransaction([&](storage::Tx& tx) -> Result<bool> {
     UPKEEP_ASSIGN_OR_RETURN(
         storage::Rows rows,
@@ -464,14 +457,26 @@ Response Fleet::Enrol(const Request& request) {
                 "AND used_by IS NULL",
                 {*device_id, t, digest}));
     if (used != 1) return false;
+    UPKEEP_ASSIGN_OR_RETURN(
+        cert, x509::IssueClientCertificate(options_.device_ca_pem, ca_key_, csr->public_key,
+                                           *device_id, validity));
     UPKEEP_TRY(tx.Exec(
         "INSERT INTO devices (id, model, serial, hardware, device_group, certificate_serial, "
         "enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         {*device_id, req->model, req->serial, req->model, group, cert->serial_hex, t}));
     return true;
   });
-  if (!enrolled) return DatabaseFailure("enrol", enrolled.error());
-  if (!*enrolled) {
+  if (!enrolled) {
+    if (enrolled.error().code() == x509::Errc::UnsupportedKeyType) {
+      return BadRequest(Error(kInvalid, "csr: " + enrolled.error().message()));
+    }
+    if (enrolled.error().code().category() == x509::ErrcCategory()) {
+      log::error("fleet: enrol: issuing a certificate failed: {}", enrolled.error().ToString());
+      return Fail(500, "internal", "internal error");
+    }
+    return DatabaseFailure("enrol", enrolled.error());
+  }
+  if (!*enrolled || !cert) {
     log::info("fleet: enrolment refused from {}: token unknown, used, expired or for another model",
               request.remote_address);
     return Unauthenticated("the enrolment token is not valid");
