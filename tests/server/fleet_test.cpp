@@ -524,6 +524,25 @@ TYPED_TEST(FleetTest, RefusesDeviceEndpointsWithoutCertificate) {
   EXPECT_EQ(this->Send("GET", "/api/v1/nothing", "").ErrorCode(), "not_found");
 }
 
+// A certificate the device CA issued for a device the database does not know (never enrolled,
+// or issued outside enrolment) is 401 unauthenticated.
+TYPED_TEST(FleetTest, RefusesCertificateOfUnknownDevice) {
+  this->Start();
+  auto key = x509::TlsKey::Generate().value();
+  const auto now = this->clock_.Now();
+  auto issued =
+      x509::IssueClientCertificate(this->ca_pem_, x509::TlsKey::FromPem(this->ca_key_pem_).value(),
+                                   key.public_key(), "d-00000000000000aa", {now - 1h, now + 24h});
+  ASSERT_TRUE(issued);
+  const DeviceIdentity ghost{"d-00000000000000aa", this->dir_.path() / "ghost.pem",
+                             this->dir_.path() / "ghost.key"};
+  std::ofstream(ghost.cert) << issued->pem;
+  std::ofstream(ghost.key) << key.ToPem().value();
+  const Reply r = this->Post("/api/v1/checkin", this->Checkin(1), &ghost);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.ErrorCode(), "unauthenticated");
+}
+
 // The same report or incident sent twice is acknowledged twice and stored once.
 TYPED_TEST(FleetTest, StoresReportsAndIncidentsOnce) {
   this->Start();
