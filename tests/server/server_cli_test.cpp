@@ -1,9 +1,15 @@
 // upkeep-server's command line in-process: configuration checks, init, enrolment tokens and the
 // device list.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -85,6 +91,64 @@ TEST(ServerCliTest, InitThenAdministers) {
   EXPECT_EQ(metadata::ParseJson(r.out).value(), metadata::Json::array());
   EXPECT_EQ(Cli({"-c", config, "admin", "devices", "block", "d-0123456789abcdef"}).code,
             kExitNotFound);
+}
+
+// `serve` as its own process: on SIGTERM it stops and exits 0 (graceful shutdown).
+TEST(ServerCliTest, ServeStopsOnSigterm) {
+  testing::TempDir dir;
+  const std::string d = (dir.path() / "srv").string();
+  ASSERT_EQ(Cli({"init", d, "--ip", "127.0.0.1"}).code, kExitOk);
+  const std::string config = d + "/server.toml";
+  {
+    std::ifstream in(config);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("0.0.0.0"), 7, "127.0.0.1");
+    text.replace(text.find("port = 8443"), 11, "port = 0");
+    std::ofstream(config) << text;
+  }
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ::close(pipe_fds[0]);
+    ::execl(UPKEEP_SERVER_BINARY, "upkeep-server", "-c", config.c_str(), "serve",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  std::string log;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // Waits (at most until the deadline) for `text` in the server's log.
+  auto wait_for = [&](const std::string& text) {
+    while (log.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[512];
+      const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
+      if (n <= 0) break;
+      log.append(buf, static_cast<std::size_t>(n));
+    }
+    return log.find(text) != std::string::npos;
+  };
+  EXPECT_TRUE(wait_for("serving the device API")) << log;
+  ::kill(pid, SIGTERM);
+  EXPECT_TRUE(wait_for("stopped")) << log;
+  int status = 0;
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    ::poll(nullptr, 0, 50);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "upkeep-server did not stop on SIGTERM: " << log;
+  }
+  ::close(pipe_fds[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
 }
 
 }  // namespace
