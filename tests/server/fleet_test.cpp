@@ -643,7 +643,7 @@ TYPED_TEST(FleetTest, AnswersSupportPeriodOfDeviceModel) {
   EXPECT_EQ(r.JsonBody()["model"], "acme-cam-v2");
 }
 
-TEST(DeviceApiParsersTest, RejectsUnknownFieldsAtEveryLevel) {
+TEST(FleetRequestParsersTest, RejectsUnknownFieldsAtEveryLevel) {
   EXPECT_EQ(ParseIncidentRequest(R"({"incident_id":"i","kind":"k","x":1})").error().code(),
             metadata::Errc::InvalidMetadata);
   EXPECT_EQ(
