@@ -34,6 +34,14 @@ const char* ErrcName(int value) {
       return "InvalidTlsIdentity";
     case Errc::CannotListen:
       return "CannotListen";
+    case Errc::InvalidConfig:
+      return "InvalidConfig";
+    case Errc::InvalidDeviceCa:
+      return "InvalidDeviceCa";
+    case Errc::DeviceNotFound:
+      return "DeviceNotFound";
+    case Errc::InvalidArgument:
+      return "InvalidArgument";
   }
   return "Unknown";
 }
@@ -149,7 +157,9 @@ class Session : public std::enable_shared_from_this<Session> {
     unsigned status = 400;
     if (ec == http::error::body_limit) status = 413;
     if (ec == http::error::header_limit) status = 431;
-    Respond(Plain(status, "the request is malformed or too large\n"), false);
+    Respond(status == 400 ? ErrorBody(400, "bad_request", "the request is malformed")
+                          : ErrorBody(status, "too_large", "the request is too large"),
+            false);
   }
 
   void OnRead(beast::error_code ec) {
@@ -176,10 +186,10 @@ class Session : public std::enable_shared_from_this<Session> {
       res = server_.handler(req);
     } catch (const std::exception& e) {
       log::error("https: handler failed on {} {}: {}", req.method, req.path, e.what());
-      res = Plain(500, "internal error\n");
+      res = ErrorBody(500, "internal", "internal error");
     } catch (...) {
       log::error("https: handler failed on {} {}", req.method, req.path);
-      res = Plain(500, "internal error\n");
+      res = ErrorBody(500, "internal", "internal error");
     }
     Respond(std::move(res), msg.keep_alive());
   }
@@ -202,11 +212,11 @@ class Session : public std::enable_shared_from_this<Session> {
     return der;
   }
 
-  static Response Plain(unsigned status, std::string text) {
+  // Errors the front end answers itself, in the device API's form {"error", "message"}.
+  static Response ErrorBody(unsigned status, const char* code, const char* message) {
     Response r;
     r.status = status;
-    r.content_type = "text/plain";
-    r.body = std::move(text);
+    r.body = std::string("{\"error\":\"") + code + "\",\"message\":\"" + message + "\"}";
     return r;
   }
 

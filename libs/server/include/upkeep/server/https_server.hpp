@@ -24,6 +24,10 @@ namespace upkeep::server {
 enum class Errc {
   InvalidTlsIdentity = 1,  // the server certificate, key or client CA cannot be loaded
   CannotListen = 2,        // the address cannot be bound
+  InvalidConfig = 3,    // the server's configuration file is missing, malformed or has bad values
+  InvalidDeviceCa = 4,  // the device CA certificate or key cannot be used
+  DeviceNotFound = 5,   // no device has the ID given
+  InvalidArgument = 6,  // a model, group or other name an administrator gave is not allowed
 };
 
 }  // namespace upkeep::server

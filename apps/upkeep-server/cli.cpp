@@ -1,0 +1,288 @@
+#include "cli.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+
+#include "config.hpp"
+#include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/log.hpp"
+#include "upkeep/common/utf8.hpp"
+#include "upkeep/crypto/crypto.hpp"
+#include "upkeep/crypto/x509.hpp"
+#include "upkeep/metadata/json_text.hpp"
+#include "upkeep/server/fleet.hpp"
+#include "upkeep/server/https_server.hpp"
+#include "upkeep/storage/database.hpp"
+
+namespace upkeep::server {
+
+namespace {
+
+namespace x509 = crypto::x509;
+using metadata::Json;
+
+struct Options {
+  std::string config = "/etc/upkeep-server/server.toml";
+  bool dump_config = false;
+  std::string log_level = "info";
+  // init
+  std::string init_dir;
+  std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;
+  // admin
+  std::string model;
+  std::string group;
+  unsigned expires_days = 7;
+  bool json = false;
+  std::string device_id;
+};
+
+int Fail(std::ostream& err, const Error& e, int code = kExitFailure) {
+  err << "upkeep-server: " << PrintableText(e.ToString()) << "\n";
+  return code;
+}
+
+Result<std::string> ReadText(const std::string& path) {
+  const LocalFilesystem fs;
+  return fs.ReadFile(path, 1 << 20);
+}
+
+Result<std::unique_ptr<storage::Database>> OpenFleetDatabase(const ServerConfig& c) {
+  UPKEEP_ASSIGN_OR_RETURN(auto db, storage::OpenDatabase(c.database.url));
+  UPKEEP_TRY(MigrateFleetSchema(*db));
+  return db;
+}
+
+// Blocks SIGTERM and SIGINT in this thread (and the threads it starts), then waits for one.
+class ShutdownSignals {
+ public:
+  ShutdownSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  }
+  ~ShutdownSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  int Wait() {
+    int sig = 0;
+    while (sigwait(&set_, &sig) != 0) {
+    }
+    return sig;
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+};
+
+int Serve(const ServerConfig& c, std::ostream& err) {
+  ShutdownSignals signals;  // before any thread starts, so only Wait() sees them
+  auto db = OpenFleetDatabase(c);
+  if (!db) return Fail(err, db.error().WithContext(storage::RedactUrl(c.database.url)));
+  FleetOptions fo;
+  auto ca = ReadText(c.devices.ca_certificate);
+  if (!ca) return Fail(err, ca.error());
+  auto ca_key = ReadText(c.devices.ca_private_key);
+  if (!ca_key) return Fail(err, ca_key.error());
+  fo.device_ca_pem = *ca;
+  fo.device_ca_key_pem = *ca_key;
+  fo.certificate_validity = std::chrono::days(c.devices.certificate_validity_days);
+  fo.next_checkin_seconds = c.devices.next_checkin_seconds;
+  fo.enrol_burst = c.enrolment.burst;
+  fo.enrol_refill_seconds = c.enrolment.refill_seconds;
+  fo.models = c.models;
+  auto fleet = Fleet::Create(**db, SystemClock::Process(), fo);
+  if (!fleet) return Fail(err, fleet.error());
+
+  HttpsOptions ho;
+  ho.address = c.server.address;
+  ho.port = c.server.port;
+  auto cert = ReadText(c.server.certificate);
+  if (!cert) return Fail(err, cert.error());
+  auto key = ReadText(c.server.private_key);
+  if (!key) return Fail(err, key.error());
+  ho.certificate_pem = *cert;
+  ho.private_key_pem = *key;
+  ho.client_ca_pem = *ca;
+  ho.threads = c.server.threads;
+  ho.max_body_bytes = std::max<std::uint64_t>(ho.max_body_bytes, fo.max_body_bytes);
+  auto server = HttpsServer::Start(ho, (*fleet)->AsHandler());
+  if (!server) return Fail(err, server.error());
+  log::info("upkeep-server: serving the device API on {}:{} (database {})", c.server.address,
+            (*server)->port(), storage::RedactUrl(c.database.url));
+  const int sig = signals.Wait();
+  log::info("upkeep-server: signal {}: stopping (grace {} s)", sig,
+            c.server.shutdown_grace_seconds);
+  (*server)->Stop(std::chrono::seconds(c.server.shutdown_grace_seconds));
+  log::info("upkeep-server: stopped");
+  return kExitOk;
+}
+
+Result<void> WriteNewFile(const std::filesystem::path& path, const std::string& text) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return Error(Errc::InvalidArgument, path.string() + " exists already");
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) return Error(Errc::InvalidArgument, "cannot write " + path.string());
+  return Ok();
+}
+
+int Init(const Options& o, std::ostream& out, std::ostream& err) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path dir = fs::absolute(o.init_dir, ec);
+  if (ec) return Fail(err, Error(Errc::InvalidArgument, "bad directory"), kExitUsage);
+  fs::create_directories(dir, ec);
+  if (ec) return Fail(err, Error(Errc::InvalidArgument, "cannot create " + dir.string()));
+  x509::ServerNames names{o.dns_names, o.ip_addresses};
+  if (names.dns_names.empty() && names.ip_addresses.empty()) names.dns_names = {"localhost"};
+
+  const auto now = SystemClock::Process().Now();
+  auto run = [&]() -> Result<void> {
+    UPKEEP_ASSIGN_OR_RETURN(x509::TlsKey ca_key, x509::TlsKey::Generate());
+    UPKEEP_ASSIGN_OR_RETURN(std::string ca, x509::CreateCa(ca_key, "upkeep device CA",
+                                                           {now - std::chrono::hours(1),
+                                                            now + std::chrono::days(7300)}));
+    UPKEEP_ASSIGN_OR_RETURN(x509::TlsKey server_key, x509::TlsKey::Generate());
+    UPKEEP_ASSIGN_OR_RETURN(
+        x509::IssuedCertificate server,
+        x509::IssueServerCertificate(ca, ca_key, server_key.public_key(), names,
+                                     {now - std::chrono::hours(1), now + std::chrono::days(825)}));
+    UPKEEP_ASSIGN_OR_RETURN(std::string ca_key_pem, ca_key.ToPem());
+    UPKEEP_ASSIGN_OR_RETURN(std::string server_key_pem, server_key.ToPem());
+    UPKEEP_TRY(crypto::WritePrivateKeyFile(dir / "device-ca.key", ca_key_pem));
+    UPKEEP_TRY(crypto::WritePrivateKeyFile(dir / "server.key", server_key_pem));
+    UPKEEP_TRY(WriteNewFile(dir / "device-ca.pem", ca));
+    UPKEEP_TRY(WriteNewFile(dir / "server.pem", server.pem));
+    ServerConfig c;
+    c.server.certificate = (dir / "server.pem").string();
+    c.server.private_key = (dir / "server.key").string();
+    c.devices.ca_certificate = (dir / "device-ca.pem").string();
+    c.devices.ca_private_key = (dir / "device-ca.key").string();
+    c.database.url = "sqlite:" + (dir / "fleet.db").string();
+    UPKEEP_TRY(WriteNewFile(dir / "server.toml",
+                            DumpServerConfig(c) +
+                                "\n# Support period per model, answered by GET /api/v1/support:\n"
+                                "# [models.acme-cam-v2]\n"
+                                "# security_updates_until = \"2031-12-31\"\n"
+                                "# url = \"https://example.com/support/acme-cam-v2\"\n"));
+    return Ok();
+  };
+  if (auto r = run(); !r) return Fail(err, r.error());
+  out << "created the device CA, a server certificate and " << (dir / "server.toml").string()
+      << "\nstart with: upkeep-server -c " << (dir / "server.toml").string() << " serve\n";
+  return kExitOk;
+}
+
+int Admin(const Options& o, const CLI::App& admin, const ServerConfig& c, std::ostream& out,
+          std::ostream& err) {
+  auto db = OpenFleetDatabase(c);
+  if (!db) return Fail(err, db.error().WithContext(storage::RedactUrl(c.database.url)));
+  const CLI::App* token = admin.get_subcommand("token");
+  if (token->parsed()) {
+    auto t = CreateEnrolmentToken(**db, SystemClock::Process(), o.model, o.group,
+                                  std::chrono::days(o.expires_days));
+    if (!t)
+      return Fail(err, t.error(),
+                  t.error().code() == Errc::InvalidArgument ? kExitUsage : kExitFailure);
+    // The token is shown once: only its digest is stored.
+    out << *t << "\n";
+    return kExitOk;
+  }
+  const CLI::App* devices = admin.get_subcommand("devices");
+  if (devices->get_subcommand("block")->parsed()) {
+    auto r = BlockDevice(**db, o.device_id);
+    if (!r) {
+      return Fail(err, r.error(),
+                  r.error().code() == Errc::DeviceNotFound ? kExitNotFound : kExitFailure);
+    }
+    log::info("upkeep-server: blocked device {}", o.device_id);
+    out << "blocked " << o.device_id << "\n";
+    return kExitOk;
+  }
+  auto list = ListDevices(**db);
+  if (!list) return Fail(err, list.error());
+  if (o.json) {
+    Json a = Json::array();
+    for (const auto& d : *list) {
+      a.push_back(Json{{"id", d.id},
+                       {"model", d.model},
+                       {"serial", d.serial},
+                       {"hardware", d.hardware},
+                       {"group", d.group},
+                       {"certificate_serial", d.certificate_serial},
+                       {"blocked", d.blocked},
+                       {"enrolled_at", d.enrolled_at},
+                       {"last_checkin_at", d.last_checkin_at ? Json(*d.last_checkin_at) : Json()},
+                       {"checkin_counter", d.checkin_counter}});
+    }
+    out << metadata::DumpJson(a) << "\n";
+    return kExitOk;
+  }
+  for (const auto& d : *list) {
+    out << d.id << "  " << PrintableText(d.model) << "  " << PrintableText(d.serial) << "  "
+        << (d.group.empty() ? "-" : d.group) << (d.blocked ? "  blocked" : "") << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  Options o;
+  CLI::App app{"upkeep-server: the fleet server (device API, enrolment, inventory)"};
+  app.add_option("-c,--config", o.config, "configuration file")->capture_default_str();
+  app.add_flag("--dump-config", o.dump_config, "print the effective configuration and exit");
+  app.add_option("--log-level", o.log_level, "debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_subcommand("serve", "serve the device API until SIGTERM or SIGINT");
+  auto* init = app.add_subcommand("init", "create a device CA, a server certificate and a config");
+  init->add_option("dir", o.init_dir, "directory for the files")->required();
+  init->add_option("--dns", o.dns_names, "DNS name of the server (repeatable)");
+  init->add_option("--ip", o.ip_addresses, "IP address of the server (repeatable)");
+  auto* admin = app.add_subcommand("admin", "administration");
+  admin->require_subcommand(1);
+  auto* token = admin->add_subcommand("token", "enrolment tokens");
+  token->require_subcommand(1);
+  auto* create = token->add_subcommand("create", "create a one-time enrolment token");
+  create->add_option("--model", o.model, "device model")->required();
+  create->add_option("--group", o.group, "device group");
+  create->add_option("--expires-days", o.expires_days, "validity in days")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3650u));
+  auto* devices = admin->add_subcommand("devices", "enrolled devices");
+  devices->require_subcommand(1);
+  auto* list = devices->add_subcommand("list", "list devices");
+  list->add_flag("--json", o.json, "JSON output");
+  auto* block = devices->add_subcommand("block", "refuse a device from now on");
+  block->add_option("id", o.device_id, "device ID")->required();
+  app.require_subcommand(0, 1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, out, err) == 0 ? kExitOk : kExitUsage;
+  }
+  log::Init(o.log_level.c_str());
+
+  if (init->parsed()) return Init(o, out, err);
+  auto config = LoadServerConfig(o.config);
+  if (!config) return Fail(err, config.error(), kExitUsage);
+  if (o.dump_config) {
+    out << DumpServerConfig(*config);
+    return kExitOk;
+  }
+  if (app.get_subcommand("serve")->parsed()) return Serve(*config, err);
+  if (admin->parsed()) return Admin(o, *admin, *config, out, err);
+  err << app.help();
+  return kExitUsage;
+}
+
+}  // namespace upkeep::server

@@ -1,0 +1,23 @@
+#pragma once
+
+#include <iosfwd>
+
+namespace upkeep::server {
+
+// upkeep-server: the fleet server (docs/server.md).
+//   upkeep-server [-c FILE] serve
+//   upkeep-server [-c FILE] --dump-config
+//   upkeep-server init DIR [--dns NAME]... [--ip ADDRESS]...
+//   upkeep-server [-c FILE] admin token create --model M [--group G] [--expires-days N]
+//   upkeep-server [-c FILE] admin devices list [--json]
+//   upkeep-server [-c FILE] admin devices block ID
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitUsage = 1,     // bad command line or configuration
+  kExitFailure = 2,   // the database, the TLS identity or the device CA cannot be used
+  kExitNotFound = 3,  // no device with that ID
+};
+
+}  // namespace upkeep::server

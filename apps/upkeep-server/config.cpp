@@ -1,0 +1,177 @@
+#include "config.hpp"
+
+#include <toml++/toml.h>
+
+#include <set>
+#include <sstream>
+
+#include "upkeep/common/filesystem.hpp"
+
+namespace upkeep::server {
+
+namespace {
+
+Error Bad(const std::string& key, const std::string& what) {
+  return Error(Errc::InvalidConfig, key + ": " + what);
+}
+
+// Reads one table's keys, remembering which were read, so that leftovers are rejected.
+class Section {
+ public:
+  Section(const toml::table* table, std::string name) : table_(table), name_(std::move(name)) {}
+
+  [[nodiscard]] std::string Key(std::string_view key) const {
+    return name_ + "." + std::string(key);
+  }
+  const toml::node* Get(std::string_view key) {
+    seen_.insert(std::string(key));
+    return table_ == nullptr ? nullptr : table_->get(key);
+  }
+  Result<void> String(std::string_view key, std::string& out, bool required = false) {
+    const auto* n = Get(key);
+    if (n == nullptr) return required ? Bad(Key(key), "required") : Ok();
+    if (!n->is_string()) return Bad(Key(key), "must be a string");
+    out = n->as_string()->get();
+    if (out.empty()) return Bad(Key(key), "must not be empty");
+    return Ok();
+  }
+  template <typename T>
+  Result<void> Uint(std::string_view key, T& out, std::int64_t min, std::int64_t max) {
+    const auto* n = Get(key);
+    if (n == nullptr) return Ok();
+    if (!n->is_integer()) return Bad(Key(key), "must be an integer");
+    const std::int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      return Bad(Key(key),
+                 "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    }
+    out = static_cast<T>(v);
+    return Ok();
+  }
+  Result<void> NoUnknownKeys() const {
+    if (table_ == nullptr) return Ok();
+    for (const auto& [k, v] : *table_) {
+      if (!seen_.contains(std::string(k.str()))) return Bad(Key(k.str()), "unknown key");
+    }
+    return Ok();
+  }
+
+ private:
+  const toml::table* table_;
+  std::string name_;
+  std::set<std::string> seen_;
+};
+
+bool IsDate(const std::string& s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<ServerConfig> ParseServerConfig(std::string_view text) {
+  toml::table root;
+  try {
+    root = toml::parse(text);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream where;
+    where << e.source().begin;
+    return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
+  }
+  const std::set<std::string> sections = {"server", "database", "devices", "enrolment", "models"};
+  for (const auto& [k, v] : root) {
+    if (!sections.contains(std::string(k.str())))
+      return Bad(std::string(k.str()), "unknown section");
+    if (!v.is_table()) return Bad(std::string(k.str()), "must be a table");
+  }
+  auto table = [&](const char* name) { return root.get_as<toml::table>(name); };
+  ServerConfig c;
+
+  Section server(table("server"), "server");
+  UPKEEP_TRY(server.String("address", c.server.address));
+  UPKEEP_TRY(server.Uint("port", c.server.port, 0, 65535));
+  UPKEEP_TRY(server.String("certificate", c.server.certificate));
+  UPKEEP_TRY(server.String("private_key", c.server.private_key));
+  UPKEEP_TRY(server.Uint("threads", c.server.threads, 1, 256));
+  UPKEEP_TRY(server.Uint("shutdown_grace_seconds", c.server.shutdown_grace_seconds, 0, 3600));
+  UPKEEP_TRY(server.NoUnknownKeys());
+
+  Section database(table("database"), "database");
+  UPKEEP_TRY(database.String("url", c.database.url));
+  UPKEEP_TRY(database.NoUnknownKeys());
+
+  Section devices(table("devices"), "devices");
+  UPKEEP_TRY(devices.String("ca_certificate", c.devices.ca_certificate));
+  UPKEEP_TRY(devices.String("ca_private_key", c.devices.ca_private_key));
+  UPKEEP_TRY(
+      devices.Uint("certificate_validity_days", c.devices.certificate_validity_days, 1, 36500));
+  UPKEEP_TRY(devices.Uint("next_checkin_seconds", c.devices.next_checkin_seconds, 60, 2592000));
+  UPKEEP_TRY(devices.NoUnknownKeys());
+
+  Section enrolment(table("enrolment"), "enrolment");
+  UPKEEP_TRY(enrolment.Uint("burst", c.enrolment.burst, 1, 1000000));
+  UPKEEP_TRY(enrolment.Uint("refill_seconds", c.enrolment.refill_seconds, 1, 86400));
+  UPKEEP_TRY(enrolment.NoUnknownKeys());
+
+  if (const auto* models = table("models")) {
+    for (const auto& [name, node] : *models) {
+      const std::string key = "models." + std::string(name.str());
+      if (!node.is_table()) return Bad(key, "must be a table");
+      Section m(node.as_table(), key);
+      ModelSupport support;
+      UPKEEP_TRY(m.String("security_updates_until", support.security_updates_until, true));
+      if (!IsDate(support.security_updates_until)) {
+        return Bad(key + ".security_updates_until", "must be a date YYYY-MM-DD");
+      }
+      UPKEEP_TRY(m.String("url", support.url, true));
+      if (!support.url.starts_with("https://") && !support.url.starts_with("http://")) {
+        return Bad(key + ".url", "must be an http:// or https:// URL");
+      }
+      UPKEEP_TRY(m.NoUnknownKeys());
+      c.models.emplace(std::string(name.str()), std::move(support));
+    }
+  }
+  return c;
+}
+
+Result<ServerConfig> LoadServerConfig(const std::string& path) {
+  const LocalFilesystem fs;
+  auto text = fs.ReadFile(path, 1 << 20);
+  if (!text) return Error(Errc::InvalidConfig, text.error().ToString());
+  auto config = ParseServerConfig(*text);
+  if (!config) return std::move(config).error().WithContext(path);
+  return config;
+}
+
+std::string DumpServerConfig(const ServerConfig& c) {
+  auto i = [](auto v) { return static_cast<std::int64_t>(v); };
+  toml::table models;
+  for (const auto& [name, m] : c.models) {
+    models.insert(
+        name, toml::table{{"security_updates_until", m.security_updates_until}, {"url", m.url}});
+  }
+  toml::table root{
+      {"server", toml::table{{"address", c.server.address},
+                             {"port", i(c.server.port)},
+                             {"certificate", c.server.certificate},
+                             {"private_key", c.server.private_key},
+                             {"threads", i(c.server.threads)},
+                             {"shutdown_grace_seconds", i(c.server.shutdown_grace_seconds)}}},
+      {"database", toml::table{{"url", storage::RedactUrl(c.database.url)}}},
+      {"devices", toml::table{{"ca_certificate", c.devices.ca_certificate},
+                              {"ca_private_key", c.devices.ca_private_key},
+                              {"certificate_validity_days", i(c.devices.certificate_validity_days)},
+                              {"next_checkin_seconds", i(c.devices.next_checkin_seconds)}}},
+      {"enrolment", toml::table{{"burst", i(c.enrolment.burst)},
+                                {"refill_seconds", i(c.enrolment.refill_seconds)}}},
+      {"models", std::move(models)},
+  };
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
+}
+
+}  // namespace upkeep::server

@@ -1,0 +1,65 @@
+#pragma once
+
+// upkeep-server's configuration (TOML, docs/server.md). One struct per section with defaults in
+// the class; parsing rejects unknown sections and keys and checks every value, so a typo never
+// falls back to a default silently. `upkeep-server --dump-config` prints the effective result.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "upkeep/common/result.hpp"
+#include "upkeep/server/fleet.hpp"
+
+namespace upkeep::server {
+
+struct ListenConfig {
+  // Address and port of the device API (HTTPS with client certificates).
+  std::string address = "0.0.0.0";
+  std::uint16_t port = 8443;
+  // The server's TLS certificate and private key (PEM files).
+  std::string certificate = "/etc/upkeep-server/server.pem";
+  std::string private_key = "/etc/upkeep-server/server.key";
+  // Threads running the network and the handlers.
+  unsigned threads = 4;
+  // Seconds requests in flight may take to finish on SIGTERM or SIGINT.
+  unsigned shutdown_grace_seconds = 10;
+};
+
+struct DatabaseConfig {
+  // sqlite:PATH or postgresql://... (docs/adr/0006-storage.md). Never logged with its password.
+  std::string url = "sqlite:/var/lib/upkeep-server/fleet.db";
+};
+
+struct DevicesConfig {
+  // The device CA: issues client certificates at enrolment, checks them at every request.
+  std::string ca_certificate = "/etc/upkeep-server/device-ca.pem";
+  std::string ca_private_key = "/etc/upkeep-server/device-ca.key";
+  // Validity of device certificates.
+  std::uint32_t certificate_validity_days = 3650;
+  // What check-in answers tell devices about their next check-in.
+  std::uint32_t next_checkin_seconds = 86400;
+};
+
+struct EnrolmentConfig {
+  // Enrolment attempts per remote address: `burst` at once, one more every `refill_seconds`.
+  std::uint32_t burst = 10;
+  std::uint32_t refill_seconds = 60;
+};
+
+struct ServerConfig {
+  ListenConfig server;
+  DatabaseConfig database;
+  DevicesConfig devices;
+  EnrolmentConfig enrolment;
+  // [models.NAME]: support period per device model.
+  std::map<std::string, ModelSupport> models;
+};
+
+// Errc::InvalidConfig with the offending key in the message.
+[[nodiscard]] Result<ServerConfig> ParseServerConfig(std::string_view toml_text);
+[[nodiscard]] Result<ServerConfig> LoadServerConfig(const std::string& path);
+[[nodiscard]] std::string DumpServerConfig(const ServerConfig& config);
+
+}  // namespace upkeep::server

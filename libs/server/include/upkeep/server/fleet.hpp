@@ -1,0 +1,174 @@
+#pragma once
+
+// The fleet server's device API (docs/formats/device-api.md, ADR 0007) over one storage::Database:
+// enrolment with one-time tokens, check-ins (inventory and replay-proof counters), reports and
+// incidents (idempotent by id, stored before they are acknowledged) and the support period of a
+// device's model. It is the Handler of an HttpsServer whose client CA is the device CA.
+//
+// A device's identity comes only from its verified client certificate (device CA, serial known
+// and not blocked), never from a request body, so a device reads and writes only its own rows.
+// Requests are parsed strictly: unknown fields, wrong types and invalid UTF-8 are 400.
+// Signing the director's per-device metadata is not done here yet: check-in answers carry an
+// empty "director" object and enrolment answers no "director_root".
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "upkeep/common/clock.hpp"
+#include "upkeep/common/result.hpp"
+#include "upkeep/crypto/x509.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/server/https_server.hpp"
+#include "upkeep/storage/database.hpp"
+
+namespace upkeep::server {
+
+// The schema of the fleet database (migration 1: devices, enrolment_tokens, reports, incidents).
+[[nodiscard]] Result<void> MigrateFleetSchema(storage::Database& db);
+
+// Support period of one model, answered by GET /api/v1/support.
+struct ModelSupport {
+  // "YYYY-MM-DD": last day security updates are published.
+  std::string security_updates_until;
+  // Where people read about it.
+  std::string url;
+};
+
+struct FleetOptions {
+  // The device CA (PEM): issues client certificates at enrolment, checks them at every request.
+  std::string device_ca_pem;
+  std::string device_ca_key_pem;
+  // Validity of issued client certificates.
+  std::chrono::days certificate_validity{3650};
+  // What a check-in answer tells a device about its next check-in.
+  std::uint32_t next_checkin_seconds = 86400;
+  // Largest request body a handler accepts (413 too_large beyond; the HTTPS front end's own
+  // limit must be at least this).
+  std::size_t max_body_bytes = 64 * 1024;
+  // Enrolment attempts per remote address: a token bucket of `enrol_burst` attempts refilled
+  // with one attempt every `enrol_refill_seconds`.
+  std::uint32_t enrol_burst = 10;
+  std::uint32_t enrol_refill_seconds = 60;
+  // Support periods by model.
+  std::map<std::string, ModelSupport> models;
+};
+
+// ---- request bodies (exposed for the fuzzer and tests) ----
+
+struct EnrolRequest {
+  std::string token;  // empty when the request has none
+  std::string model;
+  std::string serial;
+  std::string csr;
+};
+
+struct CheckinRequest {
+  std::int64_t counter = 0;
+  std::string model;
+  std::string hardware;
+  std::string components_json;  // canonical JSON of "components"
+  std::string policy_json;      // canonical JSON of "policy" ("{}" when absent)
+  std::string update_json;      // canonical JSON of "update" ("{}" when absent)
+};
+
+struct ReportRequest {
+  std::string report_id;
+  std::string update_id;
+  std::string target;
+  std::string outcome;
+  std::string body_json;  // canonical JSON of the whole request
+};
+
+struct IncidentRequest {
+  std::string incident_id;
+  std::string kind;
+  std::string body_json;  // canonical JSON of the whole request
+};
+
+// Each fails with metadata::Errc::MalformedJson (not JSON, invalid UTF-8, duplicate key) or
+// metadata::Errc::InvalidMetadata (unknown field, missing field, wrong type or value).
+[[nodiscard]] Result<EnrolRequest> ParseEnrolRequest(std::string_view body);
+[[nodiscard]] Result<CheckinRequest> ParseCheckinRequest(std::string_view body);
+[[nodiscard]] Result<ReportRequest> ParseReportRequest(std::string_view body);
+[[nodiscard]] Result<IncidentRequest> ParseIncidentRequest(std::string_view body);
+
+// ---- administration (upkeep-server admin ...) ----
+
+struct DeviceRecord {
+  std::string id;
+  std::string model;
+  std::string serial;
+  std::string hardware;
+  std::string group;
+  std::string certificate_serial;
+  bool blocked = false;
+  std::int64_t enrolled_at = 0;
+  std::optional<std::int64_t> last_checkin_at;
+  std::int64_t checkin_counter = -1;  // -1: never checked in
+};
+
+// A fresh one-time enrolment token for `model` (and `group`), valid until now + `valid_for`.
+// Only its SHA-256 is stored: the returned token cannot be shown again.
+[[nodiscard]] Result<std::string> CreateEnrolmentToken(storage::Database& db, const Clock& clock,
+                                                       const std::string& model,
+                                                       const std::string& group,
+                                                       std::chrono::seconds valid_for);
+[[nodiscard]] Result<std::vector<DeviceRecord>> ListDevices(storage::Database& db);
+// Errc::DeviceNotFound when no device has that ID.
+[[nodiscard]] Result<void> BlockDevice(storage::Database& db, const std::string& device_id);
+
+// "d-" followed by 16 random lowercase hex digits.
+[[nodiscard]] Result<std::string> NewDeviceId();
+
+class Fleet {
+ public:
+  // Fails (Errc::InvalidDeviceCa) unless the CA certificate and key parse and belong together.
+  // `db` and `clock` must outlive the Fleet.
+  [[nodiscard]] static Result<std::unique_ptr<Fleet>> Create(storage::Database& db,
+                                                             const Clock& clock,
+                                                             FleetOptions options);
+
+  // Answers one request; safe to call from several threads.
+  [[nodiscard]] Response Handle(const Request& request);
+  // Handle as an HttpsServer handler; the Fleet must outlive the server.
+  [[nodiscard]] Handler AsHandler();
+
+ private:
+  struct Device {
+    std::string id;
+    std::string model;
+  };
+  Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
+        crypto::x509::TlsKey ca_key);
+
+  Response Enrol(const Request& request);
+  Response Checkin(const Request& request, const Device& device);
+  Response Report(const Request& request, const Device& device);
+  Response Incident(const Request& request, const Device& device);
+  Response Support(const Device& device);
+  // The device the verified client certificate names, or the error answer.
+  Result<Device> Authenticate(const Request& request, Response& refusal);
+  // Takes one enrolment attempt from the address's bucket; seconds to wait when empty.
+  std::optional<std::int64_t> TakeEnrolAttempt(const std::string& address);
+
+  storage::Database& db_;
+  const Clock& clock_;
+  FleetOptions options_;
+  crypto::x509::TlsKey ca_key_;
+
+  struct Bucket {
+    double tokens = 0;
+    std::int64_t updated_at = 0;
+  };
+  std::mutex buckets_mutex_;
+  std::unordered_map<std::string, Bucket> buckets_;  // guarded by buckets_mutex_
+};
+
+}  // namespace upkeep::server

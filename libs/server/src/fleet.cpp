@@ -1,0 +1,545 @@
+#include "upkeep/server/fleet.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/common/log.hpp"
+#include "upkeep/crypto/crypto.hpp"
+#include "upkeep/metadata/json_reader.hpp"
+#include "upkeep/metadata/json_text.hpp"
+
+namespace upkeep::server {
+
+namespace {
+
+namespace x509 = crypto::x509;
+using metadata::Json;
+using metadata::JsonReader;
+using metadata::StringRules;
+
+constexpr metadata::Errc kInvalid = metadata::Errc::InvalidMetadata;
+constexpr std::size_t kMaxIdLength = 128;
+constexpr std::size_t kMaxTextLength = 4096;
+constexpr std::size_t kMaxTrackedAddresses = 100000;
+constexpr std::uint64_t kMaxCounter = static_cast<std::uint64_t>(INT64_MAX);
+
+// ---- answers ----
+
+Response JsonResponse(unsigned status, const Json& body) {
+  Response r;
+  r.status = status;
+  r.body = metadata::DumpJson(body);
+  return r;
+}
+
+Response Fail(unsigned status, const char* code, const std::string& message) {
+  return JsonResponse(status, Json{{"error", code}, {"message", message}});
+}
+
+Response BadRequest(const Error& e) { return Fail(400, "bad_request", e.message()); }
+
+Response Unauthenticated(const std::string& message) {
+  return Fail(401, "unauthenticated", message);
+}
+
+// A database failure: 503 when it may pass (locked, unreachable), 500 otherwise. The detail goes
+// to the log, not to the device.
+Response DatabaseFailure(const char* what, const Error& e) {
+  if (e.code() == storage::Errc::Unavailable || e.code() == storage::Errc::Conflict) {
+    log::warn("fleet: {}: database unavailable: {}", what, e.ToString());
+    return Fail(503, "unavailable", "the database is unavailable; retry later");
+  }
+  log::error("fleet: {}: {}", what, e.ToString());
+  return Fail(500, "internal", "internal error");
+}
+
+// ---- parsing ----
+
+bool IsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+// Identifiers the device chooses (report and incident IDs, models): [A-Za-z0-9._-]{1,max}.
+Result<std::string> Identifier(JsonReader& r, std::string_view key, std::size_t max) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string s, r.String(key, StringRules{.max_length = max}));
+  if (!std::all_of(s.begin(), s.end(), IsNameChar)) {
+    return r.Fail(key, "must hold only letters, digits, '.', '_' and '-'");
+  }
+  return s;
+}
+
+// A string or null; absent is null.
+Result<std::optional<std::string>> NullableString(JsonReader& r, std::string_view key) {
+  const Json* v = r.Optional(key);
+  if (v == nullptr || v->is_null()) return std::optional<std::string>();
+  return r.OptionalString(key, StringRules{.max_length = kMaxTextLength});
+}
+
+Result<Json> ParseObject(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, metadata::ParseJson(body));
+  if (!doc.is_object()) return Error(kInvalid, "document: must be an object");
+  return doc;
+}
+
+Result<std::string> Canonical(const Json& j) { return metadata::Canonicalize(j); }
+
+Result<void> CheckComponents(JsonReader& top) {
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader components, top.Object("components"));
+  if (components.json().size() > 64) return top.Fail("components", "too many components");
+  for (const auto& [name, value] : components.json().items()) {
+    if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), IsNameChar)) {
+      return top.Fail("components", "a component name is not allowed");
+    }
+    UPKEEP_ASSIGN_OR_RETURN(JsonReader c, components.Object(name));
+    UPKEEP_TRY(c.String("version", StringRules{.max_length = 256}));
+    UPKEEP_TRY(NullableString(c, "target"));
+    UPKEEP_TRY(c.OptionalUint("security_version", {.max = kMaxCounter}));
+    UPKEEP_TRY(c.NoUnknownKeys());
+  }
+  return Ok();
+}
+
+Result<void> CheckPolicy(JsonReader& top) {
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<JsonReader> p, top.OptionalObject("policy"));
+  if (!p) return Ok();
+  for (const char* key : {"auto_install", "notifications", "security_auto_install"}) {
+    UPKEEP_TRY(p->OptionalBool(key));
+  }
+  if (const Json* until = p->Optional("postponed_until"); until != nullptr && !until->is_null()) {
+    UPKEEP_TRY(p->Uint("postponed_until", {.max = kMaxCounter}));
+  }
+  return p->NoUnknownKeys();
+}
+
+Result<void> CheckUpdate(JsonReader& top) {
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<JsonReader> u, top.OptionalObject("update"));
+  if (!u) return Ok();
+  UPKEEP_TRY(Identifier(*u, "state", 64));
+  UPKEEP_TRY(NullableString(*u, "target"));
+  return u->NoUnknownKeys();
+}
+
+Result<void> CheckDirectorVersions(JsonReader& top) {
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<JsonReader> d, top.OptionalObject("director"));
+  if (!d) return Ok();
+  UPKEEP_TRY(d->OptionalUint("root_version", {.max = kMaxCounter}));
+  UPKEEP_TRY(d->OptionalUint("targets_version", {.max = kMaxCounter}));
+  return d->NoUnknownKeys();
+}
+
+Result<void> CheckEvents(JsonReader& top) {
+  const Json* events = top.Optional("events");
+  if (events == nullptr) return Ok();
+  if (!events->is_array()) return top.Fail("events", "must be an array");
+  if (events->size() > 1000) return top.Fail("events", "too many events");
+  for (std::size_t i = 0; i < events->size(); ++i) {
+    UPKEEP_ASSIGN_OR_RETURN(
+        JsonReader e, JsonReader::Of((*events)[i], kInvalid, "events[" + std::to_string(i) + "]"));
+    UPKEEP_TRY(e.Uint("time", {.max = kMaxCounter}));
+    UPKEEP_TRY(e.String("id", StringRules{.max_length = 128}));
+    if (const Json* data = e.Optional("data"); data != nullptr && !data->is_object()) {
+      return e.Fail("data", "must be an object");
+    }
+    UPKEEP_TRY(e.NoUnknownKeys());
+  }
+  return Ok();
+}
+
+bool IsOutcome(const std::string& s) {
+  return s == "in_progress" || s == "committed" || s == "rolled_back" || s == "failed" ||
+         s == "cancelled";
+}
+
+// ---- randomness and tokens ----
+
+Result<void> RandomBytes(std::uint8_t* out, std::size_t n) {
+  while (n > 0) {
+    const ssize_t got = ::getrandom(out, n, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Error(Errc::InvalidArgument, "getrandom failed");
+    }
+    out += got;
+    n -= static_cast<std::size_t>(got);
+  }
+  return Ok();
+}
+
+std::string TokenDigest(std::string_view token) { return HexEncode(crypto::Sha256(token)); }
+
+bool IsValidName(const std::string& s, std::size_t max) {
+  return !s.empty() && s.size() <= max && std::all_of(s.begin(), s.end(), IsNameChar);
+}
+
+std::int64_t Seconds(Clock::TimePoint t) { return t.time_since_epoch().count(); }
+
+}  // namespace
+
+// ---- request parsers ----
+
+Result<EnrolRequest> ParseEnrolRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseObject(body));
+  JsonReader r(doc, kInvalid, "");
+  EnrolRequest out;
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<std::string> token,
+                          r.OptionalString("token", StringRules{.max_length = 256}));
+  out.token = token.value_or("");
+  UPKEEP_ASSIGN_OR_RETURN(out.model, Identifier(r, "model", 64));
+  UPKEEP_ASSIGN_OR_RETURN(out.serial, r.String("serial", StringRules{.max_length = 256}));
+  UPKEEP_ASSIGN_OR_RETURN(out.csr,
+                          r.String("csr", StringRules{.max_length = x509::kMaxInputBytes}));
+  UPKEEP_TRY(r.NoUnknownKeys());
+  return out;
+}
+
+Result<CheckinRequest> ParseCheckinRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseObject(body));
+  JsonReader r(doc, kInvalid, "");
+  CheckinRequest out;
+  UPKEEP_ASSIGN_OR_RETURN(std::uint64_t counter, r.Uint("counter", {.max = kMaxCounter}));
+  out.counter = static_cast<std::int64_t>(counter);
+  UPKEEP_ASSIGN_OR_RETURN(out.model, Identifier(r, "model", 64));
+  UPKEEP_ASSIGN_OR_RETURN(out.hardware, Identifier(r, "hardware", 64));
+  UPKEEP_TRY(CheckComponents(r));
+  UPKEEP_TRY(CheckDirectorVersions(r));
+  UPKEEP_TRY(CheckPolicy(r));
+  UPKEEP_TRY(CheckUpdate(r));
+  UPKEEP_TRY(r.NoUnknownKeys());
+  UPKEEP_ASSIGN_OR_RETURN(out.components_json, Canonical(doc["components"]));
+  UPKEEP_ASSIGN_OR_RETURN(out.policy_json,
+                          Canonical(doc.contains("policy") ? doc["policy"] : Json::object()));
+  UPKEEP_ASSIGN_OR_RETURN(out.update_json,
+                          Canonical(doc.contains("update") ? doc["update"] : Json::object()));
+  return out;
+}
+
+Result<ReportRequest> ParseReportRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseObject(body));
+  JsonReader r(doc, kInvalid, "");
+  ReportRequest out;
+  UPKEEP_ASSIGN_OR_RETURN(out.report_id, Identifier(r, "report_id", kMaxIdLength));
+  UPKEEP_ASSIGN_OR_RETURN(out.update_id, Identifier(r, "update_id", kMaxIdLength));
+  UPKEEP_ASSIGN_OR_RETURN(out.target, r.String("target", StringRules{.max_length = 1024}));
+  UPKEEP_ASSIGN_OR_RETURN(out.outcome, r.String("outcome", StringRules{.max_length = 32}));
+  if (!IsOutcome(out.outcome)) {
+    return r.Fail("outcome", "must be in_progress, committed, rolled_back, failed or cancelled");
+  }
+  UPKEEP_TRY(CheckEvents(r));
+  UPKEEP_TRY(r.NoUnknownKeys());
+  UPKEEP_ASSIGN_OR_RETURN(out.body_json, Canonical(doc));
+  return out;
+}
+
+Result<IncidentRequest> ParseIncidentRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseObject(body));
+  JsonReader r(doc, kInvalid, "");
+  IncidentRequest out;
+  UPKEEP_ASSIGN_OR_RETURN(out.incident_id, Identifier(r, "incident_id", kMaxIdLength));
+  UPKEEP_ASSIGN_OR_RETURN(out.kind, Identifier(r, "kind", 64));
+  for (const char* key : {"source", "target", "error", "detail"}) {
+    UPKEEP_TRY(r.OptionalString(key, StringRules{.max_length = kMaxTextLength}));
+  }
+  UPKEEP_TRY(r.OptionalUint("time", {.max = kMaxCounter}));
+  UPKEEP_TRY(r.NoUnknownKeys());
+  UPKEEP_ASSIGN_OR_RETURN(out.body_json, Canonical(doc));
+  return out;
+}
+
+// ---- administration ----
+
+Result<std::string> NewDeviceId() {
+  std::array<std::uint8_t, 8> bytes{};
+  UPKEEP_TRY(RandomBytes(bytes.data(), bytes.size()));
+  return "d-" + HexEncode(bytes);
+}
+
+Result<std::string> CreateEnrolmentToken(storage::Database& db, const Clock& clock,
+                                         const std::string& model, const std::string& group,
+                                         std::chrono::seconds valid_for) {
+  if (!IsValidName(model, 64)) return Error(Errc::InvalidArgument, "model: not a valid name");
+  if (!group.empty() && !IsValidName(group, 64)) {
+    return Error(Errc::InvalidArgument, "group: not a valid name");
+  }
+  if (valid_for.count() <= 0) return Error(Errc::InvalidArgument, "validity must be positive");
+  std::array<std::uint8_t, 24> bytes{};
+  UPKEEP_TRY(RandomBytes(bytes.data(), bytes.size()));
+  std::string token = "ut-" + HexEncode(bytes);
+  const std::int64_t now = Seconds(clock.Now());
+  auto inserted = db.Exec(
+      "INSERT INTO enrolment_tokens (token_sha256, model, device_group, created_at, expires_at) "
+      "VALUES ($1, $2, $3, $4, $5)",
+      {TokenDigest(token), model, group, now, now + valid_for.count()});
+  if (!inserted) return std::move(inserted).error().WithContext("storing the enrolment token");
+  return token;
+}
+
+Result<std::vector<DeviceRecord>> ListDevices(storage::Database& db) {
+  UPKEEP_ASSIGN_OR_RETURN(
+      storage::Rows rows,
+      db.Query(
+          "SELECT id, model, serial, hardware, device_group, certificate_serial, blocked, "
+          "enrolled_at, last_checkin_at, checkin_counter FROM devices ORDER BY enrolled_at, id"));
+  std::vector<DeviceRecord> out;
+  for (const auto& row : rows) {
+    DeviceRecord d;
+    UPKEEP_ASSIGN_OR_RETURN(d.id, row.Get<std::string>(0));
+    UPKEEP_ASSIGN_OR_RETURN(d.model, row.Get<std::string>(1));
+    UPKEEP_ASSIGN_OR_RETURN(d.serial, row.Get<std::string>(2));
+    UPKEEP_ASSIGN_OR_RETURN(d.hardware, row.Get<std::string>(3));
+    UPKEEP_ASSIGN_OR_RETURN(d.group, row.Get<std::string>(4));
+    UPKEEP_ASSIGN_OR_RETURN(d.certificate_serial, row.Get<std::string>(5));
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t blocked, row.Get<std::int64_t>(6));
+    d.blocked = blocked != 0;
+    UPKEEP_ASSIGN_OR_RETURN(d.enrolled_at, row.Get<std::int64_t>(7));
+    UPKEEP_ASSIGN_OR_RETURN(d.last_checkin_at, row.Get<std::optional<std::int64_t>>(8));
+    UPKEEP_ASSIGN_OR_RETURN(d.checkin_counter, row.Get<std::int64_t>(9));
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+Result<void> BlockDevice(storage::Database& db, const std::string& device_id) {
+  UPKEEP_ASSIGN_OR_RETURN(std::int64_t n,
+                          db.Exec("UPDATE devices SET blocked = 1 WHERE id = $1", {device_id}));
+  if (n == 0) return Error(Errc::DeviceNotFound, "no device " + device_id);
+  return Ok();
+}
+
+// ---- Fleet ----
+
+Fleet::Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
+             crypto::x509::TlsKey ca_key)
+    : db_(db), clock_(clock), options_(std::move(options)), ca_key_(std::move(ca_key)) {}
+
+Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock& clock,
+                                             FleetOptions options) {
+  auto key = x509::TlsKey::FromPem(options.device_ca_key_pem);
+  if (!key) return Error(Errc::InvalidDeviceCa, "device CA key: " + key.error().message());
+  auto cert = x509::ParseCertificate(options.device_ca_pem);
+  if (!cert) return Error(Errc::InvalidDeviceCa, "device CA: " + cert.error().message());
+  if (!(cert->public_key == key->public_key())) {
+    return Error(Errc::InvalidDeviceCa, "the device CA key does not match its certificate");
+  }
+  if (options.enrol_burst == 0 || options.enrol_refill_seconds == 0) {
+    return Error(Errc::InvalidConfig, "enrolment rate limit must be positive");
+  }
+  return std::unique_ptr<Fleet>(new Fleet(db, clock, std::move(options), std::move(*key)));
+}
+
+Handler Fleet::AsHandler() {
+  return [this](const Request& r) { return Handle(r); };
+}
+
+Response Fleet::Handle(const Request& request) {
+  const bool post = request.method == "POST";
+  const std::string& path = request.path;
+  const bool known = (post && (path == "/api/v1/enrol" || path == "/api/v1/checkin" ||
+                               path == "/api/v1/reports" || path == "/api/v1/incidents")) ||
+                     (request.method == "GET" && path == "/api/v1/support");
+  if (!known) return Fail(404, "not_found", "no such endpoint");
+  if (request.body.size() > options_.max_body_bytes) {
+    return Fail(413, "too_large", "the request body is too large");
+  }
+  if (path == "/api/v1/enrol") return Enrol(request);
+  Response refusal;
+  auto device = Authenticate(request, refusal);
+  if (!device) return refusal;
+  if (path == "/api/v1/checkin") return Checkin(request, *device);
+  if (path == "/api/v1/reports") return Report(request, *device);
+  if (path == "/api/v1/incidents") return Incident(request, *device);
+  return Support(*device);
+}
+
+Result<Fleet::Device> Fleet::Authenticate(const Request& request, Response& refusal) {
+  if (request.peer_certificate_der.empty()) {
+    refusal = Unauthenticated("a client certificate from the device CA is required");
+    return Error(Errc::InvalidArgument, "no certificate");
+  }
+  auto info =
+      x509::VerifyIssuedBy(request.peer_certificate_der, options_.device_ca_pem, clock_.Now());
+  if (!info) {
+    refusal = Unauthenticated("the client certificate is not usable");
+    return Error(Errc::InvalidArgument, info.error().message());
+  }
+  auto rows = db_.Query("SELECT id, model, blocked FROM devices WHERE certificate_serial = $1",
+                        {info->serial_hex});
+  if (!rows) {
+    refusal = DatabaseFailure("authenticate", rows.error());
+    return std::move(rows).error();
+  }
+  Device device;
+  std::int64_t blocked = 0;
+  if (rows->size() == 1) {
+    auto id = (*rows)[0].Get<std::string>(0);
+    auto model = (*rows)[0].Get<std::string>(1);
+    auto b = (*rows)[0].Get<std::int64_t>(2);
+    if (id && model && b) {
+      device = Device{*id, *model};
+      blocked = *b;
+    }
+  }
+  // The certificate serial and the device ID it names must both match one device.
+  if (device.id.empty() || device.id != info->device_id) {
+    refusal = Unauthenticated("the client certificate names no enrolled device");
+    return Error(Errc::DeviceNotFound, "unknown certificate");
+  }
+  if (blocked != 0) {
+    refusal = Fail(403, "blocked", "this device is blocked");
+    return Error(Errc::InvalidArgument, "blocked");
+  }
+  return device;
+}
+
+std::optional<std::int64_t> Fleet::TakeEnrolAttempt(const std::string& address) {
+  const std::int64_t now = Seconds(clock_.Now());
+  const double burst = options_.enrol_burst;
+  const double per_second = 1.0 / options_.enrol_refill_seconds;
+  std::lock_guard lock(buckets_mutex_);
+  if (buckets_.size() >= kMaxTrackedAddresses && !buckets_.contains(address)) {
+    // Forget addresses whose buckets are full again; they lose nothing.
+    std::erase_if(buckets_, [&](const auto& kv) {
+      return kv.second.tokens + static_cast<double>(now - kv.second.updated_at) * per_second >=
+             burst;
+    });
+  }
+  auto [it, fresh] = buckets_.try_emplace(address, Bucket{burst, now});
+  Bucket& b = it->second;
+  if (!fresh && now > b.updated_at) {
+    b.tokens = std::min(burst, b.tokens + static_cast<double>(now - b.updated_at) * per_second);
+  }
+  b.updated_at = std::max(b.updated_at, now);
+  if (b.tokens >= 1.0) {
+    b.tokens -= 1.0;
+    return std::nullopt;
+  }
+  const double wait = (1.0 - b.tokens) / per_second;
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(wait + 0.999));
+}
+
+Response Fleet::Enrol(const Request& request) {
+  if (auto wait = TakeEnrolAttempt(request.remote_address)) {
+    Response r = Fail(429, "rate_limited", "too many enrolment attempts; retry later");
+    r.headers.emplace_back("Retry-After", std::to_string(*wait));
+    return r;
+  }
+  auto req = ParseEnrolRequest(request.body);
+  if (!req) return BadRequest(req.error());
+  if (req->token.empty()) return Unauthenticated("an enrolment token is required");
+  auto csr = x509::ParseCsr(req->csr);
+  if (!csr) return BadRequest(Error(kInvalid, "csr: " + csr.error().message()));
+  auto device_id = NewDeviceId();
+  if (!device_id) return Fail(500, "internal", "internal error");
+  const auto now = clock_.Now();
+  const x509::Validity validity{
+      now - std::chrono::minutes(5),
+      now + std::chrono::duration_cast<std::chrono::seconds>(options_.certificate_validity)};
+  const std::int64_t t = Seconds(now);
+  const std::string digest = TokenDigest(req->token);
+  std::optional<x509::IssuedCertificate> cert;
+  // Checking and consuming the token, issuing the certificate and recording the device is one
+  // transaction: a token enrols one device, and nothing is signed for a token that is not valid.
+  auto enrolled = db_.InTransaction([&](storage::Tx& tx) -> Result<bool> {
+    UPKEEP_ASSIGN_OR_RETURN(
+        storage::Rows rows,
+        tx.Query("SELECT device_group FROM enrolment_tokens WHERE token_sha256 = $1 AND "
+                 "used_by IS NULL AND expires_at > $2 AND model = $3",
+                 {digest, t, req->model}));
+    if (rows.size() != 1) return false;
+    UPKEEP_ASSIGN_OR_RETURN(std::string group, rows[0].Get<std::string>(0));
+    UPKEEP_ASSIGN_OR_RETURN(
+        std::int64_t used,
+        tx.Exec("UPDATE enrolment_tokens SET used_by = $1, used_at = $2 WHERE token_sha256 = $3 "
+                "AND used_by IS NULL",
+                {*device_id, t, digest}));
+    if (used != 1) return false;
+    UPKEEP_ASSIGN_OR_RETURN(
+        cert, x509::IssueClientCertificate(options_.device_ca_pem, ca_key_, csr->public_key,
+                                           *device_id, validity));
+    UPKEEP_TRY(tx.Exec(
+        "INSERT INTO devices (id, model, serial, hardware, device_group, certificate_serial, "
+        "enrolled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        {*device_id, req->model, req->serial, req->model, group, cert->serial_hex, t}));
+    return true;
+  });
+  if (!enrolled) {
+    if (enrolled.error().code() == x509::Errc::UnsupportedKeyType) {
+      return BadRequest(Error(kInvalid, "csr: " + enrolled.error().message()));
+    }
+    if (enrolled.error().code().category() == x509::ErrcCategory()) {
+      log::error("fleet: enrol: issuing a certificate failed: {}", enrolled.error().ToString());
+      return Fail(500, "internal", "internal error");
+    }
+    return DatabaseFailure("enrol", enrolled.error());
+  }
+  if (!*enrolled || !cert) {
+    log::info("fleet: enrolment refused from {}: token unknown, used, expired or for another model",
+              request.remote_address);
+    return Unauthenticated("the enrolment token is not valid");
+  }
+  log::info("fleet: enrolled device {} (model {}) from {}", *device_id, req->model,
+            request.remote_address);
+  return JsonResponse(200, Json{{"device_id", *device_id},
+                                {"certificate", cert->pem},
+                                {"device_ca", options_.device_ca_pem}});
+}
+
+Response Fleet::Checkin(const Request& request, const Device& device) {
+  auto req = ParseCheckinRequest(request.body);
+  if (!req) return BadRequest(req.error());
+  // The counter must grow: the conditional update refuses a replayed or older check-in
+  // atomically, whatever other check-ins run at the same time.
+  auto updated = db_.Exec(
+      "UPDATE devices SET checkin_counter = $1, last_checkin_at = $2, model = $3, hardware = $4, "
+      "components = $5, policy = $6, update_state = $7 WHERE id = $8 AND checkin_counter < $1",
+      {req->counter, Seconds(clock_.Now()), req->model, req->hardware, req->components_json,
+       req->policy_json, req->update_json, device.id});
+  if (!updated) return DatabaseFailure("checkin", updated.error());
+  if (*updated == 0) {
+    return Fail(409, "conflict", "the check-in counter must be above the last one sent");
+  }
+  return JsonResponse(200, Json{{"director", Json::object()},
+                                {"next_checkin_seconds", options_.next_checkin_seconds}});
+}
+
+Response Fleet::Report(const Request& request, const Device& device) {
+  auto req = ParseReportRequest(request.body);
+  if (!req) return BadRequest(req.error());
+  // A report_id seen before (from this device or any other) changes nothing.
+  auto stored = db_.Exec(
+      "INSERT INTO reports (report_id, device_id, update_id, target, outcome, body, received_at) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING",
+      {req->report_id, device.id, req->update_id, req->target, req->outcome, req->body_json,
+       Seconds(clock_.Now())});
+  if (!stored) return DatabaseFailure("report", stored.error());
+  return JsonResponse(202, Json::object());
+}
+
+Response Fleet::Incident(const Request& request, const Device& device) {
+  auto req = ParseIncidentRequest(request.body);
+  if (!req) return BadRequest(req.error());
+  const std::int64_t now = Seconds(clock_.Now());
+  auto stored = db_.Exec(
+      "INSERT INTO incidents (incident_id, device_id, kind, body, received_at, next_attempt_at) "
+      "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (incident_id) DO NOTHING",
+      {req->incident_id, device.id, req->kind, req->body_json, now});
+  if (!stored) return DatabaseFailure("incident", stored.error());
+  if (*stored == 1) log::warn("fleet: incident {} from device {}", req->kind, device.id);
+  return JsonResponse(202, Json::object());
+}
+
+Response Fleet::Support(const Device& device) {
+  auto it = options_.models.find(device.model);
+  if (it == options_.models.end()) {
+    return Fail(404, "not_found", "no support period is published for this model");
+  }
+  return JsonResponse(200, Json{{"model", device.model},
+                                {"security_updates_until", it->second.security_updates_until},
+                                {"url", it->second.url}});
+}
+
+}  // namespace upkeep::server

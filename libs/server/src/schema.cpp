@@ -1,0 +1,70 @@
+// The fleet database's schema, in the portable SQL subset of ADR 0006 (runs unchanged on SQLite
+// and PostgreSQL). Times are BIGINT Unix seconds; booleans BIGINT 0/1; JSON is canonical TEXT.
+
+#include <array>
+
+#include "upkeep/server/fleet.hpp"
+
+namespace upkeep::server {
+
+namespace {
+
+// Migration 1: devices, enrolment tokens, reports and incidents.
+constexpr std::string_view kSchema1 = R"sql(
+CREATE TABLE IF NOT EXISTS devices (
+  id TEXT PRIMARY KEY,
+  model TEXT NOT NULL,
+  serial TEXT NOT NULL,
+  hardware TEXT NOT NULL DEFAULT '',
+  device_group TEXT NOT NULL DEFAULT '',
+  certificate_serial TEXT NOT NULL UNIQUE,
+  blocked BIGINT NOT NULL DEFAULT 0,
+  enrolled_at BIGINT NOT NULL,
+  last_checkin_at BIGINT,
+  checkin_counter BIGINT NOT NULL DEFAULT -1,
+  components TEXT NOT NULL DEFAULT '{}',
+  policy TEXT NOT NULL DEFAULT '{}',
+  update_state TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS devices_group ON devices (device_group);
+CREATE TABLE IF NOT EXISTS enrolment_tokens (
+  token_sha256 TEXT PRIMARY KEY,
+  model TEXT NOT NULL,
+  device_group TEXT NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used_by TEXT,
+  used_at BIGINT
+);
+CREATE TABLE IF NOT EXISTS reports (
+  report_id TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  update_id TEXT NOT NULL,
+  target TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  body TEXT NOT NULL,
+  received_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_device ON reports (device_id, received_at);
+CREATE TABLE IF NOT EXISTS incidents (
+  incident_id TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  body TEXT NOT NULL,
+  received_at BIGINT NOT NULL,
+  delivered_at BIGINT,
+  attempts BIGINT NOT NULL DEFAULT 0,
+  next_attempt_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_undelivered ON incidents (delivered_at, next_attempt_at);
+)sql";
+
+constexpr std::array kMigrations = {
+    storage::Migration{1, "fleet devices, enrolment tokens, reports, incidents", kSchema1},
+};
+
+}  // namespace
+
+Result<void> MigrateFleetSchema(storage::Database& db) { return storage::Migrate(db, kMigrations); }
+
+}  // namespace upkeep::server

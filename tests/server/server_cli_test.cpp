@@ -1,0 +1,155 @@
+// upkeep-server's command line in-process: configuration checks, init, enrolment tokens and the
+// device list.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "cli.hpp"
+#include "config.hpp"
+#include "temp_dir.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
+
+namespace upkeep::server {
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+CliRun Cli(std::vector<std::string> args) {
+  args.insert(args.begin(), "upkeep-server");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = Main(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+// A configuration key nobody knows is an error naming the key, never ignored.
+TEST(ServerConfigTest, RejectsUnknownKeysAndSections) {
+  auto r = ParseServerConfig("[server]\nprot = 1\n");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::InvalidConfig);
+  EXPECT_NE(r.error().message().find("server.prot"), std::string::npos);
+  EXPECT_EQ(ParseServerConfig("[director]\n").error().code(), Errc::InvalidConfig);
+  EXPECT_EQ(ParseServerConfig("[models.cam]\nurl = \"https://x\"\n").error().code(),
+            Errc::InvalidConfig);
+  EXPECT_EQ(ParseServerConfig("[models.cam]\nsecurity_updates_until = \"2031\"\n"
+                              "url = \"https://x\"\n")
+                .error()
+                .code(),
+            Errc::InvalidConfig);
+  EXPECT_EQ(ParseServerConfig("[server]\nport = 70000\n").error().code(), Errc::InvalidConfig);
+  auto ok = ParseServerConfig(
+      "[models.cam]\nsecurity_updates_until = \"2031-12-31\"\nurl = \"https://x/cam\"\n");
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok->models.at("cam").security_updates_until, "2031-12-31");
+}
+
+// The password in a database URL never appears in --dump-config.
+TEST(ServerConfigTest, DumpRedactsDatabasePassword) {
+  auto c = ParseServerConfig("[database]\nurl = \"postgresql://fleet:s3cret@db/fleet\"\n");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(DumpServerConfig(*c).find("s3cret"), std::string::npos);
+}
+
+// init makes private keys 0600 and a configuration that loads; tokens and devices work on it.
+TEST(ServerCliTest, InitThenAdministers) {
+  testing::TempDir dir;
+  const std::string d = (dir.path() / "srv").string();
+  CliRun r = Cli({"init", d, "--ip", "127.0.0.1", "--dns", "updates.example.com"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::stat((d + "/device-ca.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((d + "/server.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // A second init refuses to overwrite the keys.
+  EXPECT_NE(Cli({"init", d}).code, kExitOk);
+  const std::string config = d + "/server.toml";
+  r = Cli({"-c", config, "--dump-config"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("device-ca.pem"), std::string::npos);
+  r = Cli({"-c", config, "admin", "token", "create", "--model", "acme-cam-v2"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_TRUE(r.out.starts_with("ut-"));
+  EXPECT_EQ(Cli({"-c", config, "admin", "token", "create", "--model", "bad model"}).code,
+            kExitUsage);
+  r = Cli({"-c", config, "admin", "devices", "list", "--json"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(metadata::ParseJson(r.out).value(), metadata::Json::array());
+  EXPECT_EQ(Cli({"-c", config, "admin", "devices", "block", "d-0123456789abcdef"}).code,
+            kExitNotFound);
+}
+
+// `serve` as its own process: on SIGTERM it stops and exits 0 (graceful shutdown).
+TEST(ServerCliTest, ServeStopsOnSigterm) {
+  testing::TempDir dir;
+  const std::string d = (dir.path() / "srv").string();
+  ASSERT_EQ(Cli({"init", d, "--ip", "127.0.0.1"}).code, kExitOk);
+  const std::string config = d + "/server.toml";
+  {
+    std::ifstream in(config);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("0.0.0.0"), 7, "127.0.0.1");
+    text.replace(text.find("port = 8443"), 11, "port = 0");
+    std::ofstream(config) << text;
+  }
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ::close(pipe_fds[0]);
+    ::execl(UPKEEP_SERVER_BINARY, "upkeep-server", "-c", config.c_str(), "serve",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  std::string log;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // Waits (at most until the deadline) for `text` in the server's log.
+  auto wait_for = [&](const std::string& text) {
+    while (log.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[512];
+      const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
+      if (n <= 0) break;
+      log.append(buf, static_cast<std::size_t>(n));
+    }
+    return log.find(text) != std::string::npos;
+  };
+  EXPECT_TRUE(wait_for("serving the device API")) << log;
+  ::kill(pid, SIGTERM);
+  EXPECT_TRUE(wait_for("stopped")) << log;
+  int status = 0;
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    ::poll(nullptr, 0, 50);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "upkeep-server did not stop on SIGTERM: " << log;
+  }
+  ::close(pipe_fds[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+}
+
+}  // namespace
+}  // namespace upkeep::server
