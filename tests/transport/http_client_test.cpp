@@ -159,6 +159,30 @@ TEST_F(HttpClientTest, RefusesServerNotSignedByConfiguredCa) {
   EXPECT_FALSE(called);
 }
 
+// A certificate from the right CA for another host name is refused too.
+TEST_F(HttpClientTest, RefusesServerCertificateForAnotherName) {
+  auto key = x509::TlsKey::Generate().value();
+  x509::ServerNames names;
+  names.dns_names = {"fleet.example.com"};
+  auto cert = x509::IssueServerCertificate(pki_->server_ca.certificate_pem, pki_->server_ca.key,
+                                           key.public_key(), names, testing::TestPki::Window());
+  ASSERT_TRUE(cert.has_value()) << cert.error().ToString();
+  server::HttpsOptions o;
+  o.certificate_pem = cert->pem;
+  o.private_key_pem = key.ToPem().value();
+  std::atomic<bool> called{false};
+  auto s = server::HttpsServer::Start(o, [&](const server::Request&) {
+    called = true;
+    return server::Response{};
+  });
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  server_ = std::move(*s);
+  auto r = Client()->Get(Url("/"));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), common::Errc::NetworkError);
+  EXPECT_FALSE(called);
+}
+
 // An answer over max_response_bytes is refused, whatever its status.
 TEST_F(HttpClientTest, RefusesOversizedAnswer) {
   StartServer([](const server::Request& r) {
@@ -235,6 +259,44 @@ TEST_F(HttpClientTest, DoesNotFollowRedirects) {
   EXPECT_EQ(r.error().code(), common::Errc::HttpStatus);
   EXPECT_NE(r.error().message().find("302"), std::string::npos);
   EXPECT_EQ(http.requests().size(), 1u);
+}
+
+// Slow-retrieval defence: an answer trickling below the low-speed limit is abandoned.
+TEST_F(HttpClientTest, AbandonsAnswerBelowLowSpeedLimit) {
+  testing::TempDir root;
+  std::ofstream(root / "slow.json") << std::string(200, ' ');
+  testing::HttpTestServer http(root.path());
+  testing::Fault f;
+  f.drip_interval = std::chrono::milliseconds(200);
+  http.SetFault("/slow.json", f);
+  auto o = Options();
+  o.allow_http = true;
+  o.low_speed_bytes_per_second = 1000;
+  o.low_speed_time = std::chrono::seconds(1);
+  auto r = Client(o)->Get(http.base_url() + "/slow.json");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), common::Errc::Timeout);
+}
+
+// Slow-retrieval defence: a peer just above the low-speed limit is still cut off by the minimum
+// average rate.
+TEST_F(HttpClientTest, AbandonsAnswerBelowMinimumAverageRate) {
+  testing::TempDir root;
+  std::ofstream(root / "slow.json") << std::string(200, ' ');
+  testing::HttpTestServer http(root.path());
+  testing::Fault f;
+  f.drip_interval = std::chrono::milliseconds(100);
+  http.SetFault("/slow.json", f);
+  auto o = Options();
+  o.allow_http = true;
+  o.low_speed_bytes_per_second = 1;
+  o.low_speed_time = std::chrono::seconds(60);
+  o.min_average_bytes_per_second = 1000;
+  o.average_rate_grace = std::chrono::seconds(1);
+  auto r = Client(o)->Get(http.base_url() + "/slow.json");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), common::Errc::Timeout);
+  EXPECT_NE(r.error().message().find("on average"), std::string::npos) << r.error().message();
 }
 
 // A header value carrying CR/LF could smuggle another header or request: refused.
