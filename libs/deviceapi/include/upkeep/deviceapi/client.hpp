@@ -201,7 +201,9 @@ struct DeviceClientOptions {
 // One request at a time (calls are serialised). Not copyable.
 class DeviceClient {
  public:
-  // For a device that is not enrolled yet: only Enrol can succeed.
+  // For a device that is not enrolled yet: only Enrol can succeed. Errc::InvalidArgument when
+  // options.http names a CA or client certificate; common::Errc::InvalidArgument without a
+  // server CA or with half a manufacturer identity.
   [[nodiscard]] static Result<std::unique_ptr<DeviceClient>> ForEnrolment(
       const ServerEndpoint& endpoint, DeviceClientOptions options = {});
   // For an enrolled device (its client certificate is used for every request).
@@ -215,8 +217,11 @@ class DeviceClient {
   // POST /api/v1/enrol: generates the device key (ECDSA P-256) here, sends a CSR for it with
   // `token` (omitted when empty: the manufacturer certificate authenticates), `model` and
   // `serial`, and checks the answer: a valid device ID, a certificate for exactly this key and
-  // that device ID issued by the returned device CA. On success this client uses the new identity
-  // for later calls, and the identity is returned for the caller to persist (SaveIdentity).
+  // that device ID issued by the returned device CA. The CSR's subject CN is `serial` when that is
+  // a valid device ID, else "unenrolled-device": the server names the certificate. On success
+  // this client uses the new identity (on a new connection) for later calls, and the identity is
+  // returned for the caller to persist (SaveIdentity). Errc::InvalidArgument for an empty model
+  // or serial or strings that are not UTF-8; server errors as described at the top.
   [[nodiscard]] Result<DeviceIdentity> Enrol(std::string_view token, std::string_view model,
                                              std::string_view serial);
   // POST /api/v1/checkin. 200 → the director's files; 304 → not_modified (only valid when
