@@ -79,6 +79,7 @@ bool AllStringsUtf8(const Json& j) {
   if (j.is_string()) return metadata::IsValidUtf8(j.get_ref<const std::string&>());
   if (j.is_object()) {
     for (auto it = j.begin(); it != j.end(); ++it) {
+      // nothrow: an object iterator's value, not an optional
       if (!metadata::IsValidUtf8(it.key()) || !AllStringsUtf8(it.value())) return false;
     }
   }

@@ -169,6 +169,7 @@ std::optional<std::pair<Targets, Snapshot>> KeepablePrevious(const Root& root,
   if (targets->body != expected || targets->unrecognized_fields != expected_fields) {
     return std::nullopt;
   }
+  // nothrow: both errors returned when parsed above
   return std::make_pair(std::move(targets).value(), std::move(snapshot).value());
 }
 
@@ -346,6 +347,7 @@ Result<DirectorVerified> FullVerification(const Targets& director_targets, Updat
       return Error(Errc::DirectorImageNotForHardware,
                    path + ": the image repository does not list hardware " + device.hardware);
     }
+    // nothrow: the error case returned above
     out.images.push_back(std::move(image).value());
   }
   return out;
