@@ -9,63 +9,32 @@
 #include <mutex>
 #include <string_view>
 
+#include "curl_common.hpp"
 #include "upkeep/common/errc.hpp"
 
 namespace upkeep::transport {
 
 namespace {
 
+using internal::CurlError;
+using internal::GlobalInit;
+using internal::OnProgress;
+using internal::RateGuard;
+using internal::StartsWithNoCase;
+using internal::TooSlowError;
+using internal::Trim;
+
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
 using CurlLong = long;  // NOLINT(google-runtime-int): libcurl's option and info type
-
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() &&
-         std::equal(prefix.begin(), prefix.end(), text.begin(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) ==
-                  std::tolower(static_cast<unsigned char>(b));
-         });
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 // State shared with libcurl's callbacks for one request.
 struct Exchange {
   std::uint64_t max_bytes = 0;
   HttpResponse response;  // of the response being received (the last status line seen)
   bool too_large = false;
-  std::uint32_t min_average = 0;
-  std::chrono::steady_clock::duration grace{};
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  bool too_slow = false;
+  RateGuard rate;
 };
-
-// The minimum average rate over the answer body, as HttpFetcher applies it.
-int OnProgress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t /*ultotal*/,
-               curl_off_t /*ulnow*/) {
-  auto* x = static_cast<Exchange*>(user);
-  if (x->min_average == 0) return 0;
-  const auto elapsed = std::chrono::steady_clock::now() - x->started;
-  if (elapsed < x->grace) return 0;
-  const double seconds = std::chrono::duration<double>(elapsed).count();
-  if (static_cast<double>(dlnow) < seconds * static_cast<double>(x->min_average)) {
-    x->too_slow = true;
-    return 1;
-  }
-  return 0;
-}
 
 // Records the status line and the selected headers of each response (interim ones are replaced by
 // the final one); refuses a Content-Length over the limit before any body byte.
@@ -115,20 +84,6 @@ std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) 
     return 0;
   }
   return n;
-}
-
-Error CurlError(CURLcode rc, const char* detail, const std::string& url) {
-  std::string message = url + ": " + curl_easy_strerror(rc);
-  if (detail[0] != '\0') message += std::string(" (") + detail + ")";
-  switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-      return Error(common::Errc::Timeout, message);
-    case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-      return Error(common::Errc::InvalidArgument, message);
-    default:
-      return Error(common::Errc::NetworkError, message);
-  }
 }
 
 bool HasHeaderBreak(std::string_view s) {
@@ -216,8 +171,8 @@ Result<HttpResponse> HttpClient::Impl::Perform(const std::string& url, const std
 
   Exchange x;
   x.max_bytes = o.max_response_bytes;
-  x.min_average = o.min_average_bytes_per_second;
-  x.grace = o.average_rate_grace;
+  x.rate.min_average = o.min_average_bytes_per_second;
+  x.rate.grace = o.average_rate_grace;
   char error_detail[CURL_ERROR_SIZE] = {};
   const auto secs = [](std::chrono::seconds s) { return static_cast<CurlLong>(s.count()); };
   const auto blob = [](const std::string& pem) {
@@ -273,7 +228,7 @@ Result<HttpResponse> HttpClient::Impl::Perform(const std::string& url, const std
   set(CURLOPT_WRITEFUNCTION, &OnBody);
   set(CURLOPT_WRITEDATA, &x);
   set(CURLOPT_XFERINFOFUNCTION, &OnProgress);
-  set(CURLOPT_XFERINFODATA, &x);
+  set(CURLOPT_XFERINFODATA, &x.rate);
   set(CURLOPT_NOPROGRESS, CurlLong{0});
   if (post_body != nullptr) {
     set(CURLOPT_POST, CurlLong{1});
@@ -289,10 +244,7 @@ Result<HttpResponse> HttpClient::Impl::Perform(const std::string& url, const std
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
 
-  if (x.too_slow) {
-    return Error(common::Errc::Timeout, url + ": slower than " + std::to_string(x.min_average) +
-                                            " bytes/s on average; request abandoned");
-  }
+  if (x.rate.too_slow) return TooSlowError(url, x.rate, x.response.body.size());
   if (x.too_large) {
     return Error(common::Errc::LengthExceeded,
                  url + ": answer larger than " + std::to_string(x.max_bytes) + " bytes");

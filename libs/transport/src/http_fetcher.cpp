@@ -12,40 +12,26 @@
 #include <optional>
 #include <string_view>
 
+#include "curl_common.hpp"
 #include "upkeep/common/errc.hpp"
 
 namespace upkeep::transport {
 
 namespace {
 
+using internal::CurlError;
+using internal::GlobalInit;
+using internal::OnProgress;
+using internal::RateGuard;
+using internal::StartsWithNoCase;
+using internal::TooSlowError;
+using internal::Trim;
+
 using CurlPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
 using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
 using CurlLong = long;  // NOLINT(google-runtime-int): libcurl's option and info type
 
-// libcurl's global state is set up once per process, before the first handle, thread-safely.
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 bool IsSuccess(CurlLong status) { return status >= 200 && status <= 299; }
-
-bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() &&
-         std::equal(prefix.begin(), prefix.end(), text.begin(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) ==
-                  std::tolower(static_cast<unsigned char>(b));
-         });
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 // State shared with libcurl's callbacks for one transfer.
 struct Transfer {
@@ -62,28 +48,8 @@ struct Transfer {
   bool bad_range = false;
   std::optional<Error> sink_error;
   std::exception_ptr sink_exception;  // rethrown after curl_easy_perform; never crosses libcurl
-  // Minimum average rate (bytes per second of the whole request so far), checked after `grace`.
-  std::uint32_t min_average = 0;
-  std::chrono::steady_clock::duration grace{};
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  bool too_slow = false;
+  RateGuard rate;                     // the minimum average rate
 };
-
-// libcurl calls this about once a second and on every chunk: a transfer whose average rate has
-// fallen below the minimum after the grace period is aborted.
-int OnProgress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t /*ultotal*/,
-               curl_off_t /*ulnow*/) {
-  auto* t = static_cast<Transfer*>(user);
-  if (t->min_average == 0) return 0;
-  const auto elapsed = std::chrono::steady_clock::now() - t->started;
-  if (elapsed < t->grace) return 0;
-  const double seconds = std::chrono::duration<double>(elapsed).count();
-  if (static_cast<double>(dlnow) < seconds * static_cast<double>(t->min_average)) {
-    t->too_slow = true;
-    return 1;  // aborts with CURLE_ABORTED_BY_CALLBACK
-  }
-  return 0;
-}
 
 // Runs before any body byte: records the status of each response (interim, redirect, final) and
 // refuses a success response whose Content-Length is already over the limit.
@@ -174,19 +140,6 @@ Error StatusError(CurlLong status, const std::string& url) {
   return Error(common::Errc::HttpStatus, message);
 }
 
-Error CurlError(CURLcode rc, const char* detail, const std::string& url) {
-  std::string message = url + ": " + curl_easy_strerror(rc);
-  if (detail[0] != '\0') message += std::string(" (") + detail + ")";
-  switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-      return Error(common::Errc::Timeout, message);
-    case CURLE_URL_MALFORMAT:
-      return Error(common::Errc::InvalidArgument, message);
-    default:
-      return Error(common::Errc::NetworkError, message);
-  }
-}
-
 bool HasHttpScheme(std::string_view url) {
   return StartsWithNoCase(url, "http://") || StartsWithNoCase(url, "https://");
 }
@@ -236,8 +189,8 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
   t.sink = &sink;
   t.max_bytes = max_bytes;
   t.range_offset = range_offset;
-  t.min_average = impl_->options.min_average_bytes_per_second;
-  t.grace = impl_->options.average_rate_grace;
+  t.rate.min_average = impl_->options.min_average_bytes_per_second;
+  t.rate.grace = impl_->options.average_rate_grace;
   const std::string range = range_offset ? std::to_string(*range_offset) + "-" +
                                                std::to_string(*range_offset + max_bytes - 1)
                                          : std::string();
@@ -271,7 +224,7 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
   set(CURLOPT_WRITEFUNCTION, &OnBody);
   set(CURLOPT_WRITEDATA, &t);
   set(CURLOPT_XFERINFOFUNCTION, &OnProgress);
-  set(CURLOPT_XFERINFODATA, &t);
+  set(CURLOPT_XFERINFODATA, &t.rate);
   set(CURLOPT_NOPROGRESS, CurlLong{0});
   if (range_offset) set(CURLOPT_RANGE, range.c_str());
   if (!ok) return Error(common::Errc::NetworkError, "cannot configure the transfer for " + url);
@@ -282,11 +235,7 @@ Result<void> HttpFetcher::Perform(const std::string& url, std::uint64_t max_byte
 
   if (t.sink_exception) std::rethrow_exception(t.sink_exception);  // the caller's own exception
   if (t.sink_error) return std::move(*t.sink_error);
-  if (t.too_slow) {
-    return Error(common::Errc::Timeout, url + ": slower than " + std::to_string(t.min_average) +
-                                            " bytes/s on average; transfer abandoned after " +
-                                            std::to_string(t.delivered) + " bytes");
-  }
+  if (t.rate.too_slow) return TooSlowError(url, t.rate, t.delivered);
   if (t.bad_range) {
     return Error(common::Errc::HttpStatus, url + ": the server answered another range than asked");
   }
