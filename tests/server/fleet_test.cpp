@@ -575,6 +575,28 @@ TYPED_TEST(FleetTest, CheckinAnswerVerifiesAgainstEnrolmentDirectorRoot) {
       this->Count("SELECT timestamp_version FROM director_state WHERE device_id = $1", {a.id}), 1);
 }
 
+// Uptane 5.3.2.1: an unchanged assignment keeps the director's targets and snapshot (same bytes
+// and versions) and re-signs only the timestamp, and the device still accepts the answer.
+TYPED_TEST(FleetTest, UnchangedAssignmentKeepsDirectorTargets) {
+  this->Start(this->WithDirector());
+  this->PublishImageRepository();
+  const DeviceIdentity a = this->Enrol();
+  const Reply first = this->Post("/api/v1/checkin", this->Checkin(7), &a);
+  ASSERT_EQ(first.status, 200) << first.body;
+  ASSERT_TRUE(this->VerifyAnswer(a, first.JsonBody(), 7));
+  const Reply second = this->Post("/api/v1/checkin", this->Checkin(8), &a);
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.JsonBody()["director"]["targets"], first.JsonBody()["director"]["targets"]);
+  EXPECT_NE(second.JsonBody()["director"]["timestamp"], first.JsonBody()["director"]["timestamp"]);
+  auto verified = this->VerifyAnswer(a, second.JsonBody(), 8);
+  ASSERT_TRUE(verified) << verified.error().ToString();
+  EXPECT_EQ(verified->counter, 7u);
+  EXPECT_EQ(this->Count("SELECT targets_version FROM director_state WHERE device_id = $1", {a.id}),
+            1);
+  EXPECT_EQ(
+      this->Count("SELECT timestamp_version FROM director_state WHERE device_id = $1", {a.id}), 2);
+}
+
 // Uptane 5.3.2.1 and 5.4.4.2: after an administrator assigns an image to device A, A's next
 // answer names it with A's ID and that check-in's counter and full verification against the
 // image repository yields it; device B's answer never names A's image.
@@ -625,6 +647,10 @@ TYPED_TEST(FleetTest, RefusesAssignmentToUnknownDeviceOrMalformedTarget) {
   EXPECT_EQ(AssignTarget(*this->real_db_, "d-unknown", kImage, 10, sha).error().code(),
             Errc::DeviceNotFound);
   EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "", 10, sha).error().code(), Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "rootfs/../../etc/shadow", 10, sha).error().code(),
+            Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "/rootfs/x", 10, sha).error().code(),
+            Errc::InvalidArgument);
   EXPECT_EQ(AssignTarget(*this->real_db_, a.id, kImage, 0, sha).error().code(),
             Errc::InvalidArgument);
   EXPECT_EQ(AssignTarget(*this->real_db_, a.id, kImage, 10, "ABC").error().code(),

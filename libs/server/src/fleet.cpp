@@ -330,9 +330,8 @@ Result<void> BlockDevice(storage::Database& db, const std::string& device_id) {
 Result<void> AssignTarget(storage::Database& db, const std::string& device_id,
                           const std::string& target_path, std::uint64_t length,
                           const std::string& sha256_hex) {
-  if (target_path.empty() || target_path.size() > 1024 ||
-      std::any_of(target_path.begin(), target_path.end(),
-                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+  // The director's own rules, checked here so that no assignment can make check-ins fail later.
+  if (target_path.size() > 1024 || !metadata::ValidateTargetPath(target_path)) {
     return Error(Errc::InvalidArgument, "target: not a valid target path");
   }
   if (length == 0 || length > kMaxCounter) {

@@ -148,8 +148,8 @@ struct DeviceRecord {
 
 // What the director tells one device to install (until campaigns exist): an image-repository
 // target by path, length and SHA-256 (64 lowercase hex digits). Assigning a path again replaces
-// its length and hash. Errors: DeviceNotFound, InvalidArgument (path empty, longer than 1024
-// bytes or with control characters; length 0; malformed hash), database errors.
+// its length and hash. Errors: DeviceNotFound, InvalidArgument (a path longer than 1024 bytes or
+// one metadata::ValidateTargetPath refuses; length 0; malformed hash), database errors.
 [[nodiscard]] Result<void> AssignTarget(storage::Database& db, const std::string& device_id,
                                         const std::string& target_path, std::uint64_t length,
                                         const std::string& sha256_hex);
