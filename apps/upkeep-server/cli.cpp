@@ -14,6 +14,7 @@
 #include "upkeep/common/utf8.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/crypto/x509.hpp"
+#include "upkeep/metadata/director.hpp"
 #include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/fleet.hpp"
 #include "upkeep/server/https_server.hpp"
@@ -40,6 +41,9 @@ struct Options {
   unsigned expires_days = 7;
   bool json = false;
   std::string device_id;
+  std::string target;
+  std::uint64_t length = 0;
+  std::string sha256;
 };
 
 int Fail(std::ostream& err, const Error& e, int code = kExitFailure) {
@@ -80,6 +84,71 @@ class ShutdownSignals {
   sigset_t old_{};
 };
 
+Result<void> WriteNewFile(const std::filesystem::path& path, const std::string& text);
+
+Result<crypto::PrivateKey> ReadSigningKey(const std::string& path) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string pem, ReadText(path));
+  auto key = crypto::PrivateKey::FromPem(pem);
+  if (!key) return std::move(key).error().WithContext(path);
+  return key;
+}
+
+Result<DirectorOptions> LoadDirector(const DirectorConfig& c) {
+  DirectorOptions d;
+  for (const std::string& path : c.roots) {
+    UPKEEP_ASSIGN_OR_RETURN(std::string root, ReadText(path));
+    d.roots.push_back(std::move(root));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey targets, ReadSigningKey(c.targets_key));
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey snapshot, ReadSigningKey(c.snapshot_key));
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey timestamp, ReadSigningKey(c.timestamp_key));
+  d.keys.targets.push_back(std::move(targets));
+  d.keys.snapshot.push_back(std::move(snapshot));
+  d.keys.timestamp.push_back(std::move(timestamp));
+  d.targets_validity = std::chrono::days(c.targets_expiry_days);
+  d.snapshot_validity = std::chrono::days(c.snapshot_expiry_days);
+  d.timestamp_validity = std::chrono::hours(c.timestamp_expiry_hours);
+  return d;
+}
+
+// The director's keys: the root key (offline: DIR/director-root.key) and one online key per role
+// under DIR/director/, and its root 1 (DIR/director/1.root.json).
+Result<DirectorConfig> CreateDirector(const std::filesystem::path& dir, Clock::TimePoint now) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path online = dir / "director";
+  fs::create_directories(online, ec);
+  if (ec) return Error(Errc::InvalidArgument, "cannot create " + online.string());
+  auto generate = [] { return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519); };
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey root, generate());
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey targets, generate());
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey snapshot, generate());
+  UPKEEP_ASSIGN_OR_RETURN(crypto::PrivateKey timestamp, generate());
+  const metadata::DirectorRootKeys keys{{{root.public_key()}, 1},
+                                        {{targets.public_key()}, 1},
+                                        {{snapshot.public_key()}, 1},
+                                        {{timestamp.public_key()}, 1}};
+  UPKEEP_ASSIGN_OR_RETURN(
+      std::string root_bytes,
+      metadata::CreateDirectorRoot(keys, {root}, 1, now + std::chrono::days(3650)));
+  DirectorConfig c;
+  c.configured = true;
+  c.roots = {(online / "1.root.json").string()};
+  c.targets_key = (online / "targets.key").string();
+  c.snapshot_key = (online / "snapshot.key").string();
+  c.timestamp_key = (online / "timestamp.key").string();
+  UPKEEP_ASSIGN_OR_RETURN(std::string root_pem, root.ToPem());
+  UPKEEP_ASSIGN_OR_RETURN(std::string targets_pem, targets.ToPem());
+  UPKEEP_ASSIGN_OR_RETURN(std::string snapshot_pem, snapshot.ToPem());
+  UPKEEP_ASSIGN_OR_RETURN(std::string timestamp_pem, timestamp.ToPem());
+  UPKEEP_TRY(crypto::WritePrivateKeyFile(dir / "director-root.key", root_pem));
+  UPKEEP_TRY(crypto::WritePrivateKeyFile(c.targets_key, targets_pem));
+  UPKEEP_TRY(crypto::WritePrivateKeyFile(c.snapshot_key, snapshot_pem));
+  UPKEEP_TRY(crypto::WritePrivateKeyFile(c.timestamp_key, timestamp_pem));
+  UPKEEP_TRY(WriteNewFile(c.roots[0], root_bytes));
+  return c;
+}
+
 int Serve(const ServerConfig& c, std::ostream& err) {
   ShutdownSignals signals;  // before any thread starts, so only Wait() sees them
   auto db = OpenFleetDatabase(c);
@@ -96,6 +165,11 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   fo.enrol_burst = c.enrolment.burst;
   fo.enrol_refill_seconds = c.enrolment.refill_seconds;
   fo.models = c.models;
+  if (c.director.configured) {
+    auto director = LoadDirector(c.director);
+    if (!director) return Fail(err, director.error());
+    fo.director = std::move(*director);
+  }
   auto fleet = Fleet::Create(**db, SystemClock::Process(), fo);
   if (!fleet) return Fail(err, fleet.error());
 
@@ -168,6 +242,7 @@ int Init(const Options& o, std::ostream& out, std::ostream& err) {
     c.devices.ca_certificate = (dir / "device-ca.pem").string();
     c.devices.ca_private_key = (dir / "device-ca.key").string();
     c.database.url = "sqlite:" + (dir / "fleet.db").string();
+    UPKEEP_ASSIGN_OR_RETURN(c.director, CreateDirector(dir, now));
     UPKEEP_TRY(WriteNewFile(dir / "server.toml",
                             DumpServerConfig(c) +
                                 "\n# Support period per model, answered by GET /api/v1/support:\n"
@@ -177,7 +252,9 @@ int Init(const Options& o, std::ostream& out, std::ostream& err) {
     return Ok();
   };
   if (auto r = run(); !r) return Fail(err, r.error());
-  out << "created the device CA, a server certificate and " << (dir / "server.toml").string()
+  out << "created the device CA, a server certificate, the director's keys and root, and "
+      << (dir / "server.toml").string() << "\nmove " << (dir / "director-root.key").string()
+      << " offline: it signs new director roots only"
       << "\nstart with: upkeep-server -c " << (dir / "server.toml").string() << " serve\n";
   return kExitOk;
 }
@@ -198,6 +275,23 @@ int Admin(const Options& o, const CLI::App& admin, const ServerConfig& c, std::o
     return kExitOk;
   }
   const CLI::App* devices = admin.get_subcommand("devices");
+  if (devices->get_subcommand("assign")->parsed() ||
+      devices->get_subcommand("unassign")->parsed()) {
+    const bool assign = devices->get_subcommand("assign")->parsed();
+    auto r = assign ? AssignTarget(**db, o.device_id, o.target, o.length, o.sha256)
+                    : UnassignTarget(**db, o.device_id, o.target);
+    if (!r) {
+      const int code = r.error().code() == Errc::DeviceNotFound    ? kExitNotFound
+                       : r.error().code() == Errc::InvalidArgument ? kExitUsage
+                                                                   : kExitFailure;
+      return Fail(err, r.error(), code);
+    }
+    log::info("upkeep-server: {} {} for device {}", assign ? "assigned" : "unassigned",
+              PrintableText(o.target), o.device_id);
+    out << (assign ? "assigned " : "unassigned ") << PrintableText(o.target) << " "
+        << (assign ? "to " : "from ") << o.device_id << "\n";
+    return kExitOk;
+  }
   if (devices->get_subcommand("block")->parsed()) {
     auto r = BlockDevice(**db, o.device_id);
     if (!r) {
@@ -264,6 +358,15 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   list->add_flag("--json", o.json, "JSON output");
   auto* block = devices->add_subcommand("block", "refuse a device from now on");
   block->add_option("id", o.device_id, "device ID")->required();
+  auto* assign = devices->add_subcommand(
+      "assign", "direct a device to install an image-repository target at its next check-in");
+  assign->add_option("id", o.device_id, "device ID")->required();
+  assign->add_option("--target", o.target, "target path in the image repository")->required();
+  assign->add_option("--length", o.length, "the target's length in bytes")->required();
+  assign->add_option("--sha256", o.sha256, "the target's SHA-256 (hex)")->required();
+  auto* unassign = devices->add_subcommand("unassign", "remove a device's assignment");
+  unassign->add_option("id", o.device_id, "device ID")->required();
+  unassign->add_option("--target", o.target, "target path in the image repository")->required();
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);

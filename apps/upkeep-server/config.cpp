@@ -48,6 +48,20 @@ class Section {
     out = static_cast<T>(v);
     return Ok();
   }
+  Result<void> Strings(std::string_view key, std::vector<std::string>& out, bool required) {
+    const auto* n = Get(key);
+    if (n == nullptr) return required ? Bad(Key(key), "required") : Ok();
+    const auto* a = n->as_array();
+    if (a == nullptr || a->empty()) return Bad(Key(key), "must be a non-empty array of strings");
+    out.clear();
+    for (const auto& e : *a) {
+      if (!e.is_string() || e.as_string()->get().empty()) {
+        return Bad(Key(key), "must be a non-empty array of strings");
+      }
+      out.push_back(e.as_string()->get());
+    }
+    return Ok();
+  }
   Result<void> NoUnknownKeys() const {
     if (table_ == nullptr) return Ok();
     for (const auto& [k, v] : *table_) {
@@ -81,7 +95,8 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     where << e.source().begin;
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
-  const std::set<std::string> sections = {"server", "database", "devices", "enrolment", "models"};
+  const std::set<std::string> sections = {"server",    "database", "devices",
+                                          "enrolment", "models",   "director"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -115,6 +130,20 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
   UPKEEP_TRY(enrolment.Uint("burst", c.enrolment.burst, 1, 1000000));
   UPKEEP_TRY(enrolment.Uint("refill_seconds", c.enrolment.refill_seconds, 1, 86400));
   UPKEEP_TRY(enrolment.NoUnknownKeys());
+
+  if (const auto* director_table = table("director")) {
+    Section director(director_table, "director");
+    c.director.configured = true;
+    UPKEEP_TRY(director.Strings("roots", c.director.roots, true));
+    UPKEEP_TRY(director.String("targets_key", c.director.targets_key, true));
+    UPKEEP_TRY(director.String("snapshot_key", c.director.snapshot_key, true));
+    UPKEEP_TRY(director.String("timestamp_key", c.director.timestamp_key, true));
+    UPKEEP_TRY(director.Uint("targets_expiry_days", c.director.targets_expiry_days, 1, 3650));
+    UPKEEP_TRY(director.Uint("snapshot_expiry_days", c.director.snapshot_expiry_days, 1, 3650));
+    UPKEEP_TRY(
+        director.Uint("timestamp_expiry_hours", c.director.timestamp_expiry_hours, 1, 24 * 365));
+    UPKEEP_TRY(director.NoUnknownKeys());
+  }
 
   if (const auto* models = table("models")) {
     for (const auto& [name, node] : *models) {
@@ -169,6 +198,18 @@ std::string DumpServerConfig(const ServerConfig& c) {
                                 {"refill_seconds", i(c.enrolment.refill_seconds)}}},
       {"models", std::move(models)},
   };
+  if (c.director.configured) {
+    toml::array roots;
+    for (const auto& r : c.director.roots) roots.push_back(r);
+    root.insert("director",
+                toml::table{{"roots", std::move(roots)},
+                            {"targets_key", c.director.targets_key},
+                            {"snapshot_key", c.director.snapshot_key},
+                            {"timestamp_key", c.director.timestamp_key},
+                            {"targets_expiry_days", i(c.director.targets_expiry_days)},
+                            {"snapshot_expiry_days", i(c.director.snapshot_expiry_days)},
+                            {"timestamp_expiry_hours", i(c.director.timestamp_expiry_hours)}});
+  }
   std::ostringstream out;
   out << root << "\n";
   return out.str();

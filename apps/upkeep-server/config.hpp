@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "upkeep/common/result.hpp"
 #include "upkeep/server/fleet.hpp"
@@ -48,11 +49,28 @@ struct EnrolmentConfig {
   std::uint32_t refill_seconds = 60;
 };
 
+// [director]: the director repository (docs/server.md). Absent: check-ins carry no director
+// metadata.
+struct DirectorConfig {
+  bool configured = false;  // the section is present
+  // The director's root files, oldest first (1.root.json, ...); the last is current.
+  std::vector<std::string> roots;
+  // The online keys (PKCS#8 PEM files, 0600). The root key is not here: it belongs offline.
+  std::string targets_key;
+  std::string snapshot_key;
+  std::string timestamp_key;
+  // Validity of what the director signs.
+  std::uint32_t targets_expiry_days = 7;
+  std::uint32_t snapshot_expiry_days = 7;
+  std::uint32_t timestamp_expiry_hours = 24;
+};
+
 struct ServerConfig {
   ListenConfig server;
   DatabaseConfig database;
   DevicesConfig devices;
   EnrolmentConfig enrolment;
+  DirectorConfig director;
   // [models.NAME]: support period per device model.
   std::map<std::string, ModelSupport> models;
 };

@@ -1,6 +1,7 @@
 // The device API (docs/formats/device-api.md) end to end: a real HttpsServer on 127.0.0.1 port 0
 // with the Fleet handler over a real database (a SQLite file; PostgreSQL under pg_virtualenv),
-// driven by libcurl with client certificates the Fleet issued at enrolment.
+// driven by libcurl with client certificates the Fleet issued at enrolment. Section numbers refer
+// to the Uptane Standard (5.3.2 "Director repository", 5.4.4.2 "Full verification").
 
 #include "upkeep/server/fleet.hpp"
 
@@ -14,9 +15,12 @@
 #include <future>
 #include <thread>
 
+#include "memory_fetcher.hpp"
+#include "repository_simulator.hpp"
 #include "temp_dir.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/director.hpp"
 
 namespace upkeep::server {
 namespace {
@@ -153,7 +157,32 @@ struct DeviceIdentity {
   std::string id;
   fs::path cert;
   fs::path key;
+  Json director_root;  // the enrolment answer's "director_root" (null when absent)
 };
+
+constexpr const char* kModel = "acme-cam-v2";
+constexpr const char* kImage = "rootfs/2.5.0.payload";
+
+crypto::PrivateKey NewSigningKey() {
+  return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519).value();
+}
+
+// Update metadata of an image-repository target for `hardware`.
+Json UpdateCustom(const std::vector<std::string>& hardware) {
+  return Json{{"upkeep",
+               {{"schema", 1},
+                {"component", "rootfs"},
+                {"version", "2.5.0"},
+                {"hardware", hardware},
+                {"security_version", 3},
+                {"kind", Json::array({"feature"})},
+                {"disruption",
+                 {{"reboot", true},
+                  {"downtime_seconds", 30},
+                  {"available_during_update", Json::array({"motion alerts"})}}},
+                {"settings_impact", {{"effect", "none"}, {"note", ""}}},
+                {"payload", {{"format", "raw"}, {"installed_size", 100}}}}}};
+}
 
 template <typename B>
 class FleetTest : public ::testing::Test {
@@ -277,6 +306,7 @@ class FleetTest : public ::testing::Test {
     d.key = dir_.path() / (d.id + ".key");
     std::ofstream(d.cert) << j["certificate"].get<std::string>();
     std::ofstream(d.key) << key.ToPem().value();
+    if (j.contains("director_root")) d.director_root = j["director_root"];
     return d;
   }
 
@@ -318,6 +348,55 @@ class FleetTest : public ::testing::Test {
                 {"time", 1764400000}};
   }
 
+  // A director with one offline root key and one online key per role, as upkeep-server init
+  // makes it.
+  FleetOptions WithDirector() {
+    FleetOptions o = Options();
+    const crypto::PrivateKey root_key = NewSigningKey();
+    server::DirectorOptions director;
+    director.keys = {{NewSigningKey()}, {NewSigningKey()}, {NewSigningKey()}};
+    const metadata::DirectorRootKeys keys{{{root_key.public_key()}, 1},
+                                          {{director.keys.targets[0].public_key()}, 1},
+                                          {{director.keys.snapshot[0].public_key()}, 1},
+                                          {{director.keys.timestamp[0].public_key()}, 1}};
+    director.roots.push_back(
+        metadata::CreateDirectorRoot(keys, {root_key}, 1, clock_.Now() + 24h * 365).value());
+    o.director = std::move(director);
+    return o;
+  }
+
+  // An image repository listing kImage for kModel, and its Updater.
+  void PublishImageRepository() {
+    image_.AddTarget("targets", kImage, "rootfs 2.5.0 image bytes");
+    image_.targets["targets"][kImage]["custom"] = UpdateCustom({kModel});
+    image_.Publish();
+    image_.ServeTo(image_fetcher_);
+    fs::create_directories(dir_.path() / "image");
+    std::ofstream(dir_.path() / "image" / "root.json", std::ios::binary) << image_.RootBytes(1);
+    image_updater_.emplace(dir_.path() / "image",
+                           upkeep::testing::RepositorySimulator::kMetadataUrl, image_fetcher_, fs_,
+                           clock_);
+  }
+
+  // What the device does with a check-in answer: TUF against the director root it got at
+  // enrolment (kept in its own metadata directory), then full verification.
+  Result<metadata::DirectorVerified> VerifyAnswer(const DeviceIdentity& device, const Json& answer,
+                                                  std::uint64_t sent_counter) {
+    const fs::path dir = dir_.path() / ("director-" + device.id);
+    if (!fs::exists(dir / "root.json")) {
+      fs::create_directories(dir);
+      std::ofstream(dir / "root.json", std::ios::binary) << device.director_root.dump();
+    }
+    metadata::DirectorFiles files;
+    const Json& d = answer.at("director");
+    for (const Json& root : d.at("roots")) files.roots.push_back(root.get<std::string>());
+    files.timestamp = d.at("timestamp").get<std::string>();
+    files.snapshot = d.at("snapshot").get<std::string>();
+    files.targets = d.at("targets").get<std::string>();
+    return metadata::VerifyDirectorAnswer(files, dir, fs_, clock_, *image_updater_,
+                                          {device.id, kModel, sent_counter, 0});
+  }
+
   std::int64_t Count(const std::string& sql, const storage::Params& params = {}) {
     auto rows = real_db_->Query(sql, params);
     EXPECT_TRUE(rows) << rows.error().ToString();
@@ -334,6 +413,10 @@ class FleetTest : public ::testing::Test {
   std::unique_ptr<Fleet> fleet_;
   std::unique_ptr<HttpsServer> server_;
   int serials_ = 0;
+  upkeep::testing::RepositorySimulator image_{clock_.Now()};
+  upkeep::testing::MemoryFetcher image_fetcher_;
+  LocalFilesystem fs_;
+  std::optional<metadata::Updater> image_updater_;
 };
 
 struct BackendNames {
@@ -473,6 +556,121 @@ TYPED_TEST(FleetTest, RefusesReplayedCheckinCounter) {
   EXPECT_EQ(this->Post("/api/v1/checkin", this->Checkin(6), &a).status, 200);
 }
 
+// Uptane 5.3.2 and 5.4.4.2: enrolment hands out the director root, and a check-in is answered
+// with the director's metadata for that device, which verifies against that root; with nothing
+// assigned it names no target but still names the device and the check-in's counter.
+TYPED_TEST(FleetTest, CheckinAnswerVerifiesAgainstEnrolmentDirectorRoot) {
+  this->Start(this->WithDirector());
+  this->PublishImageRepository();
+  const DeviceIdentity a = this->Enrol();
+  ASSERT_TRUE(a.director_root.is_object());
+  const Reply r = this->Post("/api/v1/checkin", this->Checkin(7), &a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.JsonBody()["director"]["roots"].empty());
+  auto verified = this->VerifyAnswer(a, r.JsonBody(), 7);
+  ASSERT_TRUE(verified) << verified.error().ToString();
+  EXPECT_TRUE(verified->images.empty());
+  EXPECT_EQ(verified->counter, 7u);
+  EXPECT_EQ(
+      this->Count("SELECT timestamp_version FROM director_state WHERE device_id = $1", {a.id}), 1);
+}
+
+// Uptane 5.3.2.1: an unchanged assignment keeps the director's targets and snapshot (same bytes
+// and versions) and re-signs only the timestamp, and the device still accepts the answer.
+TYPED_TEST(FleetTest, UnchangedAssignmentKeepsDirectorTargets) {
+  this->Start(this->WithDirector());
+  this->PublishImageRepository();
+  const DeviceIdentity a = this->Enrol();
+  const Reply first = this->Post("/api/v1/checkin", this->Checkin(7), &a);
+  ASSERT_EQ(first.status, 200) << first.body;
+  ASSERT_TRUE(this->VerifyAnswer(a, first.JsonBody(), 7));
+  const Reply second = this->Post("/api/v1/checkin", this->Checkin(8), &a);
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.JsonBody()["director"]["targets"], first.JsonBody()["director"]["targets"]);
+  EXPECT_NE(second.JsonBody()["director"]["timestamp"], first.JsonBody()["director"]["timestamp"]);
+  auto verified = this->VerifyAnswer(a, second.JsonBody(), 8);
+  ASSERT_TRUE(verified) << verified.error().ToString();
+  EXPECT_EQ(verified->counter, 7u);
+  EXPECT_EQ(this->Count("SELECT targets_version FROM director_state WHERE device_id = $1", {a.id}),
+            1);
+  EXPECT_EQ(
+      this->Count("SELECT timestamp_version FROM director_state WHERE device_id = $1", {a.id}), 2);
+}
+
+// Uptane 5.3.2.1 and 5.4.4.2: after an administrator assigns an image to device A, A's next
+// answer names it with A's ID and that check-in's counter and full verification against the
+// image repository yields it; device B's answer never names A's image.
+TYPED_TEST(FleetTest, AssignedTargetReachesOnlyItsDevice) {
+  this->Start(this->WithDirector());
+  this->PublishImageRepository();
+  const DeviceIdentity a = this->Enrol();
+  const DeviceIdentity b = this->Enrol();
+  Reply r = this->Post("/api/v1/checkin", this->Checkin(1), &a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_TRUE(this->VerifyAnswer(a, r.JsonBody(), 1));
+
+  const metadata::TargetFile image = this->image_updater_->GetTargetInfo(kImage).value();
+  ASSERT_TRUE(AssignTarget(*this->real_db_, a.id, kImage, image.length, image.hashes.at("sha256")));
+  r = this->Post("/api/v1/checkin", this->Checkin(2), &a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto verified = this->VerifyAnswer(a, r.JsonBody(), 2);
+  ASSERT_TRUE(verified) << verified.error().ToString();
+  ASSERT_EQ(verified->images.size(), 1u);
+  EXPECT_EQ(verified->images[0].path, kImage);
+  EXPECT_EQ(verified->counter, 2u);
+  const auto targets =
+      metadata::ParseTargets(r.JsonBody()["director"]["targets"].get<std::string>()).value();
+  EXPECT_EQ(targets.body.targets.at(kImage).custom["upkeep_director"]["device"], a.id);
+
+  const Reply rb = this->Post("/api/v1/checkin", this->Checkin(1), &b);
+  ASSERT_EQ(rb.status, 200) << rb.body;
+  EXPECT_EQ(rb.JsonBody()["director"]["targets"].get<std::string>().find(kImage),
+            std::string::npos);
+  auto verified_b = this->VerifyAnswer(b, rb.JsonBody(), 1);
+  ASSERT_TRUE(verified_b) << verified_b.error().ToString();
+  EXPECT_TRUE(verified_b->images.empty());
+
+  // Unassigned: A's next answer names nothing again.
+  ASSERT_TRUE(UnassignTarget(*this->real_db_, a.id, kImage));
+  r = this->Post("/api/v1/checkin", this->Checkin(3), &a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  verified = this->VerifyAnswer(a, r.JsonBody(), 3);
+  ASSERT_TRUE(verified) << verified.error().ToString();
+  EXPECT_TRUE(verified->images.empty());
+}
+
+// An assignment names an existing device and a well-formed target; anything else is refused.
+TYPED_TEST(FleetTest, RefusesAssignmentToUnknownDeviceOrMalformedTarget) {
+  this->Start(this->WithDirector());
+  const DeviceIdentity a = this->Enrol();
+  const std::string sha(64, 'a');
+  EXPECT_EQ(AssignTarget(*this->real_db_, "d-unknown", kImage, 10, sha).error().code(),
+            Errc::DeviceNotFound);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "", 10, sha).error().code(), Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "rootfs/../../etc/shadow", 10, sha).error().code(),
+            Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, "/rootfs/x", 10, sha).error().code(),
+            Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, kImage, 0, sha).error().code(),
+            Errc::InvalidArgument);
+  EXPECT_EQ(AssignTarget(*this->real_db_, a.id, kImage, 10, "ABC").error().code(),
+            Errc::InvalidArgument);
+  EXPECT_EQ(UnassignTarget(*this->real_db_, a.id, kImage).error().code(), Errc::DeviceNotFound);
+  EXPECT_EQ(this->Count("SELECT COUNT(*) FROM director_assignments"), 0);
+}
+
+// A replayed check-in signs nothing: the director's state is unchanged (Uptane 5.4.4.2 counter).
+TYPED_TEST(FleetTest, ReplayedCheckinSignsNoDirectorMetadata) {
+  this->Start(this->WithDirector());
+  const DeviceIdentity a = this->Enrol();
+  ASSERT_EQ(this->Post("/api/v1/checkin", this->Checkin(5), &a).status, 200);
+  const Reply r = this->Post("/api/v1/checkin", this->Checkin(5), &a);
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(r.ErrorCode(), "conflict");
+  EXPECT_EQ(
+      this->Count("SELECT timestamp_version FROM director_state WHERE device_id = $1", {a.id}), 1);
+}
+
 // Device B's reports are B's: the server takes the device from the certificate, a body naming
 // another device is refused, and B's check-ins never touch A's record.
 TYPED_TEST(FleetTest, DeviceCannotWriteAnotherDevicesRecords) {
@@ -535,7 +733,7 @@ TYPED_TEST(FleetTest, RefusesCertificateOfUnknownDevice) {
                                    key.public_key(), "d-00000000000000aa", {now - 1h, now + 24h});
   ASSERT_TRUE(issued);
   const DeviceIdentity ghost{"d-00000000000000aa", this->dir_.path() / "ghost.pem",
-                             this->dir_.path() / "ghost.key"};
+                             this->dir_.path() / "ghost.key", Json()};
   std::ofstream(ghost.cert) << issued->pem;
   std::ofstream(ghost.key) << key.ToPem().value();
   const Reply r = this->Post("/api/v1/checkin", this->Checkin(1), &ghost);

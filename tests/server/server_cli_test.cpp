@@ -57,6 +57,19 @@ TEST(ServerConfigTest, RejectsUnknownKeysAndSections) {
   EXPECT_EQ(ok->models.at("cam").security_updates_until, "2031-12-31");
 }
 
+// A typo in [director] is an error, not a silent default; its key files are required.
+TEST(ServerConfigTest, RejectsUnknownDirectorKeysAndMissingKeyFiles) {
+  const std::string base =
+      "[director]\nroots = [\"/d/1.root.json\"]\ntargets_key = \"/d/t.key\"\n"
+      "snapshot_key = \"/d/s.key\"\ntimestamp_key = \"/d/ts.key\"\n";
+  ASSERT_TRUE(ParseServerConfig(base));
+  EXPECT_EQ(ParseServerConfig(base + "timestamp_expiry_hour = 2\n").error().code(),
+            Errc::InvalidConfig);
+  EXPECT_EQ(ParseServerConfig("[director]\nroots = [\"/d/1.root.json\"]\n").error().code(),
+            Errc::InvalidConfig);
+  EXPECT_EQ(ParseServerConfig(base + "roots2 = []\n").error().code(), Errc::InvalidConfig);
+}
+
 // The password in a database URL never appears in --dump-config.
 TEST(ServerConfigTest, DumpRedactsDatabasePassword) {
   auto c = ParseServerConfig("[database]\nurl = \"postgresql://fleet:s3cret@db/fleet\"\n");
@@ -75,12 +88,21 @@ TEST(ServerCliTest, InitThenAdministers) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(::stat((d + "/server.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The director's offline root key and its online keys are private too.
+  for (const char* key : {"/director-root.key", "/director/targets.key", "/director/snapshot.key",
+                          "/director/timestamp.key"}) {
+    ASSERT_EQ(::stat((d + key).c_str(), &st), 0) << key;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << key;
+  }
   // A second init refuses to overwrite the keys.
   EXPECT_NE(Cli({"init", d}).code, kExitOk);
   const std::string config = d + "/server.toml";
   r = Cli({"-c", config, "--dump-config"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_NE(r.out.find("device-ca.pem"), std::string::npos);
+  EXPECT_NE(r.out.find("[director]"), std::string::npos);
+  EXPECT_NE(r.out.find("1.root.json"), std::string::npos);
+  EXPECT_EQ(r.out.find("director-root.key"), std::string::npos);
   r = Cli({"-c", config, "admin", "token", "create", "--model", "acme-cam-v2"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_TRUE(r.out.starts_with("ut-"));
@@ -90,6 +112,15 @@ TEST(ServerCliTest, InitThenAdministers) {
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(metadata::ParseJson(r.out).value(), metadata::Json::array());
   EXPECT_EQ(Cli({"-c", config, "admin", "devices", "block", "d-0123456789abcdef"}).code,
+            kExitNotFound);
+  const std::string sha(64, 'a');
+  EXPECT_EQ(Cli({"-c", config, "admin", "devices", "assign", "d-0123456789abcdef", "--target",
+                 "rootfs/2.5.0.payload", "--length", "10", "--sha256", sha})
+                .code,
+            kExitNotFound);
+  EXPECT_EQ(Cli({"-c", config, "admin", "devices", "unassign", "d-0123456789abcdef", "--target",
+                 "rootfs/2.5.0.payload"})
+                .code,
             kExitNotFound);
 }
 

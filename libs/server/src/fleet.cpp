@@ -124,12 +124,15 @@ Result<void> CheckUpdate(JsonReader& top) {
   return u->NoUnknownKeys();
 }
 
-Result<void> CheckDirectorVersions(JsonReader& top) {
+// The director's root version the device holds (0 when absent).
+Result<std::uint64_t> CheckDirectorVersions(JsonReader& top) {
   UPKEEP_ASSIGN_OR_RETURN(std::optional<JsonReader> d, top.OptionalObject("director"));
-  if (!d) return Ok();
-  UPKEEP_TRY(d->OptionalUint("root_version", {.max = kMaxCounter}));
+  if (!d) return std::uint64_t{0};
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<std::uint64_t> root_version,
+                          d->OptionalUint("root_version", {.max = kMaxCounter}));
   UPKEEP_TRY(d->OptionalUint("targets_version", {.max = kMaxCounter}));
-  return d->NoUnknownKeys();
+  UPKEEP_TRY(d->NoUnknownKeys());
+  return root_version.value_or(0);
 }
 
 Result<void> CheckEvents(JsonReader& top) {
@@ -178,6 +181,20 @@ bool IsValidName(const std::string& s, std::size_t max) {
 
 std::int64_t Seconds(Clock::TimePoint t) { return t.time_since_epoch().count(); }
 
+bool IsLowerHex(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+Result<bool> DeviceExists(storage::Session& db, const std::string& device_id) {
+  UPKEEP_ASSIGN_OR_RETURN(storage::Rows rows,
+                          db.Query("SELECT id FROM devices WHERE id = $1", {device_id}));
+  return !rows.empty();
+}
+
+// Raised inside a check-in transaction when the counter is not above the stored one.
+constexpr std::string_view kReplayed = "replayed check-in counter";
+
 }  // namespace
 
 // ---- request parsers ----
@@ -206,7 +223,7 @@ Result<CheckinRequest> ParseCheckinRequest(std::string_view body) {
   UPKEEP_ASSIGN_OR_RETURN(out.model, Identifier(r, "model", 64));
   UPKEEP_ASSIGN_OR_RETURN(out.hardware, Identifier(r, "hardware", 64));
   UPKEEP_TRY(CheckComponents(r));
-  UPKEEP_TRY(CheckDirectorVersions(r));
+  UPKEEP_ASSIGN_OR_RETURN(out.director_root_version, CheckDirectorVersions(r));
   UPKEEP_TRY(CheckPolicy(r));
   UPKEEP_TRY(CheckUpdate(r));
   UPKEEP_TRY(r.NoUnknownKeys());
@@ -310,11 +327,54 @@ Result<void> BlockDevice(storage::Database& db, const std::string& device_id) {
   return Ok();
 }
 
+Result<void> AssignTarget(storage::Database& db, const std::string& device_id,
+                          const std::string& target_path, std::uint64_t length,
+                          const std::string& sha256_hex) {
+  // The director's own rules, checked here so that no assignment can make check-ins fail later.
+  if (target_path.size() > 1024 || !metadata::ValidateTargetPath(target_path)) {
+    return Error(Errc::InvalidArgument, "target: not a valid target path");
+  }
+  if (length == 0 || length > kMaxCounter) {
+    return Error(Errc::InvalidArgument, "length: must be positive");
+  }
+  if (sha256_hex.size() != 64 || !IsLowerHex(sha256_hex)) {
+    return Error(Errc::InvalidArgument, "sha256: must be 64 lowercase hex digits");
+  }
+  UPKEEP_ASSIGN_OR_RETURN(bool exists, DeviceExists(db, device_id));
+  if (!exists) return Error(Errc::DeviceNotFound, "no device " + device_id);
+  return db.InTransaction([&](storage::Tx& tx) -> Result<void> {
+    UPKEEP_TRY(tx.Exec("DELETE FROM director_assignments WHERE device_id = $1 AND target_path = $2",
+                       {device_id, target_path}));
+    UPKEEP_TRY(
+        tx.Exec("INSERT INTO director_assignments (device_id, target_path, length, "
+                "sha256, assigned_at) VALUES ($1, $2, $3, $4, $5)",
+                {device_id, target_path, static_cast<std::int64_t>(length), sha256_hex,
+                 Seconds(SystemClock::Process().Now())}));
+    return Ok();
+  });
+}
+
+Result<void> UnassignTarget(storage::Database& db, const std::string& device_id,
+                            const std::string& target_path) {
+  UPKEEP_ASSIGN_OR_RETURN(
+      std::int64_t n,
+      db.Exec("DELETE FROM director_assignments WHERE device_id = $1 AND target_path = $2",
+              {device_id, target_path}));
+  if (n == 0) {
+    return Error(Errc::DeviceNotFound, "device " + device_id + " has no assignment " + target_path);
+  }
+  return Ok();
+}
+
 // ---- Fleet ----
 
 Fleet::Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
-             crypto::x509::TlsKey ca_key)
-    : db_(db), clock_(clock), options_(std::move(options)), ca_key_(std::move(ca_key)) {}
+             crypto::x509::TlsKey ca_key, std::optional<metadata::Root> director_root)
+    : db_(db),
+      clock_(clock),
+      options_(std::move(options)),
+      ca_key_(std::move(ca_key)),
+      director_root_(std::move(director_root)) {}
 
 Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock& clock,
                                              FleetOptions options) {
@@ -328,7 +388,24 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock&
   if (options.enrol_burst == 0 || options.enrol_refill_seconds == 0) {
     return Error(Errc::InvalidConfig, "enrolment rate limit must be positive");
   }
-  return std::unique_ptr<Fleet>(new Fleet(db, clock, std::move(options), std::move(*key)));
+  std::optional<metadata::Root> director_root;
+  if (options.director) {
+    if (options.director->roots.empty()) {
+      return Error(Errc::InvalidConfig, "director: no root");
+    }
+    auto root = metadata::ParseRoot(options.director->roots.back());
+    if (!root) return Error(Errc::InvalidConfig, "director root: " + root.error().message());
+    if (root->body.ConsistentSnapshot()) {
+      return Error(Errc::InvalidConfig, "director root: consistent_snapshot must be false");
+    }
+    // Every root must parse and be valid JSON for the enrolment answer.
+    for (const std::string& bytes : options.director->roots) {
+      if (!metadata::ParseRoot(bytes)) return Error(Errc::InvalidConfig, "director: bad root");
+    }
+    director_root = std::move(*root);
+  }
+  return std::unique_ptr<Fleet>(
+      new Fleet(db, clock, std::move(options), std::move(*key), std::move(director_root)));
 }
 
 Handler Fleet::AsHandler() {
@@ -483,27 +560,115 @@ Response Fleet::Enrol(const Request& request) {
   }
   log::info("fleet: enrolled device {} (model {}) from {}", *device_id, req->model,
             request.remote_address);
-  return JsonResponse(200, Json{{"device_id", *device_id},
-                                {"certificate", cert->pem},
-                                {"device_ca", options_.device_ca_pem}});
+  Json answer{
+      {"device_id", *device_id}, {"certificate", cert->pem}, {"device_ca", options_.device_ca_pem}};
+  if (options_.director) {
+    auto root = metadata::ParseJson(options_.director->roots.back());
+    if (!root) return Fail(500, "internal", "internal error");
+    answer["director_root"] = std::move(*root);
+  }
+  return JsonResponse(200, answer);
 }
 
 Response Fleet::Checkin(const Request& request, const Device& device) {
   auto req = ParseCheckinRequest(request.body);
   if (!req) return BadRequest(req.error());
-  // The counter must grow: the conditional update refuses a replayed or older check-in
-  // atomically, whatever other check-ins run at the same time.
-  auto updated = db_.Exec(
-      "UPDATE devices SET checkin_counter = $1, last_checkin_at = $2, model = $3, hardware = $4, "
-      "components = $5, policy = $6, update_state = $7 WHERE id = $8 AND checkin_counter < $1",
-      {req->counter, Seconds(clock_.Now()), req->model, req->hardware, req->components_json,
-       req->policy_json, req->update_json, device.id});
-  if (!updated) return DatabaseFailure("checkin", updated.error());
-  if (*updated == 0) {
-    return Fail(409, "conflict", "the check-in counter must be above the last one sent");
+  const auto now = clock_.Now();
+  // Recording the counter and signing the director's files for it are one transaction: the
+  // answer's counter is the one stored, and a refused check-in signs nothing.
+  auto director = db_.InTransaction([&](storage::Tx& tx) -> Result<Json> {
+    // The counter must grow: the conditional update refuses a replayed or older check-in
+    // atomically, whatever other check-ins run at the same time.
+    UPKEEP_ASSIGN_OR_RETURN(
+        std::int64_t updated,
+        tx.Exec("UPDATE devices SET checkin_counter = $1, last_checkin_at = $2, model = $3, "
+                "hardware = $4, components = $5, policy = $6, update_state = $7 WHERE id = $8 "
+                "AND checkin_counter < $1",
+                {req->counter, Seconds(now), req->model, req->hardware, req->components_json,
+                 req->policy_json, req->update_json, device.id}));
+    if (updated == 0) return Error(Errc::InvalidArgument, std::string(kReplayed));
+    if (!options_.director) return Json::object();
+    return SignDirector(tx, device, *req, now);
+  });
+  if (!director) {
+    if (director.error().code() == Errc::InvalidArgument &&
+        director.error().message() == kReplayed) {
+      return Fail(409, "conflict", "the check-in counter must be above the last one sent");
+    }
+    if (director.error().code().category() == storage::ErrcCategory()) {
+      return DatabaseFailure("checkin", director.error());
+    }
+    log::error("fleet: checkin: signing the director's metadata for {} failed: {}", device.id,
+               director.error().ToString());
+    return Fail(500, "internal", "internal error");
   }
-  return JsonResponse(200, Json{{"director", Json::object()},
+  return JsonResponse(200, Json{{"director", std::move(*director)},
                                 {"next_checkin_seconds", options_.next_checkin_seconds}});
+}
+
+Result<Json> Fleet::SignDirector(storage::Tx& tx, const Device& device,
+                                 const CheckinRequest& checkin, Clock::TimePoint now) {
+  const DirectorOptions& director = *options_.director;
+  metadata::DirectorBuildRequest build;
+  build.device_id = device.id;
+  build.counter = static_cast<std::uint64_t>(checkin.counter);
+  build.now = now;
+  build.targets_validity = director.targets_validity;
+  build.snapshot_validity = director.snapshot_validity;
+  build.timestamp_validity = director.timestamp_validity;
+  UPKEEP_ASSIGN_OR_RETURN(storage::Rows hardware,
+                          tx.Query("SELECT hardware FROM devices WHERE id = $1", {device.id}));
+  if (hardware.size() != 1) return Error(Errc::DeviceNotFound, "no device " + device.id);
+  UPKEEP_ASSIGN_OR_RETURN(build.hardware, hardware[0].Get<std::string>(0));
+  UPKEEP_ASSIGN_OR_RETURN(
+      storage::Rows assigned,
+      tx.Query("SELECT target_path, length, sha256 FROM director_assignments WHERE device_id = $1 "
+               "ORDER BY target_path",
+               {device.id}));
+  for (const storage::Row& row : assigned) {
+    metadata::TargetFile file;
+    UPKEEP_ASSIGN_OR_RETURN(file.path, row.Get<std::string>(0));
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t length, row.Get<std::int64_t>(1));
+    file.length = static_cast<std::uint64_t>(length);
+    UPKEEP_ASSIGN_OR_RETURN(std::string sha256, row.Get<std::string>(2));
+    file.hashes["sha256"] = std::move(sha256);
+    build.assignments.push_back(std::move(file));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(
+      storage::Rows state,
+      tx.Query("SELECT targets_version, snapshot_version, timestamp_version, targets, snapshot "
+               "FROM director_state WHERE device_id = $1",
+               {device.id}));
+  if (state.size() == 1) {
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t targets_version, state[0].Get<std::int64_t>(0));
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t snapshot_version, state[0].Get<std::int64_t>(1));
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t timestamp_version, state[0].Get<std::int64_t>(2));
+    build.previous = {static_cast<std::uint64_t>(targets_version),
+                      static_cast<std::uint64_t>(snapshot_version),
+                      static_cast<std::uint64_t>(timestamp_version)};
+    UPKEEP_ASSIGN_OR_RETURN(build.previous_targets, state[0].Get<std::string>(3));
+    UPKEEP_ASSIGN_OR_RETURN(build.previous_snapshot, state[0].Get<std::string>(4));
+  }
+  UPKEEP_ASSIGN_OR_RETURN(metadata::DirectorRepository repo,
+                          metadata::BuildDirectorRepository(*director_root_, director.keys, build));
+  UPKEEP_TRY(tx.Exec("DELETE FROM director_state WHERE device_id = $1", {device.id}));
+  UPKEEP_TRY(tx.Exec(
+      "INSERT INTO director_state (device_id, targets_version, snapshot_version, "
+      "timestamp_version, targets, snapshot, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+      {device.id, static_cast<std::int64_t>(repo.versions.targets),
+       static_cast<std::int64_t>(repo.versions.snapshot),
+       static_cast<std::int64_t>(repo.versions.timestamp), repo.targets, repo.snapshot,
+       Seconds(now)}));
+  // The roots newer than the one the device holds, so it can follow a rotation.
+  Json roots = Json::array();
+  for (const std::string& bytes : director.roots) {
+    auto root = metadata::ParseRoot(bytes);
+    if (root && root->version > checkin.director_root_version) roots.push_back(bytes);
+  }
+  return Json{{"roots", std::move(roots)},
+              {"timestamp", std::move(repo.timestamp)},
+              {"snapshot", std::move(repo.snapshot)},
+              {"targets", std::move(repo.targets)}};
 }
 
 Response Fleet::Report(const Request& request, const Device& device) {

@@ -59,8 +59,31 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_undelivered ON incidents (delivered_at, next_attempt_at);
 )sql";
 
+// Migration 2: the director's state per device (versions and the last targets and snapshot, so
+// an unchanged assignment keeps its files) and the targets assigned to each device.
+constexpr std::string_view kSchema2 = R"sql(
+CREATE TABLE IF NOT EXISTS director_state (
+  device_id TEXT PRIMARY KEY,
+  targets_version BIGINT NOT NULL,
+  snapshot_version BIGINT NOT NULL,
+  timestamp_version BIGINT NOT NULL,
+  targets TEXT NOT NULL,
+  snapshot TEXT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS director_assignments (
+  device_id TEXT NOT NULL,
+  target_path TEXT NOT NULL,
+  length BIGINT NOT NULL,
+  sha256 TEXT NOT NULL,
+  assigned_at BIGINT NOT NULL,
+  PRIMARY KEY (device_id, target_path)
+);
+)sql";
+
 constexpr std::array kMigrations = {
     storage::Migration{1, "fleet devices, enrolment tokens, reports, incidents", kSchema1},
+    storage::Migration{2, "director state and assignments per device", kSchema2},
 };
 
 }  // namespace

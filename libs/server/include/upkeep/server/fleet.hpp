@@ -8,7 +8,12 @@
 // A device's identity comes only from its verified client certificate (device CA, serial known
 // and not blocked), never from a request body, so a device reads and writes only its own rows.
 // Requests are parsed strictly: unknown fields, wrong types and invalid UTF-8 are 400.
-// Signing the director's per-device metadata is not done here yet: check-in answers carry an
+//
+// With a director configured (FleetOptions::director), enrolment answers the director's root and
+// every check-in answers the director's metadata for that device (metadata::
+// BuildDirectorRepository), signed in the same transaction that records the check-in's counter:
+// the targets name what an administrator assigned to that device (AssignTarget), with the
+// device's ID and hardware and the check-in's counter. Without one, check-in answers carry an
 // empty "director" object and enrolment answers no "director_root".
 
 #include <chrono>
@@ -25,12 +30,15 @@
 #include "upkeep/common/result.hpp"
 #include "upkeep/crypto/x509.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/metadata/director.hpp"
+#include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/https_server.hpp"
 #include "upkeep/storage/database.hpp"
 
 namespace upkeep::server {
 
-// The schema of the fleet database (migration 1: devices, enrolment_tokens, reports, incidents).
+// The schema of the fleet database (migration 1: devices, enrolment_tokens, reports, incidents;
+// migration 2: director_state and director_assignments).
 [[nodiscard]] Result<void> MigrateFleetSchema(storage::Database& db);
 
 // Support period of one model, answered by GET /api/v1/support.
@@ -39,6 +47,17 @@ struct ModelSupport {
   std::string security_updates_until;
   // Where people read about it.
   std::string url;
+};
+
+// The director repository (ADR 0007, docs/formats/director.md): its roots and online keys.
+struct DirectorOptions {
+  // Every director root as signed (1.root.json, 2.root.json, ...), oldest first; the last one is
+  // the current root, whose online keys are `keys`.
+  std::vector<std::string> roots;
+  metadata::DirectorOnlineKeys keys;
+  std::chrono::seconds targets_validity = std::chrono::days(7);
+  std::chrono::seconds snapshot_validity = std::chrono::days(7);
+  std::chrono::seconds timestamp_validity = std::chrono::days(1);
 };
 
 struct FleetOptions {
@@ -58,6 +77,8 @@ struct FleetOptions {
   std::uint32_t enrol_refill_seconds = 60;
   // Support periods by model.
   std::map<std::string, ModelSupport> models;
+  // The director; without it check-ins answer an empty "director" object.
+  std::optional<DirectorOptions> director;
 };
 
 // ---- request bodies (exposed for the fuzzer and tests) ----
@@ -73,9 +94,10 @@ struct CheckinRequest {
   std::int64_t counter = 0;
   std::string model;
   std::string hardware;
-  std::string components_json;  // canonical JSON of "components"
-  std::string policy_json;      // canonical JSON of "policy" ("{}" when absent)
-  std::string update_json;      // canonical JSON of "update" ("{}" when absent)
+  std::string components_json;              // canonical JSON of "components"
+  std::string policy_json;                  // canonical JSON of "policy" ("{}" when absent)
+  std::string update_json;                  // canonical JSON of "update" ("{}" when absent)
+  std::uint64_t director_root_version = 0;  // "director"."root_version" (0 when absent)
 };
 
 struct ReportRequest {
@@ -124,6 +146,17 @@ struct DeviceRecord {
 // Errc::DeviceNotFound when no device has that ID.
 [[nodiscard]] Result<void> BlockDevice(storage::Database& db, const std::string& device_id);
 
+// What the director tells one device to install (until campaigns exist): an image-repository
+// target by path, length and SHA-256 (64 lowercase hex digits). Assigning a path again replaces
+// its length and hash. Errors: DeviceNotFound, InvalidArgument (a path longer than 1024 bytes or
+// one metadata::ValidateTargetPath refuses; length 0; malformed hash), database errors.
+[[nodiscard]] Result<void> AssignTarget(storage::Database& db, const std::string& device_id,
+                                        const std::string& target_path, std::uint64_t length,
+                                        const std::string& sha256_hex);
+// Removes an assignment. Errors: DeviceNotFound (no such device or no such assignment).
+[[nodiscard]] Result<void> UnassignTarget(storage::Database& db, const std::string& device_id,
+                                          const std::string& target_path);
+
 // "d-" followed by 16 random lowercase hex digits.
 [[nodiscard]] Result<std::string> NewDeviceId();
 
@@ -146,10 +179,13 @@ class Fleet {
     std::string model;
   };
   Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
-        crypto::x509::TlsKey ca_key);
+        crypto::x509::TlsKey ca_key, std::optional<metadata::Root> director_root);
 
   Response Enrol(const Request& request);
   Response Checkin(const Request& request, const Device& device);
+  // The director's answer for one check-in (inside its transaction); stores the new state.
+  Result<metadata::Json> SignDirector(storage::Tx& tx, const Device& device,
+                                      const CheckinRequest& checkin, Clock::TimePoint now);
   Response Report(const Request& request, const Device& device);
   Response Incident(const Request& request, const Device& device);
   Response Support(const Device& device);
@@ -162,6 +198,7 @@ class Fleet {
   const Clock& clock_;
   FleetOptions options_;
   crypto::x509::TlsKey ca_key_;
+  std::optional<metadata::Root> director_root_;  // the current director root, when configured
 
   struct Bucket {
     double tokens = 0;
