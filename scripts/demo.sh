@@ -201,6 +201,11 @@ checkin() {  # NAME COUNTER: prints the HTTP status
 enrol cam-1
 enrol cam-2
 echo "cam-1 checks in: HTTP $(checkin cam-1 1)"
+node -e 'const a=JSON.parse(require("fs").readFileSync(process.argv[1]));
+  const t=JSON.parse(a.director.targets);
+  console.log("  the answer: director targets v"+t.signed.version+", signed by "+t.signatures.length+
+    " key, for device "+t.signed.custom.upkeep_director.device+" at check-in "+
+    t.signed.custom.upkeep_director.counter+"; nothing assigned yet")' "$srv/cam-1.answer.json"
 echo "cam-2 checks in: HTTP $(checkin cam-2 1)"
 echo "cam-1 replays its check-in (same counter): HTTP $(checkin cam-1 1)"
 fleet admin devices list
