@@ -16,6 +16,7 @@
 #include "repository_simulator.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
+#include "update_metadata_fixture.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/metadata/update_metadata.hpp"
 
@@ -45,19 +46,7 @@ crypto::PrivateKey NewKey() {
 
 // Update metadata of an image-repository target for `hardware`.
 Json UpdateCustom(const std::vector<std::string>& hardware) {
-  return Json{{"upkeep",
-               {{"schema", 1},
-                {"component", "rootfs"},
-                {"version", "2.5.0"},
-                {"hardware", hardware},
-                {"security_version", 3},
-                {"kind", Json::array({"feature"})},
-                {"disruption",
-                 {{"reboot", true},
-                  {"downtime_seconds", 30},
-                  {"available_during_update", Json::array({"motion alerts"})}}},
-                {"settings_impact", {{"effect", "none"}, {"note", ""}}},
-                {"payload", {{"format", "raw"}, {"installed_size", 100}}}}}};
+  return testing::ImageUpdateCustom(hardware);
 }
 
 // The director's keys: one offline root key and one online key per role.

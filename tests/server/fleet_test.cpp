@@ -16,8 +16,10 @@
 #include <thread>
 
 #include "memory_fetcher.hpp"
+#include "postgresql_env.hpp"
 #include "repository_simulator.hpp"
 #include "temp_dir.hpp"
+#include "update_metadata_fixture.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/director.hpp"
@@ -30,25 +32,7 @@ namespace x509 = crypto::x509;
 using metadata::Json;
 using namespace std::chrono_literals;
 
-std::string Env(const char* name, const char* fallback = "") {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : fallback;
-}
-
-// UPKEEP_TEST_POSTGRESQL_URL, or the PG* variables pg_virtualenv exports; nullopt without.
-std::optional<std::string> PostgresqlBaseUrl() {
-  if (std::string url = Env("UPKEEP_TEST_POSTGRESQL_URL"); !url.empty()) return url;
-  if (Env("PGHOST").empty()) return std::nullopt;
-  std::string url = "postgresql://" + PercentEncode(Env("PGUSER", "postgres"));
-  if (std::string pw = Env("PGPASSWORD"); !pw.empty()) url += ":" + PercentEncode(pw);
-  std::string host = Env("PGHOST");
-  if (host.starts_with("/")) {
-    return url + "@/" + PercentEncode(Env("PGDATABASE", "postgres")) +
-           "?host=" + PercentEncode(host) + "&port=" + Env("PGPORT", "5432");
-  }
-  return url + "@" + host + ":" + Env("PGPORT", "5432") + "/" +
-         PercentEncode(Env("PGDATABASE", "postgres"));
-}
+using testing::PostgresqlBaseUrl;
 
 struct SqliteBackend {
   static constexpr const char* kName = "Sqlite";
@@ -169,19 +153,7 @@ crypto::PrivateKey NewSigningKey() {
 
 // Update metadata of an image-repository target for `hardware`.
 Json UpdateCustom(const std::vector<std::string>& hardware) {
-  return Json{{"upkeep",
-               {{"schema", 1},
-                {"component", "rootfs"},
-                {"version", "2.5.0"},
-                {"hardware", hardware},
-                {"security_version", 3},
-                {"kind", Json::array({"feature"})},
-                {"disruption",
-                 {{"reboot", true},
-                  {"downtime_seconds", 30},
-                  {"available_during_update", Json::array({"motion alerts"})}}},
-                {"settings_impact", {{"effect", "none"}, {"note", ""}}},
-                {"payload", {{"format", "raw"}, {"installed_size", 100}}}}}};
+  return testing::ImageUpdateCustom(hardware);
 }
 
 template <typename B>

@@ -1,0 +1,28 @@
+#pragma once
+
+// Update metadata (`custom` of an image-repository target) for tests that only need a valid
+// release for some hardware: a raw 100-byte root filesystem payload, version 2.5.0.
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace upkeep::testing {
+
+inline nlohmann::json ImageUpdateCustom(const std::vector<std::string>& hardware) {
+  return nlohmann::json{{"upkeep",
+                         {{"schema", 1},
+                          {"component", "rootfs"},
+                          {"version", "2.5.0"},
+                          {"hardware", hardware},
+                          {"security_version", 3},
+                          {"kind", nlohmann::json::array({"feature"})},
+                          {"disruption",
+                           {{"reboot", true},
+                            {"downtime_seconds", 30},
+                            {"available_during_update", nlohmann::json::array({"motion alerts"})}}},
+                          {"settings_impact", {{"effect", "none"}, {"note", ""}}},
+                          {"payload", {{"format", "raw"}, {"installed_size", 100}}}}}};
+}
+
+}  // namespace upkeep::testing
