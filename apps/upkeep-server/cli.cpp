@@ -8,6 +8,7 @@
 #include <fstream>
 #include <ostream>
 
+#include "admin_rollout.hpp"
 #include "config.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/log.hpp"
@@ -259,10 +260,13 @@ int Init(const Options& o, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
-int Admin(const Options& o, const CLI::App& admin, const ServerConfig& c, std::ostream& out,
-          std::ostream& err) {
+int Admin(const Options& o, const RolloutOptions& rollout, const CLI::App& admin,
+          const ServerConfig& c, std::ostream& out, std::ostream& err) {
   auto db = OpenFleetDatabase(c);
   if (!db) return Fail(err, db.error().WithContext(storage::RedactUrl(c.database.url)));
+  if (auto code = RunRolloutCommands(admin, rollout, **db, SystemClock::Process(), out, err)) {
+    return *code;
+  }
   const CLI::App* token = admin.get_subcommand("token");
   if (token->parsed()) {
     auto t = CreateEnrolmentToken(**db, SystemClock::Process(), o.model, o.group,
@@ -332,6 +336,7 @@ int Admin(const Options& o, const CLI::App& admin, const ServerConfig& c, std::o
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   Options o;
+  RolloutOptions rollout;
   CLI::App app{"upkeep-server: the fleet server (device API, enrolment, inventory)"};
   app.add_option("-c,--config", o.config, "configuration file")->capture_default_str();
   app.add_flag("--dump-config", o.dump_config, "print the effective configuration and exit");
@@ -367,6 +372,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   auto* unassign = devices->add_subcommand("unassign", "remove a device's assignment");
   unassign->add_option("id", o.device_id, "device ID")->required();
   unassign->add_option("--target", o.target, "target path in the image repository")->required();
+  AddRolloutCommands(*admin, *devices, rollout);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -383,7 +389,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     return kExitOk;
   }
   if (app.get_subcommand("serve")->parsed()) return Serve(*config, err);
-  if (admin->parsed()) return Admin(o, *admin, *config, out, err);
+  if (admin->parsed()) return Admin(o, rollout, *admin, *config, out, err);
   err << app.help();
   return kExitUsage;
 }

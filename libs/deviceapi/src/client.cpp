@@ -149,6 +149,16 @@ Result<CheckInAnswer> ReadCheckInAnswer(const Json& doc) {
   UPKEEP_ASSIGN_OR_RETURN(a.director.targets, d.String("targets"));
   UPKEEP_ASSIGN_OR_RETURN(a.next_checkin_seconds,
                           r.Uint("next_checkin_seconds", {.max = kMaxNextCheckinSeconds}));
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<JsonReader> w, r.OptionalObject("install_window"));
+  if (w) {
+    InstallWindow window;
+    UPKEEP_ASSIGN_OR_RETURN(window.not_before, w->Uint("not_before"));
+    UPKEEP_ASSIGN_OR_RETURN(window.not_after, w->Uint("not_after"));
+    if (window.not_after <= window.not_before) {
+      return w->Fail("not_after", "must be after not_before");
+    }
+    a.install_window = window;
+  }
   return a;
 }
 

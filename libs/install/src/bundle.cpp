@@ -11,9 +11,11 @@
 
 #include "process_defaults.hpp"
 #include "upkeep/common/clock.hpp"
+#include "upkeep/common/directory_fetcher.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/scratch_dir.hpp"
 #include "upkeep/common/paths.hpp"
 #include "upkeep/common/unique_fd.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
@@ -43,63 +45,8 @@ Result<void> ReadAt(int fd, std::uint64_t offset, char* out, std::size_t n) {
   return Ok();
 }
 
-// A safe relative path under metadata/ or targets/.
-bool IsSafeName(const std::string& name) {
-  return IsSafeRelativePath(name) &&
-         (name.starts_with("metadata/") || name.starts_with("targets/"));
-}
+bool IsSafeName(const std::string& name) { return DirectoryFetcher::IsRepositoryPath(name); }
 
-// Reads a published repository directory as if it were served, recording what was fetched.
-class RecordingDirectoryFetcher final : public Fetcher {
- public:
-  RecordingDirectoryFetcher(fs::path root, Filesystem& fs) : root_(std::move(root)), fs_(fs) {}
-  Result<void> Fetch(const std::string& url, std::uint64_t max_bytes, const Sink& sink) override {
-    constexpr std::string_view kScheme = "repo:/";
-    if (!url.starts_with(kScheme)) return Error(common::Errc::InvalidArgument, url);
-    auto name = PercentDecode(std::string_view(url).substr(kScheme.size()));
-    if (!name || !IsSafeName(*name)) return Error(common::Errc::RemoteNotFound, url);
-    auto bytes = fs_.ReadFile(root_ / *name, max_bytes);
-    if (!bytes) {
-      if (bytes.error().code() == common::Errc::FileTooLarge) {
-        return Error(common::Errc::LengthExceeded, url);
-      }
-      return Error(common::Errc::RemoteNotFound, url);
-    }
-    UPKEEP_TRY(sink(std::span<const char>(bytes->data(), bytes->size())));
-    if (std::find(fetched_.begin(), fetched_.end(), *name) == fetched_.end()) {
-      fetched_.push_back(*name);
-    }
-    return Ok();
-  }
-  [[nodiscard]] const std::vector<std::string>& fetched() const { return fetched_; }
-
- private:
-  fs::path root_;
-  Filesystem& fs_;
-  std::vector<std::string> fetched_;
-};
-
-// A directory removed with its contents when the object goes away.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::error_code ec;
-    const fs::path tmp = fs::temp_directory_path(ec);
-    if (ec) return;  // path_ stays empty: the caller reports it
-    std::string pattern = (tmp / "upkeep-bundle-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 }  // namespace
 
@@ -237,15 +184,15 @@ Result<std::vector<BundleEntry>> CreateBundle(const fs::path& repo_dir,
                                               const fs::path& out, Filesystem& local,
                                               const Clock& clock) {
   // Walk the repository with the device's client, recording each file it needs.
-  ScratchDir scratch;
+  ScratchDir scratch("upkeep-bundle");
   if (scratch.path().empty()) return Error(Errc::WriteFailed, "cannot create a scratch directory");
   UPKEEP_TRY(local.WriteFileAtomic(scratch.path() / "root.json", trusted_root));
-  RecordingDirectoryFetcher fetcher(repo_dir, local);
-  metadata::Updater updater(scratch.path(), "repo:/metadata/", fetcher, local, clock);
+  DirectoryFetcher fetcher(repo_dir, local);
+  metadata::Updater updater(scratch.path(), DirectoryFetcher::kMetadataUrl, fetcher, local, clock);
   UPKEEP_TRY(updater.Refresh());
   for (const auto& target : target_paths) {
     UPKEEP_ASSIGN_OR_RETURN(auto info, updater.GetTargetInfo(target));
-    UPKEEP_TRY(updater.DownloadTarget(info, "repo:/targets/", scratch.path()));
+    UPKEEP_TRY(updater.DownloadTarget(info, DirectoryFetcher::kTargetsUrl, scratch.path()));
   }
 
   // Exactly what the client fetched: the roots after `trusted_root`, the current timestamp,

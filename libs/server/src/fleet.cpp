@@ -6,11 +6,13 @@
 #include <array>
 #include <cerrno>
 
+#include "names.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/log.hpp"
 #include "upkeep/crypto/crypto.hpp"
 #include "upkeep/metadata/json_reader.hpp"
 #include "upkeep/metadata/json_text.hpp"
+#include "upkeep/server/campaigns.hpp"
 
 namespace upkeep::server {
 
@@ -59,11 +61,6 @@ Response DatabaseFailure(const char* what, const Error& e) {
 
 // ---- parsing ----
 
-bool IsNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-';
-}
-
 // Identifiers the device chooses (report and incident IDs, models): [A-Za-z0-9._-]{1,max}.
 Result<std::string> Identifier(JsonReader& r, std::string_view key, std::size_t max) {
   UPKEEP_ASSIGN_OR_RETURN(std::string s, r.String(key, StringRules{.max_length = max}));
@@ -88,7 +85,7 @@ Result<Json> ParseObject(std::string_view body) {
 
 Result<std::string> Canonical(const Json& j) { return metadata::Canonicalize(j); }
 
-Result<void> CheckComponents(JsonReader& top) {
+Result<void> CheckComponents(JsonReader& top, std::vector<std::string>& installed_targets) {
   UPKEEP_ASSIGN_OR_RETURN(JsonReader components, top.Object("components"));
   if (components.json().size() > 64) return top.Fail("components", "too many components");
   for (const auto& [name, value] : components.json().items()) {
@@ -97,7 +94,8 @@ Result<void> CheckComponents(JsonReader& top) {
     }
     UPKEEP_ASSIGN_OR_RETURN(JsonReader c, components.Object(name));
     UPKEEP_TRY(c.String("version", StringRules{.max_length = 256}));
-    UPKEEP_TRY(NullableString(c, "target"));
+    UPKEEP_ASSIGN_OR_RETURN(std::optional<std::string> target, NullableString(c, "target"));
+    if (target) installed_targets.push_back(std::move(*target));
     UPKEEP_TRY(c.OptionalUint("security_version", {.max = kMaxCounter}));
     UPKEEP_TRY(c.NoUnknownKeys());
   }
@@ -175,17 +173,6 @@ Result<void> RandomBytes(std::uint8_t* out, std::size_t n) {
 
 std::string TokenDigest(std::string_view token) { return HexEncode(crypto::Sha256(token)); }
 
-bool IsValidName(const std::string& s, std::size_t max) {
-  return !s.empty() && s.size() <= max && std::all_of(s.begin(), s.end(), IsNameChar);
-}
-
-std::int64_t Seconds(Clock::TimePoint t) { return t.time_since_epoch().count(); }
-
-bool IsLowerHex(const std::string& s) {
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 Result<bool> DeviceExists(storage::Session& db, const std::string& device_id) {
   UPKEEP_ASSIGN_OR_RETURN(storage::Rows rows,
                           db.Query("SELECT id FROM devices WHERE id = $1", {device_id}));
@@ -222,7 +209,7 @@ Result<CheckinRequest> ParseCheckinRequest(std::string_view body) {
   out.counter = static_cast<std::int64_t>(counter);
   UPKEEP_ASSIGN_OR_RETURN(out.model, Identifier(r, "model", 64));
   UPKEEP_ASSIGN_OR_RETURN(out.hardware, Identifier(r, "hardware", 64));
-  UPKEEP_TRY(CheckComponents(r));
+  UPKEEP_TRY(CheckComponents(r, out.installed_targets));
   UPKEEP_ASSIGN_OR_RETURN(out.director_root_version, CheckDirectorVersions(r));
   UPKEEP_TRY(CheckPolicy(r));
   UPKEEP_TRY(CheckUpdate(r));
@@ -506,7 +493,12 @@ Response Fleet::Enrol(const Request& request) {
   }
   auto req = ParseEnrolRequest(request.body);
   if (!req) return BadRequest(req.error());
-  if (req->token.empty()) return Unauthenticated("an enrolment token is required");
+  if (req->token.empty()) {
+    if (!options_.manufacturer_ca_pem.empty() && !request.peer_certificate_der.empty()) {
+      return EnrolWithManufacturerCertificate(request, *req);
+    }
+    return Unauthenticated("an enrolment token or a manufacturer certificate is required");
+  }
   auto csr = x509::ParseCsr(req->csr);
   if (!csr) return BadRequest(Error(kInvalid, "csr: " + csr.error().message()));
   auto device_id = NewDeviceId();
@@ -560,8 +552,13 @@ Response Fleet::Enrol(const Request& request) {
   }
   log::info("fleet: enrolled device {} (model {}) from {}", *device_id, req->model,
             request.remote_address);
-  Json answer{
-      {"device_id", *device_id}, {"certificate", cert->pem}, {"device_ca", options_.device_ca_pem}};
+  return EnrolAnswer(*device_id, cert->pem);
+}
+
+Response Fleet::EnrolAnswer(const std::string& device_id, const std::string& certificate_pem) {
+  Json answer{{"device_id", device_id},
+              {"certificate", certificate_pem},
+              {"device_ca", options_.device_ca_pem}};
   if (options_.director) {
     auto root = metadata::ParseJson(options_.director->roots.back());
     if (!root) return Fail(500, "internal", "internal error");
@@ -570,13 +567,84 @@ Response Fleet::Enrol(const Request& request) {
   return JsonResponse(200, answer);
 }
 
+Response Fleet::EnrolWithManufacturerCertificate(const Request& request,
+                                                 const EnrolRequest& req) {
+  const auto now = clock_.Now();
+  auto maker = x509::VerifyIssuedBy(request.peer_certificate_der, options_.manufacturer_ca_pem, now);
+  if (!maker) {
+    log::info("fleet: enrolment refused from {}: manufacturer certificate: {}",
+              request.remote_address, maker.error().message());
+    return Unauthenticated("the manufacturer certificate is not valid");
+  }
+  if (maker->device_id != req.serial) {
+    return BadRequest(Error(kInvalid, "serial: must be the name the manufacturer certificate holds"));
+  }
+  auto csr = x509::ParseCsr(req.csr);
+  if (!csr) return BadRequest(Error(kInvalid, "csr: " + csr.error().message()));
+  auto fresh_id = NewDeviceId();
+  if (!fresh_id) return Fail(500, "internal", "internal error");
+  const x509::Validity validity{
+      now - std::chrono::minutes(5),
+      now + std::chrono::duration_cast<std::chrono::seconds>(options_.certificate_validity)};
+  const std::int64_t t = Seconds(now);
+  const std::string maker_id = maker->sha256_fingerprint;
+  std::string device_id;
+  std::optional<x509::IssuedCertificate> cert;
+  bool blocked = false;
+  // A certificate enrols one device; enrolling again (a factory reset made a new key) re-keys
+  // that device: its old client certificate stops working.
+  auto enrolled = db_.InTransaction([&](storage::Tx& tx) -> Result<void> {
+    UPKEEP_ASSIGN_OR_RETURN(
+        storage::Rows rows,
+        tx.Query("SELECT id, blocked FROM devices WHERE manufacturer_certificate = $1",
+                 {maker_id}));
+    device_id = *fresh_id;
+    if (rows.size() == 1) {
+      UPKEEP_ASSIGN_OR_RETURN(device_id, rows[0].Get<std::string>(0));
+      UPKEEP_ASSIGN_OR_RETURN(std::int64_t b, rows[0].Get<std::int64_t>(1));
+      blocked = b != 0;
+      if (blocked) return Ok();
+    }
+    UPKEEP_ASSIGN_OR_RETURN(cert, x509::IssueClientCertificate(options_.device_ca_pem, ca_key_,
+                                                               csr->public_key, device_id,
+                                                               validity));
+    if (rows.size() == 1) {
+      UPKEEP_TRY(tx.Exec("UPDATE devices SET certificate_serial = $1, model = $2 WHERE id = $3",
+                         {cert->serial_hex, req.model, device_id}));
+      return Ok();
+    }
+    UPKEEP_TRY(tx.Exec(
+        "INSERT INTO devices (id, model, serial, hardware, device_group, certificate_serial, "
+        "enrolled_at, manufacturer_certificate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        {device_id, req.model, req.serial, req.model, options_.manufacturer_group,
+         cert->serial_hex, t, maker_id}));
+    return Ok();
+  });
+  if (!enrolled) {
+    if (enrolled.error().code() == x509::Errc::UnsupportedKeyType) {
+      return BadRequest(Error(kInvalid, "csr: " + enrolled.error().message()));
+    }
+    if (enrolled.error().code().category() == x509::ErrcCategory()) {
+      log::error("fleet: enrol: issuing a certificate failed: {}", enrolled.error().ToString());
+      return Fail(500, "internal", "internal error");
+    }
+    return DatabaseFailure("enrol", enrolled.error());
+  }
+  if (blocked) return Fail(403, "blocked", "this device is blocked");
+  if (!cert) return Fail(500, "internal", "internal error");
+  log::info("fleet: enrolled device {} (model {}) with a manufacturer certificate from {}",
+            device_id, req.model, request.remote_address);
+  return EnrolAnswer(device_id, cert->pem);
+}
+
 Response Fleet::Checkin(const Request& request, const Device& device) {
   auto req = ParseCheckinRequest(request.body);
   if (!req) return BadRequest(req.error());
   const auto now = clock_.Now();
+  const std::string if_none_match = request.Header("if-none-match");
   // Recording the counter and signing the director's files for it are one transaction: the
   // answer's counter is the one stored, and a refused check-in signs nothing.
-  auto director = db_.InTransaction([&](storage::Tx& tx) -> Result<Json> {
+  auto director = db_.InTransaction([&](storage::Tx& tx) -> Result<DirectorAnswer> {
     // The counter must grow: the conditional update refuses a replayed or older check-in
     // atomically, whatever other check-ins run at the same time.
     UPKEEP_ASSIGN_OR_RETURN(
@@ -587,8 +655,8 @@ Response Fleet::Checkin(const Request& request, const Device& device) {
                 {req->counter, Seconds(now), req->model, req->hardware, req->components_json,
                  req->policy_json, req->update_json, device.id}));
     if (updated == 0) return Error(Errc::InvalidArgument, std::string(kReplayed));
-    if (!options_.director) return Json::object();
-    return SignDirector(tx, device, *req, now);
+    if (!options_.director) return DirectorAnswer{false, Json::object(), "", std::nullopt};
+    return SignDirector(tx, device, *req, now, if_none_match);
   });
   if (!director) {
     if (director.error().code() == Errc::InvalidArgument &&
@@ -602,13 +670,26 @@ Response Fleet::Checkin(const Request& request, const Device& device) {
                director.error().ToString());
     return Fail(500, "internal", "internal error");
   }
-  return JsonResponse(200, Json{{"director", std::move(*director)},
-                                {"next_checkin_seconds", options_.next_checkin_seconds}});
+  Response r;
+  if (director->not_modified) {
+    r.status = 304;
+    r.content_type.clear();
+  } else {
+    Json body{{"director", std::move(director->body)},
+              {"next_checkin_seconds", options_.next_checkin_seconds}};
+    if (director->install_window) body["install_window"] = std::move(*director->install_window);
+    r = JsonResponse(200, body);
+  }
+  if (!director->etag.empty()) r.headers.emplace_back("ETag", director->etag);
+  return r;
 }
 
-Result<Json> Fleet::SignDirector(storage::Tx& tx, const Device& device,
-                                 const CheckinRequest& checkin, Clock::TimePoint now) {
+Result<Fleet::DirectorAnswer> Fleet::SignDirector(storage::Tx& tx, const Device& device,
+                                                  const CheckinRequest& checkin,
+                                                  Clock::TimePoint now,
+                                                  const std::string& if_none_match) {
   const DirectorOptions& director = *options_.director;
+  const std::int64_t t = Seconds(now);
   metadata::DirectorBuildRequest build;
   build.device_id = device.id;
   build.counter = static_cast<std::uint64_t>(checkin.counter);
@@ -616,28 +697,44 @@ Result<Json> Fleet::SignDirector(storage::Tx& tx, const Device& device,
   build.targets_validity = director.targets_validity;
   build.snapshot_validity = director.snapshot_validity;
   build.timestamp_validity = director.timestamp_validity;
-  UPKEEP_ASSIGN_OR_RETURN(storage::Rows hardware,
-                          tx.Query("SELECT hardware FROM devices WHERE id = $1", {device.id}));
-  if (hardware.size() != 1) return Error(Errc::DeviceNotFound, "no device " + device.id);
-  UPKEEP_ASSIGN_OR_RETURN(build.hardware, hardware[0].Get<std::string>(0));
   UPKEEP_ASSIGN_OR_RETURN(
-      storage::Rows assigned,
-      tx.Query("SELECT target_path, length, sha256 FROM director_assignments WHERE device_id = $1 "
-               "ORDER BY target_path",
-               {device.id}));
-  for (const storage::Row& row : assigned) {
-    metadata::TargetFile file;
-    UPKEEP_ASSIGN_OR_RETURN(file.path, row.Get<std::string>(0));
-    UPKEEP_ASSIGN_OR_RETURN(std::int64_t length, row.Get<std::int64_t>(1));
-    file.length = static_cast<std::uint64_t>(length);
-    UPKEEP_ASSIGN_OR_RETURN(std::string sha256, row.Get<std::string>(2));
-    file.hashes["sha256"] = std::move(sha256);
-    build.assignments.push_back(std::move(file));
+      storage::Rows rows,
+      tx.Query("SELECT hardware, device_group FROM devices WHERE id = $1", {device.id}));
+  if (rows.size() != 1) return Error(Errc::DeviceNotFound, "no device " + device.id);
+  DeviceView view;
+  view.id = device.id;
+  UPKEEP_ASSIGN_OR_RETURN(view.hardware, rows[0].Get<std::string>(0));
+  UPKEEP_ASSIGN_OR_RETURN(view.group, rows[0].Get<std::string>(1));
+  view.installed_targets = checkin.installed_targets;
+  build.hardware = view.hardware;
+  UPKEEP_ASSIGN_OR_RETURN(Direction direction, DirectDevice(tx, view, t));
+  build.assignments = std::move(direction.targets);
+
+  DirectorAnswer answer;
+  if (direction.window) {
+    answer.install_window =
+        Json{{"not_before", direction.window->not_before}, {"not_after", direction.window->not_after}};
   }
+  // What the answer says, apart from signatures and expiry times: unchanged means a device
+  // holding the last answer (If-None-Match) may keep it while its timestamp is fresh.
+  Json described = Json::array();
+  for (const metadata::TargetFile& f : build.assignments) {
+    const auto sha256 = f.hashes.find("sha256");
+    described.push_back(
+        Json::array({f.path, f.length, sha256 == f.hashes.end() ? "" : sha256->second}));
+  }
+  const Json digest_input{{"hardware", view.hardware},
+                          {"targets", std::move(described)},
+                          {"window", answer.install_window.value_or(Json())},
+                          {"root", director_root_->version},
+                          {"next", options_.next_checkin_seconds}};
+  UPKEEP_ASSIGN_OR_RETURN(std::string digest_text, metadata::Canonicalize(digest_input));
+  const std::string digest = HexEncode(crypto::Sha256(digest_text));
+
   UPKEEP_ASSIGN_OR_RETURN(
       storage::Rows state,
-      tx.Query("SELECT targets_version, snapshot_version, timestamp_version, targets, snapshot "
-               "FROM director_state WHERE device_id = $1",
+      tx.Query("SELECT targets_version, snapshot_version, timestamp_version, targets, snapshot, "
+               "updated_at, answer_digest, etag FROM director_state WHERE device_id = $1",
                {device.id}));
   if (state.size() == 1) {
     UPKEEP_ASSIGN_OR_RETURN(std::int64_t targets_version, state[0].Get<std::int64_t>(0));
@@ -648,38 +745,107 @@ Result<Json> Fleet::SignDirector(storage::Tx& tx, const Device& device,
                       static_cast<std::uint64_t>(timestamp_version)};
     UPKEEP_ASSIGN_OR_RETURN(build.previous_targets, state[0].Get<std::string>(3));
     UPKEEP_ASSIGN_OR_RETURN(build.previous_snapshot, state[0].Get<std::string>(4));
+    UPKEEP_ASSIGN_OR_RETURN(std::int64_t signed_at, state[0].Get<std::int64_t>(5));
+    UPKEEP_ASSIGN_OR_RETURN(std::string stored_digest, state[0].Get<std::string>(6));
+    UPKEEP_ASSIGN_OR_RETURN(std::string stored_etag, state[0].Get<std::string>(7));
+    // 304: the device holds the last answer, nothing in it would change, it has the current
+    // director root, and the timestamp it holds has more than half its validity left.
+    const bool fresh = t < signed_at + director.timestamp_validity.count() / 2;
+    if (!if_none_match.empty() && if_none_match == stored_etag && stored_digest == digest &&
+        checkin.director_root_version >= director_root_->version && fresh) {
+      answer.not_modified = true;
+      answer.etag = stored_etag;
+      return answer;
+    }
   }
   UPKEEP_ASSIGN_OR_RETURN(metadata::DirectorRepository repo,
                           metadata::BuildDirectorRepository(*director_root_, director.keys, build));
+  answer.etag = "\"" +
+                HexEncode(crypto::Sha256(digest + "/" + std::to_string(repo.versions.timestamp)))
+                    .substr(0, 32) +
+                "\"";
   UPKEEP_TRY(tx.Exec("DELETE FROM director_state WHERE device_id = $1", {device.id}));
   UPKEEP_TRY(tx.Exec(
       "INSERT INTO director_state (device_id, targets_version, snapshot_version, "
-      "timestamp_version, targets, snapshot, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+      "timestamp_version, targets, snapshot, updated_at, answer_digest, etag) VALUES ($1, $2, $3, "
+      "$4, $5, $6, $7, $8, $9)",
       {device.id, static_cast<std::int64_t>(repo.versions.targets),
        static_cast<std::int64_t>(repo.versions.snapshot),
-       static_cast<std::int64_t>(repo.versions.timestamp), repo.targets, repo.snapshot,
-       Seconds(now)}));
+       static_cast<std::int64_t>(repo.versions.timestamp), repo.targets, repo.snapshot, t, digest,
+       answer.etag}));
   // The roots newer than the one the device holds, so it can follow a rotation.
   Json roots = Json::array();
   for (const std::string& bytes : director.roots) {
     auto root = metadata::ParseRoot(bytes);
     if (root && root->version > checkin.director_root_version) roots.push_back(bytes);
   }
-  return Json{{"roots", std::move(roots)},
-              {"timestamp", std::move(repo.timestamp)},
-              {"snapshot", std::move(repo.snapshot)},
-              {"targets", std::move(repo.targets)}};
+  answer.body = Json{{"roots", std::move(roots)},
+                     {"timestamp", std::move(repo.timestamp)},
+                     {"snapshot", std::move(repo.snapshot)},
+                     {"targets", std::move(repo.targets)}};
+  return answer;
 }
+
+namespace {
+
+// Failures of one device within this window that make a "repeated_failures" incident.
+constexpr std::int64_t kRepeatedFailureWindow = 7 * 86400;
+constexpr std::int64_t kRepeatedFailureCount = 3;
+
+// A server-made incident about a device (IDs hold ':', which device-chosen IDs cannot).
+Result<void> AddIncident(storage::Tx& tx, const std::string& id, const std::string& device_id,
+                         const std::string& kind, const Json& body, std::int64_t now) {
+  UPKEEP_ASSIGN_OR_RETURN(std::string text, metadata::Canonicalize(body));
+  UPKEEP_ASSIGN_OR_RETURN(
+      std::int64_t n,
+      tx.Exec("INSERT INTO incidents (incident_id, device_id, kind, body, received_at, "
+              "next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (incident_id) DO "
+              "NOTHING",
+              {id, device_id, kind, text, now}));
+  if (n == 1) log::warn("fleet: incident {} for device {}", kind, device_id);
+  return Ok();
+}
+
+}  // namespace
 
 Response Fleet::Report(const Request& request, const Device& device) {
   auto req = ParseReportRequest(request.body);
   if (!req) return BadRequest(req.error());
-  // A report_id seen before (from this device or any other) changes nothing.
-  auto stored = db_.Exec(
-      "INSERT INTO reports (report_id, device_id, update_id, target, outcome, body, received_at) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING",
-      {req->report_id, device.id, req->update_id, req->target, req->outcome, req->body_json,
-       Seconds(clock_.Now())});
+  const std::int64_t now = Seconds(clock_.Now());
+  // The report, the campaign's outcome and any incident it raises are stored together before
+  // the answer; a report_id seen before (from this device or any other) changes nothing.
+  auto stored = db_.InTransaction([&](storage::Tx& tx) -> Result<void> {
+    UPKEEP_ASSIGN_OR_RETURN(
+        std::int64_t inserted,
+        tx.Exec("INSERT INTO reports (report_id, device_id, update_id, target, outcome, body, "
+                "received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO "
+                "NOTHING",
+                {req->report_id, device.id, req->update_id, req->target, req->outcome,
+                 req->body_json, now}));
+    if (inserted != 1) return Ok();
+    UPKEEP_TRY(RecordCampaignOutcome(tx, device.id, req->target, req->outcome, now));
+    if (req->outcome != "failed" && req->outcome != "rolled_back") return Ok();
+    const Json detail{{"report_id", req->report_id},
+                      {"update_id", req->update_id},
+                      {"target", req->target},
+                      {"outcome", req->outcome}};
+    if (req->outcome == "rolled_back") {
+      UPKEEP_TRY(AddIncident(tx, "rollback:" + req->report_id, device.id, "rollback", detail, now));
+    }
+    UPKEEP_ASSIGN_OR_RETURN(
+        storage::Rows failures,
+        tx.Query("SELECT COUNT(*) FROM reports WHERE device_id = $1 AND outcome IN ('failed', "
+                 "'rolled_back') AND received_at > $2",
+                 {device.id, now - kRepeatedFailureWindow}));
+    if (failures.size() == 1) {
+      UPKEEP_ASSIGN_OR_RETURN(std::int64_t n, failures[0].Get<std::int64_t>(0));
+      if (n == kRepeatedFailureCount) {
+        UPKEEP_TRY(AddIncident(tx, "repeated_failures:" + req->report_id, device.id,
+                               "repeated_failures", detail, now));
+      }
+    }
+    return Ok();
+  });
   if (!stored) return DatabaseFailure("report", stored.error());
   return JsonResponse(202, Json::object());
 }

@@ -42,6 +42,10 @@ const char* ErrcName(int value) {
       return "DeviceNotFound";
     case Errc::InvalidArgument:
       return "InvalidArgument";
+    case Errc::NotFound:
+      return "NotFound";
+    case Errc::Conflict:
+      return "Conflict";
   }
   return "Unknown";
 }

@@ -81,9 +81,70 @@ CREATE TABLE IF NOT EXISTS director_assignments (
 );
 )sql";
 
+// Migration 4: releases (targets per hardware model), device groups with maintenance windows,
+// campaigns and the devices each one was offered to with their outcomes; the director's answer
+// digest and ETag per device (304 answers); the manufacturer certificate a device enrolled with.
+constexpr std::string_view kSchema4 = R"sql(
+CREATE TABLE IF NOT EXISTS releases (
+  id TEXT PRIMARY KEY,
+  seq BIGINT NOT NULL UNIQUE,
+  security BIGINT NOT NULL,
+  source TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS release_targets (
+  release_id TEXT NOT NULL,
+  hardware TEXT NOT NULL,
+  target_path TEXT NOT NULL,
+  length BIGINT NOT NULL,
+  sha256 TEXT NOT NULL,
+  version TEXT NOT NULL,
+  security BIGINT NOT NULL,
+  PRIMARY KEY (release_id, hardware, target_path)
+);
+CREATE TABLE IF NOT EXISTS device_groups (
+  name TEXT PRIMARY KEY,
+  window_start_minute BIGINT NOT NULL,
+  window_minutes BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaigns (
+  id TEXT PRIMARY KEY,
+  release_id TEXT NOT NULL,
+  device_group TEXT NOT NULL,
+  phases TEXT NOT NULL,
+  soak_seconds BIGINT NOT NULL,
+  failure_threshold_percent BIGINT NOT NULL,
+  security BIGINT NOT NULL,
+  state TEXT NOT NULL,
+  state_reason TEXT NOT NULL DEFAULT '',
+  open_phases BIGINT NOT NULL,
+  phase_opened_at BIGINT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS campaigns_state ON campaigns (state, device_group);
+CREATE TABLE IF NOT EXISTS campaign_devices (
+  campaign_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  target_path TEXT NOT NULL,
+  phase BIGINT NOT NULL,
+  offered_at BIGINT NOT NULL,
+  outcome TEXT NOT NULL DEFAULT 'offered',
+  outcome_at BIGINT,
+  PRIMARY KEY (campaign_id, device_id, target_path)
+);
+CREATE INDEX IF NOT EXISTS campaign_devices_device ON campaign_devices (device_id, target_path);
+ALTER TABLE director_state ADD COLUMN answer_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE director_state ADD COLUMN etag TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN manufacturer_certificate TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS devices_manufacturer_certificate
+  ON devices (manufacturer_certificate);
+)sql";
+
 constexpr std::array kMigrations = {
     storage::Migration{1, "fleet devices, enrolment tokens, reports, incidents", kSchema1},
     storage::Migration{2, "director state and assignments per device", kSchema2},
+    storage::Migration{4, "releases, groups, campaigns, check-in ETags, manufacturer certificates",
+                       kSchema4},
 };
 
 }  // namespace

@@ -122,6 +122,15 @@ struct DirectorFiles {
   std::string targets;
 };
 
+// When the device's group has a maintenance window: start installing no earlier than
+// `not_before` and not after `not_after` (Unix seconds). The server spreads `not_before` over the
+// window per device so that a fleet does not start at once.
+struct InstallWindow {
+  std::uint64_t not_before = 0;
+  std::uint64_t not_after = 0;
+  bool operator==(const InstallWindow&) const = default;
+};
+
 struct CheckInAnswer {
   // 304: nothing changed since the answer whose ETag was sent; `director` is empty and
   // `next_checkin_seconds` absent (keep the previous schedule).
@@ -129,6 +138,7 @@ struct CheckInAnswer {
   DirectorFiles director;
   std::optional<std::uint64_t> next_checkin_seconds;  // at most kMaxNextCheckinSeconds
   std::string etag;                                   // to send next time; may be empty
+  std::optional<InstallWindow> install_window;        // absent: install when policy allows
 };
 
 inline constexpr std::uint64_t kMaxNextCheckinSeconds = 366ULL * 24 * 3600;

@@ -38,7 +38,7 @@
 namespace upkeep::server {
 
 // The schema of the fleet database (migration 1: devices, enrolment_tokens, reports, incidents;
-// migration 2: director_state and director_assignments).
+// migration 2: director_state and director_assignments; later ones: schema.cpp).
 [[nodiscard]] Result<void> MigrateFleetSchema(storage::Database& db);
 
 // Support period of one model, answered by GET /api/v1/support.
@@ -75,6 +75,12 @@ struct FleetOptions {
   // with one attempt every `enrol_refill_seconds`.
   std::uint32_t enrol_burst = 10;
   std::uint32_t enrol_refill_seconds = 60;
+  // Enrolment with a manufacturer-issued device certificate instead of a token (PEM of the
+  // manufacturer CA; empty: tokens only). The HTTPS front end's client CA must include it. Such
+  // devices join `manufacturer_group`; the certificate's device name must equal the request's
+  // serial, and enrolling again with the same certificate re-keys the same device.
+  std::string manufacturer_ca_pem;
+  std::string manufacturer_group;
   // Support periods by model.
   std::map<std::string, ModelSupport> models;
   // The director; without it check-ins answer an empty "director" object.
@@ -98,6 +104,7 @@ struct CheckinRequest {
   std::string policy_json;                  // canonical JSON of "policy" ("{}" when absent)
   std::string update_json;                  // canonical JSON of "update" ("{}" when absent)
   std::uint64_t director_root_version = 0;  // "director"."root_version" (0 when absent)
+  std::vector<std::string> installed_targets;  // each component's "target", when not null
 };
 
 struct ReportRequest {
@@ -182,10 +189,19 @@ class Fleet {
         crypto::x509::TlsKey ca_key, std::optional<metadata::Root> director_root);
 
   Response Enrol(const Request& request);
+  Response EnrolWithManufacturerCertificate(const Request& request, const EnrolRequest& req);
+  Response EnrolAnswer(const std::string& device_id, const std::string& certificate_pem);
   Response Checkin(const Request& request, const Device& device);
+  struct DirectorAnswer {
+    bool not_modified = false;  // the device's copy (If-None-Match) is current: answer 304
+    metadata::Json body;        // the answer's "director" object
+    std::string etag;
+    std::optional<metadata::Json> install_window;
+  };
   // The director's answer for one check-in (inside its transaction); stores the new state.
-  Result<metadata::Json> SignDirector(storage::Tx& tx, const Device& device,
-                                      const CheckinRequest& checkin, Clock::TimePoint now);
+  Result<DirectorAnswer> SignDirector(storage::Tx& tx, const Device& device,
+                                      const CheckinRequest& checkin, Clock::TimePoint now,
+                                      const std::string& if_none_match);
   Response Report(const Request& request, const Device& device);
   Response Incident(const Request& request, const Device& device);
   Response Support(const Device& device);

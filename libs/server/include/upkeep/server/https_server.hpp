@@ -28,6 +28,8 @@ enum class Errc {
   InvalidDeviceCa = 4,  // the device CA certificate or key cannot be used
   DeviceNotFound = 5,   // no device has the ID given
   InvalidArgument = 6,  // a model, group or other name an administrator gave is not allowed
+  NotFound = 7,         // no release, campaign or other record has the name given
+  Conflict = 8,         // the record exists already, or is not in a state the action applies to
 };
 
 }  // namespace upkeep::server
