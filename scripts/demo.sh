@@ -6,7 +6,9 @@
 # signed (2-of-2 targets keys) and published with `upkeep`, installed by a device, and packed into
 # an offline bundle verified with the same rules. A simulated device then installs the release
 # from the bundle with upkeep-agent, reboots into it and commits it; refuses a tampered bundle;
-# falls back from a release that never comes up; and refuses an older security version.
+# falls back from a release that never comes up; and refuses an older security version. Last, the
+# fleet server on SQLite enrols devices, imports the signed security release, and rolls it out to
+# simulated devices through a campaign; a failing feature release pauses its own campaign.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 upkeep_setup_and_build
 
@@ -173,7 +175,7 @@ server="$UPKEEP_BUILD/apps/upkeep-server/upkeep-server"
 srv="$work/server"
 "$server" init "$srv" --ip 127.0.0.1 >/dev/null
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-sed -i -e "s/^address = .*/address = \"127.0.0.1\"/" -e "s/^port = .*/port = $port/" "$srv/server.toml"
+sed -i -e "s/^address = .*/address = \"127.0.0.1\"/" -e "s/^port = .*/port = $port/" -e "s/^burst = .*/burst = 50/" "$srv/server.toml"
 fleet() { "$server" -c "$srv/server.toml" "$@"; }
 timeout 300 "$server" -c "$srv/server.toml" --log-level warn serve & server_pid=$!
 api="https://127.0.0.1:$port/api/v1"
@@ -212,6 +214,46 @@ fleet admin devices list
 blocked=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).device_id)' "$srv/cam-2.enrol.json")
 fleet admin devices block "$blocked"
 echo "cam-2, blocked, checks in: HTTP $(checkin cam-2 2)"
+
+say "14. A security release rolls out to ten simulated devices through a campaign"
+sim="$UPKEEP_BUILD/apps/upkeep-device-sim/upkeep-device-sim"
+for _ in $(seq 1 10); do fleet admin token create --model demo-cam --group field; done >"$srv/tokens"
+"$sim" --state "$work/fleet" enrol --server "https://127.0.0.1:$port" --server-ca "$srv/device-ca.pem" \
+  --model demo-cam --token-file "$srv/tokens" --installed rootfs/rootfs-2.4.0.payload --installed-version 2.4.0 | tail -n 2
+# The server imports the release only after verifying the published repository from the root the
+# devices trust; the release's kind (security) and hardware come from the signed update metadata.
+fleet admin releases import spring-fix --repository "$base/release" \
+  --root "$work/www/release/metadata/1.root.json" --target rootfs/rootfs.img.payload
+fleet admin groups set-window field --start 00:00 --minutes 1440
+# Phases 10% -> 50% -> 100% a day apart; a security release skips the soak times.
+fleet admin campaigns create fix-1 --release spring-fix --group field --phases 10,50,100 --soak-hours 24
+# Each device checks in, verifies the director's answer against the image repository (Uptane full
+# verification), downloads and checks the image, and reports.
+"$sim" --state "$work/fleet" run --image-repo "$base/release" \
+  --image-root "$work/www/release/metadata/1.root.json" --model demo-cam
+fleet admin campaigns list
+echo "a second round: every device holds its answer already (ETag) or has nothing to do"
+"$sim" --state "$work/fleet" run --image-repo "$base/release" \
+  --image-root "$work/www/release/metadata/1.root.json" --model demo-cam | tail -n 1
+
+say "15. A feature release whose installs fail pauses its campaign by itself"
+printf 'feature payload' >"$work/feature.img"
+sed -e 's/"version": "2.4.1"/"version": "2.5.0"/' -e 's/"kind": \["security"\]/"kind": ["feature"]/' \
+    -e '/"security": {"severity"/,/risks_mitigated/d' \
+    -e 's/"payload": {.*}}}/"payload": {"format": "raw", "installed_size": 15}}}/' \
+    "$work/release.json" >"$work/feature.json"
+"$upkeep" repo add-target "$work/repo" "$work/feature.img" --name rootfs/feature-2.5.0.img --meta "$work/feature.json"
+for key in $(node -e 'const r=require(process.argv[1]);console.log(r.signed.roles.targets.keyids.join(" "))' "$work/repo/staged/root.json"); do
+  "$upkeep" repo sign "$work/repo" targets --key "$work/repo/keys/$key.pem"
+done
+"$upkeep" repo publish "$work/repo" "$work/www/release"
+fleet admin releases import summer --repository "$base/release" \
+  --root "$work/www/release/metadata/1.root.json" --target rootfs/feature-2.5.0.img
+fleet admin campaigns create summer-1 --release summer --group field --phases 100 --soak-hours 0 \
+  --failure-threshold 20
+"$sim" --state "$work/fleet" run --image-repo "$base/release" \
+  --image-root "$work/www/release/metadata/1.root.json" --model demo-cam --fail-percent 50 | tail -n 4
+fleet admin campaigns list
 kill "$server_pid"; wait "$server_pid" || true
 
 say "Done: every accepted file was verified; every attack above was refused."

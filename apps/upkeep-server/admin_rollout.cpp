@@ -184,7 +184,7 @@ std::optional<int> RunRolloutCommands(const CLI::App& admin, const RolloutOption
       auto release = ImportRelease(db, clock, io);
       if (!release) return Fail(err, release.error());
       out << "imported " << release->id << (release->security ? " (security)" : " (feature)")
-          << ": " << release->targets.size() << " target entries\n";
+          << ": " << release->targets.size() << " (target, model) pairs\n";
       return kExitOk;
     }
     auto list = ListReleases(db);

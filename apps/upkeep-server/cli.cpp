@@ -166,6 +166,12 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   fo.enrol_burst = c.enrolment.burst;
   fo.enrol_refill_seconds = c.enrolment.refill_seconds;
   fo.models = c.models;
+  if (!c.enrolment.manufacturer_ca.empty()) {
+    auto maker = ReadText(c.enrolment.manufacturer_ca);
+    if (!maker) return Fail(err, maker.error());
+    fo.manufacturer_ca_pem = *maker;
+    fo.manufacturer_group = c.enrolment.manufacturer_group;
+  }
   if (c.director.configured) {
     auto director = LoadDirector(c.director);
     if (!director) return Fail(err, director.error());
@@ -183,7 +189,9 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   if (!key) return Fail(err, key.error());
   ho.certificate_pem = *cert;
   ho.private_key_pem = *key;
-  ho.client_ca_pem = *ca;
+  // Device certificates for every endpoint; manufacturer certificates for enrolment only (the
+  // Fleet checks which CA issued a certificate before it trusts it).
+  ho.client_ca_pem = *ca + fo.manufacturer_ca_pem;
   ho.threads = c.server.threads;
   ho.max_body_bytes = std::max<std::uint64_t>(ho.max_body_bytes, fo.max_body_bytes);
   auto server = HttpsServer::Start(ho, (*fleet)->AsHandler());

@@ -129,6 +129,8 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
   Section enrolment(table("enrolment"), "enrolment");
   UPKEEP_TRY(enrolment.Uint("burst", c.enrolment.burst, 1, 1000000));
   UPKEEP_TRY(enrolment.Uint("refill_seconds", c.enrolment.refill_seconds, 1, 86400));
+  UPKEEP_TRY(enrolment.String("manufacturer_ca", c.enrolment.manufacturer_ca));
+  UPKEEP_TRY(enrolment.String("manufacturer_group", c.enrolment.manufacturer_group));
   UPKEEP_TRY(enrolment.NoUnknownKeys());
 
   if (const auto* director_table = table("director")) {
@@ -198,6 +200,12 @@ std::string DumpServerConfig(const ServerConfig& c) {
                                 {"refill_seconds", i(c.enrolment.refill_seconds)}}},
       {"models", std::move(models)},
   };
+  if (!c.enrolment.manufacturer_ca.empty()) {
+    root["enrolment"].as_table()->insert("manufacturer_ca", c.enrolment.manufacturer_ca);
+  }
+  if (!c.enrolment.manufacturer_group.empty()) {
+    root["enrolment"].as_table()->insert("manufacturer_group", c.enrolment.manufacturer_group);
+  }
   if (c.director.configured) {
     toml::array roots;
     for (const auto& r : c.director.roots) roots.push_back(r);

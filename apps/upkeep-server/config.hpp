@@ -47,6 +47,10 @@ struct EnrolmentConfig {
   // Enrolment attempts per remote address: `burst` at once, one more every `refill_seconds`.
   std::uint32_t burst = 10;
   std::uint32_t refill_seconds = 60;
+  // PEM file of the manufacturer CA whose device certificates may enrol without a token
+  // (empty: tokens only), and the group such devices join.
+  std::string manufacturer_ca;
+  std::string manufacturer_group;
 };
 
 // [director]: the director repository (docs/server.md). Absent: check-ins carry no director

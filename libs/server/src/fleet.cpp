@@ -372,6 +372,9 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock&
   if (!(cert->public_key == key->public_key())) {
     return Error(Errc::InvalidDeviceCa, "the device CA key does not match its certificate");
   }
+  if (!options.manufacturer_group.empty() && !IsValidName(options.manufacturer_group, 64)) {
+    return Error(Errc::InvalidConfig, "manufacturer group: not a valid group name");
+  }
   if (options.enrol_burst == 0 || options.enrol_refill_seconds == 0) {
     return Error(Errc::InvalidConfig, "enrolment rate limit must be positive");
   }
