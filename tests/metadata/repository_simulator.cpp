@@ -1,5 +1,7 @@
 #include "repository_simulator.hpp"
 
+#include <fstream>
+
 #include <stdexcept>
 
 #include "upkeep/common/encoding.hpp"
@@ -181,6 +183,18 @@ void RepositorySimulator::Publish() {
 void RepositorySimulator::ServeTo(MemoryFetcher& fetcher) const {
   fetcher.Clear();
   for (const auto& [url, body] : files) fetcher.Set(url, body);
+}
+
+void RepositorySimulator::WriteTo(const std::filesystem::path& dir) const {
+  const std::string prefix = "https://repo.test/";
+  for (const auto& [url, body] : files) {
+    if (!url.starts_with(prefix)) continue;
+    const auto name = PercentDecode(url.substr(prefix.size()));
+    if (!name) continue;
+    std::error_code ec;
+    std::filesystem::create_directories((dir / *name).parent_path(), ec);
+    std::ofstream(dir / *name, std::ios::binary) << body;
+  }
 }
 
 }  // namespace upkeep::testing

@@ -4,6 +4,7 @@
 // repository and mutate one thing. Signed bodies are plain JSON the test edits directly; Publish()
 // signs them and lays the files out the way a static web server would serve them.
 
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -66,6 +67,9 @@ class RepositorySimulator {
   std::map<std::string, std::string> files;
   // Serves `files` (replacing what the fetcher had).
   void ServeTo(MemoryFetcher& fetcher) const;
+  // Writes `files` below `dir` as a web server would serve them (metadata/..., targets/...),
+  // for clients that read a published repository directory.
+  void WriteTo(const std::filesystem::path& dir) const;
 
   [[nodiscard]] std::string MetadataUrl(const std::string& role, std::uint64_t version) const;
   [[nodiscard]] bool consistent() const { return root["consistent_snapshot"].get<bool>(); }

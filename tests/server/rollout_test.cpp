@@ -129,14 +129,7 @@ class RolloutTest : public ::testing::Test {
   void PublishImages() {
     image_.Publish();
     image_.ServeTo(image_fetcher_);
-    const std::string prefix = "https://repo.test/";
-    for (const auto& [url, body] : image_.files) {
-      ASSERT_TRUE(url.starts_with(prefix)) << url;
-      const auto name = PercentDecode(url.substr(prefix.size()));
-      ASSERT_TRUE(name);
-      fs::create_directories((repo_dir_ / *name).parent_path());
-      std::ofstream(repo_dir_ / *name, std::ios::binary) << body;
-    }
+    image_.WriteTo(repo_dir_);
   }
 
   Result<Release> Import(const std::string& name, const std::vector<std::string>& targets) {
