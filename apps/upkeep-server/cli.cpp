@@ -10,6 +10,7 @@
 
 #include "admin_rollout.hpp"
 #include "config.hpp"
+#include "director_cli.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/log.hpp"
 #include "upkeep/common/utf8.hpp"
@@ -345,6 +346,7 @@ int Admin(const Options& o, const RolloutOptions& rollout, const CLI::App& admin
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   Options o;
   RolloutOptions rollout;
+  DirectorRotateOptions rotate;
   CLI::App app{"upkeep-server: the fleet server (device API, enrolment, inventory)"};
   app.add_option("-c,--config", o.config, "configuration file")->capture_default_str();
   app.add_flag("--dump-config", o.dump_config, "print the effective configuration and exit");
@@ -381,6 +383,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   unassign->add_option("id", o.device_id, "device ID")->required();
   unassign->add_option("--target", o.target, "target path in the image repository")->required();
   AddRolloutCommands(*admin, *devices, rollout);
+  AddDirectorCommands(app, rotate);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -390,6 +393,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   log::Init(o.log_level.c_str());
 
   if (init->parsed()) return Init(o, out, err);
+  // Runs offline, without the server's configuration.
+  if (auto code = RunDirectorCommands(app, rotate, SystemClock::Process(), out, err)) return *code;
   auto config = LoadServerConfig(o.config);
   if (!config) return Fail(err, config.error(), kExitUsage);
   if (o.dump_config) {

@@ -15,7 +15,9 @@
 #include "repository_simulator.hpp"
 #include "server_process.hpp"
 #include "update_metadata_fixture.hpp"
+#include "upkeep/common/directory_fetcher.hpp"
 #include "upkeep/deviceapi/client.hpp"
+#include "upkeep/metadata/director.hpp"
 #include "upkeep/metadata/json_text.hpp"
 
 namespace upkeep::server {
@@ -240,6 +242,83 @@ TYPED_TEST(FleetProcessTest, RealServerRollsOutPhasedAndSecurityCampaigns) {
   EXPECT_EQ(this->CampaignNamed("fix")["committed"], 1);
   EXPECT_EQ(this->Cli({"admin", "campaigns", "pause", "nope"}).code, kExitNotFound);
   EXPECT_EQ(server->Stop(), 0) << server->log();
+}
+
+// Uptane 5.4.4.3: `director rotate` (offline, with the root key) signs root 2 with new online
+// keys; once the server serves it, an enrolled device that pinned root 1 follows the rotation
+// and verifies answers signed by the new keys. A rotation the current root key did not sign is
+// refused before anything is written.
+class DirectorRotationTest : public FleetProcessTest<testing::SqliteBackend> {
+ protected:
+  // One check-in of `d`, verified as the device does against the director root it pinned.
+  Result<metadata::DirectorVerified> CheckInAndVerify(SimDevice& d, const std::string& url) {
+    const fs::path dir = dir_.path() / ("director-" + d.identity.device_id);
+    if (!fs::exists(dir / "root.json")) {
+      fs::create_directories(dir);
+      std::ofstream(dir / "root.json", std::ios::binary) << d.identity.director_root.value_or("");
+    }
+    deviceapi::DeviceIdentity id = d.identity;
+    id.server_url = url;
+    UPKEEP_ASSIGN_OR_RETURN(auto client, deviceapi::DeviceClient::ForIdentity(id));
+    deviceapi::CheckInRequest q;
+    q.counter = ++d.counter;
+    q.model = kModel;
+    q.hardware = kModel;
+    q.components["rootfs"] = {"2.4.0", d.installed, 3};
+    UPKEEP_ASSIGN_OR_RETURN(std::string pinned, local_.ReadFile(dir / "root.json", 1 << 20));
+    UPKEEP_ASSIGN_OR_RETURN(metadata::Root root, metadata::ParseRoot(pinned));
+    q.director_root_version = root.version;
+    UPKEEP_ASSIGN_OR_RETURN(deviceapi::CheckInAnswer a, client->CheckIn(q));
+    fs::create_directories(dir_.path() / "image");
+    std::ofstream(dir_.path() / "image" / "root.json", std::ios::binary) << image_.RootBytes(1);
+    DirectoryFetcher fetcher(dir_.path() / "repository", local_);
+    metadata::Updater image(dir_.path() / "image", DirectoryFetcher::kMetadataUrl, fetcher, local_,
+                            SystemClock::Process());
+    return metadata::VerifyDirectorAnswer(
+        {a.director.roots, a.director.timestamp, a.director.snapshot, a.director.targets}, dir,
+        local_, SystemClock::Process(), image, {d.identity.device_id, kModel, q.counter, 0});
+  }
+  LocalFilesystem local_;
+};
+
+TEST_F(DirectorRotationTest, DevicesFollowDirectorRootRotatedOffline) {
+  PublishImages();
+  auto server = StartServer();
+  ASSERT_TRUE(server->ok());
+  SimDevice& d = Enrol(server->url(), "beta");
+  auto before = CheckInAndVerify(d, server->url());
+  ASSERT_TRUE(before) << before.error().ToString();
+  ASSERT_EQ(server->Stop(), 0);
+
+  // Signed by a key the current root does not list: refused, nothing written.
+  CliRun r = Cli({"director", "rotate", "--root", srv_ + "/director/1.root.json", "--root-key",
+                  srv_ + "/director/targets.key", "-o", srv_ + "/director/2.root.json"});
+  EXPECT_EQ(r.code, kExitRejected) << r.err;
+  EXPECT_FALSE(fs::exists(srv_ + "/director/2.root.json"));
+  r = Cli({"director", "rotate", "--root", srv_ + "/director/1.root.json", "--root-key",
+           srv_ + "/director-root.key", "--new-online-keys", srv_ + "/director-2", "-o",
+           srv_ + "/director/2.root.json"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  {
+    std::ifstream in(config_);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    Replace(text, "director/1.root.json'",
+            "director/1.root.json', '" + srv_ + "/director/2.root.json'");
+    for (const char* key : {"targets.key", "snapshot.key", "timestamp.key"}) {
+      Replace(text, std::string("director/") + key, std::string("director-2/") + key);
+    }
+    std::ofstream(config_) << text;
+  }
+  server = StartServer();
+  ASSERT_TRUE(server->ok());
+  auto after = CheckInAndVerify(d, server->url());
+  ASSERT_TRUE(after) << after.error().ToString();
+  auto pinned = local_.ReadFile(dir_.path() / ("director-" + d.identity.device_id) / "root.json",
+                                1 << 20);
+  ASSERT_TRUE(pinned);
+  EXPECT_EQ(metadata::ParseRoot(*pinned)->version, 2u);
+  // And on: answers keep verifying under root 2 alone.
+  EXPECT_TRUE(CheckInAndVerify(d, server->url()));
 }
 
 // Scale-out: two stateless server processes on one PostgreSQL database. A device's check-ins
