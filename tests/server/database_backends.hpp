@@ -1,0 +1,67 @@
+#pragma once
+
+// The databases the server's typed tests run on: a SQLite file in a temporary directory, and a
+// fresh schema per test in the PostgreSQL server of postgresql_env.hpp (skipped without one).
+// `url` opens the test's database; opening it twice gives two independent Database objects on
+// the same data, as two server processes have.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <optional>
+#include <string>
+
+#include "postgresql_env.hpp"
+#include "temp_dir.hpp"
+#include "upkeep/storage/database.hpp"
+
+namespace upkeep::testing {
+
+struct SqliteBackend {
+  static constexpr const char* kName = "Sqlite";
+  static std::optional<std::string> SkipReason() { return std::nullopt; }
+  SqliteBackend() : url("sqlite:" + (dir.path() / "fleet.db").string()) {}
+  TempDir dir;
+  std::string url;
+};
+
+struct PostgresqlBackend {
+  static constexpr const char* kName = "Postgresql";
+  static std::optional<std::string> SkipReason() {
+    if (!PostgresqlBaseUrl()) {
+      return "no PostgreSQL server: run under pg_virtualenv (ctest -R _Postgresql) or set "
+             "UPKEEP_TEST_POSTGRESQL_URL";
+    }
+    return std::nullopt;
+  }
+  PostgresqlBackend() {
+    static std::atomic<int> counter{0};
+    schema = "fleet_test_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+    const std::string base = *PostgresqlBaseUrl();
+    auto admin = storage::OpenDatabase(base);
+    if (!admin) ADD_FAILURE() << admin.error().ToString();
+    if (admin) {
+      EXPECT_TRUE((*admin)->Exec("CREATE SCHEMA " + schema));
+    }
+    url = base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+          schema;
+  }
+  ~PostgresqlBackend() {
+    if (auto admin = storage::OpenDatabase(*PostgresqlBaseUrl())) {
+      (void)(*admin)->Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+    }
+  }
+  std::string schema;
+  std::string url;
+};
+
+// Names typed test instances by backend ("Sqlite", "Postgresql").
+struct BackendNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+}  // namespace upkeep::testing
