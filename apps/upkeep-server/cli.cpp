@@ -212,11 +212,12 @@ int Serve(const ServerConfig& c, std::ostream& err) {
         });
   }
   const int sig = signals.Wait();
-  if (delivery) delivery->Cancel();  // ends a round after the incident in flight
-  if (delivering) delivering->Stop();
+  // A delivery round ends after the incident in flight, while requests in flight finish.
+  if (delivery) delivery->Cancel();
   log::info("upkeep-server: signal {}: stopping (grace {} s)", sig,
             c.server.shutdown_grace_seconds);
   (*server)->Stop(std::chrono::seconds(c.server.shutdown_grace_seconds));
+  if (delivering) delivering->Stop();
   log::info("upkeep-server: stopped");
   return kExitOk;
 }
