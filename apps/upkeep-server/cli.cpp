@@ -429,6 +429,11 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   init->add_option("--ip", o.ip_addresses, "IP address of the server (repeatable)");
   auto* admin = app.add_subcommand("admin", "administration");
   admin->require_subcommand(1);
+  auto* incidents = admin->add_subcommand("incidents", "incidents and their delivery");
+  incidents->require_subcommand(1);
+  auto* incidents_list = incidents->add_subcommand("list", "list incidents and delivery state");
+  incidents_list->add_flag("--json", o.json, "JSON output");
+  incidents_list->add_flag("--undelivered", o.undelivered, "only incidents not delivered yet");
   auto* token = admin->add_subcommand("token", "enrolment tokens");
   token->require_subcommand(1);
   auto* create = token->add_subcommand("create", "create a one-time enrolment token");
@@ -452,11 +457,6 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   auto* unassign = devices->add_subcommand("unassign", "remove a device's assignment");
   unassign->add_option("id", o.device_id, "device ID")->required();
   unassign->add_option("--target", o.target, "target path in the image repository")->required();
-  auto* incidents = admin->add_subcommand("incidents", "incidents and their delivery");
-  incidents->require_subcommand(1);
-  auto* incidents_list = incidents->add_subcommand("list", "list incidents and delivery state");
-  incidents_list->add_flag("--json", o.json, "JSON output");
-  incidents_list->add_flag("--undelivered", o.undelivered, "only incidents not delivered yet");
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);

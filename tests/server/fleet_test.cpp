@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "memory_fetcher.hpp"
-#include "database_backends.hpp"
+#include "postgresql_env.hpp"
 #include "repository_simulator.hpp"
 #include "temp_dir.hpp"
 #include "update_metadata_fixture.hpp"
@@ -32,9 +32,46 @@ namespace x509 = crypto::x509;
 using metadata::Json;
 using namespace std::chrono_literals;
 
-using testing::BackendNames;
-using testing::PostgresqlBackend;
-using testing::SqliteBackend;
+using testing::PostgresqlBaseUrl;
+
+struct SqliteBackend {
+  static constexpr const char* kName = "Sqlite";
+  static std::optional<std::string> SkipReason() { return std::nullopt; }
+  SqliteBackend() : url("sqlite:" + (dir.path() / "fleet.db").string()) {}
+  testing::TempDir dir;
+  std::string url;
+};
+
+// A fresh schema per test in the pg_virtualenv server's database.
+struct PostgresqlBackend {
+  static constexpr const char* kName = "Postgresql";
+  static std::optional<std::string> SkipReason() {
+    if (!PostgresqlBaseUrl()) {
+      return "no PostgreSQL server: run under pg_virtualenv (ctest -R FleetTest_Postgresql) or "
+             "set UPKEEP_TEST_POSTGRESQL_URL";
+    }
+    return std::nullopt;
+  }
+  PostgresqlBackend() {
+    static std::atomic<int> counter{0};
+    schema = "fleet_test_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+    const std::string base = *PostgresqlBaseUrl();
+    auto admin = storage::OpenDatabase(base);
+    if (!admin) ADD_FAILURE() << admin.error().ToString();
+    if (admin) {
+      EXPECT_TRUE((*admin)->Exec("CREATE SCHEMA " + schema));
+    }
+    url = base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+          schema;
+  }
+  ~PostgresqlBackend() {
+    if (auto admin = storage::OpenDatabase(*PostgresqlBaseUrl())) {
+      (void)(*admin)->Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+    }
+  }
+  std::string schema;
+  std::string url;
+};
 
 // Forwards to a real database until told to fail; then every call is Unavailable, as when the
 // database server is unreachable.
@@ -354,6 +391,12 @@ class FleetTest : public ::testing::Test {
   std::optional<metadata::Updater> image_updater_;
 };
 
+struct BackendNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
 using Backends = ::testing::Types<SqliteBackend, PostgresqlBackend>;
 TYPED_TEST_SUITE(FleetTest, Backends, BackendNames);
 

@@ -17,7 +17,7 @@
 #include <set>
 #include <thread>
 
-#include "database_backends.hpp"
+#include "fleet_backends.hpp"
 #include "test_pki.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
@@ -30,7 +30,7 @@ namespace {
 namespace x509 = crypto::x509;
 using metadata::Json;
 using testing::BackendNames;
-using testing::PostgresqlBackend;
+using testing::Backends;
 using testing::SqliteBackend;
 using namespace std::chrono_literals;
 
@@ -254,7 +254,6 @@ class IncidentDeliveryTest : public ::testing::Test {
   std::unique_ptr<storage::Database> db_;
 };
 
-using Backends = ::testing::Types<SqliteBackend, PostgresqlBackend>;
 TYPED_TEST_SUITE(IncidentDeliveryTest, Backends, BackendNames);
 
 // ADR 0007 "Incidents": an incident is POSTed once, signed over the timestamp and the body, with

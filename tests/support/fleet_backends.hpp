@@ -1,9 +1,8 @@
 #pragma once
 
-// The databases the server's typed tests run on: a SQLite file in a temporary directory, and a
-// fresh schema per test in the PostgreSQL server of postgresql_env.hpp (skipped without one).
-// `url` opens the test's database; opening it twice gives two independent Database objects on
-// the same data, as two server processes have.
+// The two databases the fleet server's tests run against, as GoogleTest typed-test parameters:
+// a SQLite file in a fresh temporary directory, and a fresh schema in the PostgreSQL server that
+// pg_virtualenv starts (skipped with a message when there is none).
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -22,16 +21,17 @@ struct SqliteBackend {
   static constexpr const char* kName = "Sqlite";
   static std::optional<std::string> SkipReason() { return std::nullopt; }
   SqliteBackend() : url("sqlite:" + (dir.path() / "fleet.db").string()) {}
-  TempDir dir;
+  testing::TempDir dir;
   std::string url;
 };
 
+// A fresh schema per test in the pg_virtualenv server's database.
 struct PostgresqlBackend {
   static constexpr const char* kName = "Postgresql";
   static std::optional<std::string> SkipReason() {
     if (!PostgresqlBaseUrl()) {
-      return "no PostgreSQL server: run under pg_virtualenv (ctest -R _Postgresql) or set "
-             "UPKEEP_TEST_POSTGRESQL_URL";
+      return "no PostgreSQL server: run under pg_virtualenv (ctest -R FleetTest_Postgresql) or "
+             "set UPKEEP_TEST_POSTGRESQL_URL";
     }
     return std::nullopt;
   }
@@ -56,12 +56,12 @@ struct PostgresqlBackend {
   std::string url;
 };
 
-// Names typed test instances by backend ("Sqlite", "Postgresql").
 struct BackendNames {
   template <typename T>
   static std::string GetName(int) {
     return T::kName;
   }
 };
+using Backends = ::testing::Types<SqliteBackend, PostgresqlBackend>;
 
 }  // namespace upkeep::testing
