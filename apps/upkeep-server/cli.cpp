@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <ostream>
@@ -20,6 +21,8 @@
 #include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/fleet.hpp"
 #include "upkeep/server/https_server.hpp"
+#include "upkeep/server/incident_delivery.hpp"
+#include "upkeep/server/periodic.hpp"
 #include "upkeep/storage/database.hpp"
 
 namespace upkeep::server {
@@ -46,6 +49,7 @@ struct Options {
   std::string target;
   std::uint64_t length = 0;
   std::string sha256;
+  bool undelivered = false;
 };
 
 int Fail(std::ostream& err, const Error& e, int code = kExitFailure) {
@@ -87,6 +91,7 @@ class ShutdownSignals {
 };
 
 Result<void> WriteNewFile(const std::filesystem::path& path, const std::string& text);
+IncidentDeliveryOptions DeliveryOptions(const IncidentsConfig& c);
 
 Result<crypto::PrivateKey> ReadSigningKey(const std::string& path) {
   UPKEEP_ASSIGN_OR_RETURN(std::string pem, ReadText(path));
@@ -180,6 +185,14 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   }
   auto fleet = Fleet::Create(**db, SystemClock::Process(), fo);
   if (!fleet) return Fail(err, fleet.error());
+  std::unique_ptr<IncidentDelivery> delivery;
+  if (c.incidents.configured) {
+    auto d = IncidentDelivery::Create(**db, SystemClock::Process(), DeliveryOptions(c.incidents));
+    if (!d) return Fail(err, d.error());
+    delivery = std::move(*d);
+  } else {
+    log::warn("upkeep-server: no [incidents] section: incidents are stored but not delivered");
+  }
 
   HttpsOptions ho;
   ho.address = c.server.address;
@@ -199,11 +212,82 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   if (!server) return Fail(err, server.error());
   log::info("upkeep-server: serving the device API on {}:{} (database {})", c.server.address,
             (*server)->port(), storage::RedactUrl(c.database.url));
+  std::unique_ptr<PeriodicTask> delivering;
+  if (delivery) {
+    delivering = std::make_unique<PeriodicTask>(
+        std::chrono::seconds(c.incidents.poll_interval_seconds), [&delivery] {
+          if (auto r = delivery->RunOnce(); !r) {
+            log::warn("upkeep-server: incident delivery: {}", PrintableText(r.error().ToString()));
+          }
+        });
+  }
   const int sig = signals.Wait();
+  // A delivery round ends after the incident in flight, while requests in flight finish.
+  if (delivery) delivery->Cancel();
   log::info("upkeep-server: signal {}: stopping (grace {} s)", sig,
             c.server.shutdown_grace_seconds);
   (*server)->Stop(std::chrono::seconds(c.server.shutdown_grace_seconds));
+  if (delivering) delivering->Stop();
   log::info("upkeep-server: stopped");
+  return kExitOk;
+}
+
+IncidentDeliveryOptions DeliveryOptions(const IncidentsConfig& c) {
+  IncidentDeliveryOptions o;
+  o.webhook_url = c.webhook_url;
+  o.secret_file = c.secret_file;
+  o.ca_file = c.ca_file;
+  o.connect_timeout = std::chrono::seconds(c.connect_timeout_seconds);
+  o.request_timeout = std::chrono::seconds(c.timeout_seconds);
+  o.retry_base = std::chrono::seconds(c.retry_base_seconds);
+  o.retry_cap = std::chrono::seconds(c.retry_max_seconds);
+  o.claim_lease = std::chrono::seconds(c.claim_lease_seconds);
+  o.batch_size = c.batch_size;
+  return o;
+}
+
+// Unix seconds as "YYYY-MM-DDTHH:MM:SSZ".
+std::string UtcTime(std::int64_t seconds) {
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  char text[32] = "?";
+  if (gmtime_r(&t, &tm) != nullptr) std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+int ListIncidentsCommand(const Options& o, storage::Database& db, std::ostream& out,
+                         std::ostream& err) {
+  auto list = ListIncidents(db, o.undelivered, 100000);
+  if (!list) return Fail(err, list.error());
+  auto opt = [](const std::optional<std::int64_t>& v) { return v ? Json(*v) : Json(); };
+  if (o.json) {
+    Json a = Json::array();
+    for (const auto& i : *list) {
+      a.push_back(Json{{"incident_id", i.incident_id},
+                       {"device_id", i.device_id},
+                       {"kind", i.kind},
+                       {"received_at", i.received_at},
+                       {"delivered_at", opt(i.delivered_at)},
+                       {"delivered_by", i.delivered_by},
+                       {"attempts", i.attempts},
+                       {"next_attempt_at", i.delivered_at ? Json() : Json(i.next_attempt_at)},
+                       {"last_attempt_at", opt(i.last_attempt_at)},
+                       {"last_error", i.last_error}});
+    }
+    out << metadata::DumpJson(a) << "\n";
+    return kExitOk;
+  }
+  for (const auto& i : *list) {
+    out << PrintableText(i.incident_id) << "  " << i.device_id << "  " << PrintableText(i.kind)
+        << "  " << UtcTime(i.received_at) << "  ";
+    if (i.delivered_at) {
+      out << "delivered " << UtcTime(*i.delivered_at) << " (attempts " << i.attempts << ")";
+    } else {
+      out << "pending (attempts " << i.attempts << ", next " << UtcTime(i.next_attempt_at) << ")";
+      if (!i.last_error.empty()) out << ": " << PrintableText(i.last_error);
+    }
+    out << "\n";
+  }
   return kExitOk;
 }
 
@@ -287,6 +371,7 @@ int Admin(const Options& o, const RolloutOptions& rollout, const CLI::App& admin
     out << *t << "\n";
     return kExitOk;
   }
+  if (admin.get_subcommand("incidents")->parsed()) return ListIncidentsCommand(o, **db, out, err);
   const CLI::App* devices = admin.get_subcommand("devices");
   if (devices->get_subcommand("assign")->parsed() ||
       devices->get_subcommand("unassign")->parsed()) {
@@ -359,6 +444,11 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   init->add_option("--ip", o.ip_addresses, "IP address of the server (repeatable)");
   auto* admin = app.add_subcommand("admin", "administration");
   admin->require_subcommand(1);
+  auto* incidents = admin->add_subcommand("incidents", "incidents and their delivery");
+  incidents->require_subcommand(1);
+  auto* incidents_list = incidents->add_subcommand("list", "list incidents and delivery state");
+  incidents_list->add_flag("--json", o.json, "JSON output");
+  incidents_list->add_flag("--undelivered", o.undelivered, "only incidents not delivered yet");
   auto* token = admin->add_subcommand("token", "enrolment tokens");
   token->require_subcommand(1);
   auto* create = token->add_subcommand("create", "create a one-time enrolment token");

@@ -8,6 +8,7 @@ namespace upkeep::server {
 //   upkeep-server [-c FILE] serve
 //   upkeep-server [-c FILE] --dump-config
 //   upkeep-server init DIR [--dns NAME]... [--ip ADDRESS]...
+//   upkeep-server [-c FILE] admin incidents list [--json] [--undelivered]
 //   upkeep-server [-c FILE] admin token create --model M [--group G] [--expires-days N]
 //   upkeep-server [-c FILE] admin devices list [--json]
 //   upkeep-server [-c FILE] admin devices block|assign|unassign|set-group ...

@@ -96,7 +96,8 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
   const std::set<std::string> sections = {"server",    "database", "devices",
-                                          "enrolment", "models",   "director"};
+                                          "enrolment", "models",   "director",
+                                          "incidents"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -145,6 +146,32 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     UPKEEP_TRY(
         director.Uint("timestamp_expiry_hours", c.director.timestamp_expiry_hours, 1, 24 * 365));
     UPKEEP_TRY(director.NoUnknownKeys());
+  }
+
+  if (const auto* incidents_table = table("incidents")) {
+    Section in(incidents_table, "incidents");
+    IncidentsConfig& i = c.incidents;
+    i.configured = true;
+    UPKEEP_TRY(in.String("webhook_url", i.webhook_url, true));
+    if (!i.webhook_url.starts_with("https://")) {
+      return Bad("incidents.webhook_url", "must be an https:// URL");
+    }
+    UPKEEP_TRY(in.String("secret_file", i.secret_file, true));
+    UPKEEP_TRY(in.String("ca_file", i.ca_file));
+    UPKEEP_TRY(in.Uint("connect_timeout_seconds", i.connect_timeout_seconds, 1, 600));
+    UPKEEP_TRY(in.Uint("timeout_seconds", i.timeout_seconds, 1, 600));
+    UPKEEP_TRY(in.Uint("retry_base_seconds", i.retry_base_seconds, 1, 86400));
+    UPKEEP_TRY(in.Uint("retry_max_seconds", i.retry_max_seconds, 1, 7 * 86400));
+    UPKEEP_TRY(in.Uint("claim_lease_seconds", i.claim_lease_seconds, 2, 86400));
+    UPKEEP_TRY(in.Uint("poll_interval_seconds", i.poll_interval_seconds, 1, 3600));
+    UPKEEP_TRY(in.Uint("batch_size", i.batch_size, 1, 10000));
+    UPKEEP_TRY(in.NoUnknownKeys());
+    if (i.retry_max_seconds < i.retry_base_seconds) {
+      return Bad("incidents.retry_max_seconds", "must be at least retry_base_seconds");
+    }
+    if (i.claim_lease_seconds < 2 * i.timeout_seconds) {
+      return Bad("incidents.claim_lease_seconds", "must be at least twice timeout_seconds");
+    }
   }
 
   if (const auto* models = table("models")) {
@@ -217,6 +244,19 @@ std::string DumpServerConfig(const ServerConfig& c) {
                             {"targets_expiry_days", i(c.director.targets_expiry_days)},
                             {"snapshot_expiry_days", i(c.director.snapshot_expiry_days)},
                             {"timestamp_expiry_hours", i(c.director.timestamp_expiry_hours)}});
+  }
+  if (const IncidentsConfig& in = c.incidents; in.configured) {
+    toml::table t{{"webhook_url", in.webhook_url},
+                  {"secret_file", in.secret_file},
+                  {"connect_timeout_seconds", i(in.connect_timeout_seconds)},
+                  {"timeout_seconds", i(in.timeout_seconds)},
+                  {"retry_base_seconds", i(in.retry_base_seconds)},
+                  {"retry_max_seconds", i(in.retry_max_seconds)},
+                  {"claim_lease_seconds", i(in.claim_lease_seconds)},
+                  {"poll_interval_seconds", i(in.poll_interval_seconds)},
+                  {"batch_size", i(in.batch_size)}};
+    if (!in.ca_file.empty()) t.insert("ca_file", in.ca_file);
+    root.insert("incidents", std::move(t));
   }
   std::ostringstream out;
   out << root << "\n";

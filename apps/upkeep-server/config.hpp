@@ -69,12 +69,29 @@ struct DirectorConfig {
   std::uint32_t timestamp_expiry_hours = 24;
 };
 
+// [incidents]: delivery of incidents to administrators by a signed webhook (docs/server.md
+// "Incident delivery", docs/formats/incident-webhook.md). Absent: incidents are stored, not sent.
+struct IncidentsConfig {
+  bool configured = false;  // the section is present
+  std::string webhook_url;  // https:// only
+  std::string secret_file;  // the HMAC-SHA256 key (>= 32 bytes); the path is printed, never the key
+  std::string ca_file;      // CAs for the receiver's certificate; empty: the system's
+  std::uint32_t connect_timeout_seconds = 10;
+  std::uint32_t timeout_seconds = 30;
+  std::uint32_t retry_base_seconds = 30;    // first retry delay, doubled per failure
+  std::uint32_t retry_max_seconds = 3600;   // ... up to this
+  std::uint32_t claim_lease_seconds = 300;  // >= 2 * timeout_seconds
+  std::uint32_t poll_interval_seconds = 10;
+  std::uint32_t batch_size = 100;
+};
+
 struct ServerConfig {
   ListenConfig server;
   DatabaseConfig database;
   DevicesConfig devices;
   EnrolmentConfig enrolment;
   DirectorConfig director;
+  IncidentsConfig incidents;
   // [models.NAME]: support period per device model.
   std::map<std::string, ModelSupport> models;
 };

@@ -174,6 +174,50 @@ TEST(DigestTest, NamesOnlySupportedAlgorithms) {
   EXPECT_FALSE(HashAlgorithmFromName("SHA256"));
 }
 
+// RFC 4231 section 4, test cases 1-7 (HMAC-SHA-256; case 5 compares the 128-bit truncation).
+TEST(HmacSha256Test, MatchesRfc4231Vectors) {
+  struct Case {
+    std::string key;
+    std::string data;
+    const char* hex;
+  };
+  std::string key4;
+  for (char c = 1; c <= 25; ++c) key4.push_back(c);
+  const std::string key_aa131(131, '\xaa');
+  const Case cases[] = {
+      {std::string(20, '\x0b'), "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {"Jefe", "what do ya want for nothing?",
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {std::string(20, '\xaa'), std::string(50, '\xdd'),
+       "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+      {key4, std::string(50, '\xcd'),
+       "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+      {key_aa131, "Test Using Larger Than Block-Size Key - Hash Key First",
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      {key_aa131,
+       "This is a test using a larger than block-size key and a larger than block-size data. "
+       "The key needs to be hashed before being used by the HMAC algorithm.",
+       "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+  for (const Case& c : cases) {
+    auto mac = HmacSha256(c.key, c.data);
+    ASSERT_TRUE(mac) << mac.error().ToString();
+    EXPECT_EQ(HexEncode(*mac), c.hex) << c.data;
+  }
+  auto truncated = HmacSha256(std::string(20, '\x0c'), "Test With Truncation");
+  ASSERT_TRUE(truncated);
+  EXPECT_EQ(HexEncode(*truncated).substr(0, 32), "a3b6167473100ee06e0c796c2955552b");
+}
+
+// An empty key is a valid HMAC key (padded with zeros), not "no key".
+TEST(HmacSha256Test, AcceptsEmptyKeyAndData) {
+  auto mac = HmacSha256("", "");
+  ASSERT_TRUE(mac) << mac.error().ToString();
+  EXPECT_EQ(HexEncode(*mac), "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  EXPECT_NE(HmacSha256("key", "data").value(), HmacSha256("key", "datA").value());
+}
+
 TEST(ConstantTimeEqualTest, ComparesContentAndLength) {
   const std::vector<std::uint8_t> a{1, 2, 3}, b{1, 2, 3}, c{1, 2, 4}, d{1, 2};
   EXPECT_TRUE(ConstantTimeEqual(a, b));

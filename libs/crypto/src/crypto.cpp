@@ -475,6 +475,33 @@ std::vector<std::uint8_t> Sha256(std::string_view data) {
   return Digest(HashAlgorithm::Sha256, data);
 }
 
+Result<std::vector<std::uint8_t>> HmacSha256(std::string_view key, std::string_view data) {
+  // Fetched once, like the digests: the context below is per call, so this is thread-safe.
+  static EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (hmac == nullptr) return Error(Errc::Internal, "HMAC is not available");
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(hmac),
+                                                                &EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end()};
+  // A zero-length key still needs a valid pointer: OpenSSL reads NULL as "keep the old key".
+  static const unsigned char kNoKey = 0;
+  const auto* key_bytes =
+      key.empty() ? &kNoKey : reinterpret_cast<const unsigned char*>(key.data());
+  std::vector<std::uint8_t> out(EVP_MAX_MD_SIZE);
+  std::size_t len = 0;
+  if (!ctx || EVP_MAC_init(ctx.get(), key_bytes, key.size(), params) != 1 ||
+      EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1 ||
+      EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1) {
+    ERR_clear_error();
+    return Error(Errc::Internal, "HMAC-SHA256 failed");
+  }
+  out.resize(len);
+  return out;
+}
+
 bool ConstantTimeEqual(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
   if (a.size() != b.size()) return false;
   if (a.empty()) return true;

@@ -59,6 +59,18 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_undelivered ON incidents (delivered_at, next_attempt_at);
 )sql";
 
+// Migration 3: incident delivery (incident_delivery.hpp). A delivering process claims a row by
+// setting claimed_until (a lease) and claimed_by (its claim's random token) in one conditional
+// UPDATE, so two processes never send the same incident at once; the outcome of each attempt is
+// recorded in last_error and last_attempt_at, the process that delivered it in delivered_by.
+constexpr std::string_view kSchema3 = R"sql(
+ALTER TABLE incidents ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN last_attempt_at BIGINT;
+ALTER TABLE incidents ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN delivered_by TEXT NOT NULL DEFAULT '';
+)sql";
+
 // Migration 2: the director's state per device (versions and the last targets and snapshot, so
 // an unchanged assignment keeps its files) and the targets assigned to each device.
 constexpr std::string_view kSchema2 = R"sql(
@@ -143,6 +155,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS devices_manufacturer_certificate
 constexpr std::array kMigrations = {
     storage::Migration{1, "fleet devices, enrolment tokens, reports, incidents", kSchema1},
     storage::Migration{2, "director state and assignments per device", kSchema2},
+    storage::Migration{3, "incident delivery: claims, last error, delivered by", kSchema3},
     storage::Migration{4, "releases, groups, campaigns, check-in ETags, manufacturer certificates",
                        kSchema4},
 };

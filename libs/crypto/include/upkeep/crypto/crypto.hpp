@@ -166,6 +166,11 @@ class Hasher {
 [[nodiscard]] std::vector<std::uint8_t> Digest(HashAlgorithm algorithm, std::string_view data);
 [[nodiscard]] std::vector<std::uint8_t> Sha256(std::string_view data);
 
+// HMAC-SHA256 (RFC 2104, FIPS 198-1) of `data` under `key` (any length; keys longer than 64
+// bytes are hashed first, as the RFC says): 32 bytes. Errc::Internal when OpenSSL fails.
+[[nodiscard]] Result<std::vector<std::uint8_t>> HmacSha256(std::string_view key,
+                                                           std::string_view data);
+
 // Compares two byte strings in time that depends only on their lengths.
 [[nodiscard]] bool ConstantTimeEqual(std::span<const std::uint8_t> a,
                                      std::span<const std::uint8_t> b);

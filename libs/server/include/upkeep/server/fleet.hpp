@@ -38,7 +38,8 @@
 namespace upkeep::server {
 
 // The schema of the fleet database (migration 1: devices, enrolment_tokens, reports, incidents;
-// migration 2: director_state and director_assignments; later ones: schema.cpp).
+// migration 2: director_state and director_assignments; 3: incident delivery columns; 4:
+// releases, groups, campaigns and check-in ETags).
 [[nodiscard]] Result<void> MigrateFleetSchema(storage::Database& db);
 
 // Support period of one model, answered by GET /api/v1/support.
