@@ -21,6 +21,7 @@
 #include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/fleet.hpp"
 #include "upkeep/server/https_server.hpp"
+#include "upkeep/server/campaigns.hpp"
 #include "upkeep/server/incident_delivery.hpp"
 #include "upkeep/server/periodic.hpp"
 #include "upkeep/storage/database.hpp"
@@ -221,7 +222,15 @@ int Serve(const ServerConfig& c, std::ostream& err) {
           }
         });
   }
+  // Campaign phases open when anyone looks (check-ins, admin commands); this keeps them, and the
+  // metrics that show them, current in a quiet fleet too.
+  PeriodicTask advancing(std::chrono::seconds(60), [&db] {
+    if (auto r = AdvanceCampaigns(**db, SystemClock::Process()); !r) {
+      log::warn("upkeep-server: campaigns: {}", PrintableText(r.error().ToString()));
+    }
+  });
   const int sig = signals.Wait();
+  advancing.Stop();
   // A delivery round ends after the incident in flight, while requests in flight finish.
   if (delivery) delivery->Cancel();
   log::info("upkeep-server: signal {}: stopping (grace {} s)", sig,

@@ -525,7 +525,7 @@ TYPED_TEST(IncidentDeliveryTest, DeliversIncidentReportedThroughDeviceApi) {
 
 // Listing shows the delivery state; --undelivered leaves out what was delivered.
 TYPED_TEST(IncidentDeliveryTest, ListsDeliveryState) {
-  EXPECT_EQ(storage::SchemaVersion(*this->db_).value(), 3);
+  EXPECT_EQ(storage::SchemaVersion(*this->db_).value(), 4);
   this->AddIncident("i-1");
   this->clock_.Advance(1s);
   this->AddIncident("i-2");
