@@ -24,6 +24,7 @@
 // literal address) only; every loop is bounded by the request count and the duration.
 
 #include <openssl/evp.h>
+#include <sys/resource.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -471,6 +472,14 @@ int Run(const RunOptions& o) {
       n, elapsed, devices.size(), workers, static_cast<unsigned long long>(s.connections),
       static_cast<unsigned long long>(s.resumed), static_cast<unsigned long long>(s.reconnects),
       statuses.c_str(), n > 0 ? static_cast<double>(s.answer_bytes) / static_cast<double>(n) : 0.0);
+  // The generator's own CPU time: near `elapsed` per thread means it may be the bottleneck.
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double cpu = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                     static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  std::printf("    load generator CPU %.2f s (%.0f%% of %u thread%s)\n", cpu,
+              elapsed > 0 ? 100.0 * cpu / (elapsed * o.threads) : 0.0, o.threads,
+              o.threads == 1 ? "" : "s");
   if (s.failed || n == 0) {
     std::fprintf(stderr, "checkin_load: %s: FAILED: %s\n", o.label.c_str(),
                  s.first_failure.empty() ? "no request completed" : s.first_failure.c_str());

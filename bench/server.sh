@@ -73,10 +73,11 @@ measure_backend() {
   for ((i = 0; i < devices; i += 1)); do
     "${cli[@]}" admin token create --model bench-dev >>"$dir/tokens"
   done
-  "$server_bin" -c "$dir/server.toml" --log-level info serve >"$dir/server.log" 2>&1 &
+  : >"$dir/server.log"
+  "$server_bin" -c "$dir/server.toml" --log-level info serve >>"$dir/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
-    port=$(sed -n 's/.*serving the device API on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/server.log")
+    port=$(sed -n 's/.*serving the device API on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/server.log" || true)
     [ -n "$port" ] && break
     sleep 0.1
   done
