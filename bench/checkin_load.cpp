@@ -162,6 +162,8 @@ struct RunOptions {
   unsigned concurrency = 8;
   unsigned threads = 1;
   bool if_none_match = false;
+  bool warm_up = false;    // one unmeasured request per device first (TLS sessions, first signing)
+  bool no_resume = false;  // never offer a TLS session: every new connection a full handshake
 };
 
 using Stream = beast::ssl_stream<beast::tcp_stream>;
@@ -193,6 +195,7 @@ struct Shared {
   SteadyClock::time_point deadline;
   std::atomic<std::uint64_t> started{0};
   std::atomic<bool> failed{false};
+  bool recording = true;  // false during the warm-up (set before the workers run)
   std::mutex mutex;  // guards everything below
   std::vector<std::uint32_t> latencies_us;
   std::map<unsigned, std::uint64_t> statuses;
@@ -246,7 +249,7 @@ asio::awaitable<void> OneRequest(Shared& s, Device& d, bool keep) {
         SSL_use_PrivateKey(native, d.key);
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(native),
                                       s.endpoint.address().to_string().c_str());
-        if (d.session != nullptr) SSL_set_session(native, d.session);
+        if (d.session != nullptr && !s.options.no_resume) SSL_set_session(native, d.session);
         auto& lowest = beast::get_lowest_layer(*d.conn);
         lowest.expires_after(kIoTimeout);
         co_await lowest.async_connect(s.endpoint, asio::use_awaitable);
@@ -254,8 +257,10 @@ asio::awaitable<void> OneRequest(Shared& s, Device& d, bool keep) {
         co_await d.conn->async_handshake(ssl::stream_base::client, asio::use_awaitable);
         const bool resumed = SSL_session_reused(native) == 1;
         std::lock_guard lock(s.mutex);
-        ++s.connections;
-        if (resumed) ++s.resumed;
+        if (s.recording) {
+          ++s.connections;
+          if (resumed) ++s.resumed;
+        }
       }
       http::request<http::string_body> req;
       req.version(11);
@@ -314,7 +319,7 @@ asio::awaitable<void> OneRequest(Shared& s, Device& d, bool keep) {
         beast::get_lowest_layer(*d.conn).close();
         d.conn.reset();
       }
-      {
+      if (s.recording) {
         std::lock_guard lock(s.mutex);
         ++s.statuses[status];
         s.answer_bytes += res.body().size();
@@ -330,7 +335,7 @@ asio::awaitable<void> OneRequest(Shared& s, Device& d, bool keep) {
       if (reused_connection && attempt == 0) {
         reused_connection = false;
         std::lock_guard lock(s.mutex);
-        ++s.reconnects;
+        if (s.recording) ++s.reconnects;
         continue;
       }
       s.Fail(d.id + ": " + e.what());
@@ -353,6 +358,14 @@ asio::awaitable<void> Worker(Shared& s, std::vector<Device*> devices) {
       beast::get_lowest_layer(*d->conn).close();
       d->conn.reset();
     }
+  }
+}
+
+// The warm-up: one request per device, then the connection closed (the session kept).
+asio::awaitable<void> WarmUp(Shared& s, std::vector<Device*> devices) {
+  for (Device* d : devices) {
+    if (s.failed) break;
+    co_await OneRequest(s, *d, false);
   }
 }
 
@@ -442,6 +455,23 @@ int Run(const RunOptions& o) {
   const unsigned workers = std::max(1u, static_cast<unsigned>(std::min<std::size_t>(o.concurrency, devices.size())));
   std::vector<std::vector<Device*>> shares(workers);
   for (std::size_t i = 0; i < devices.size(); ++i) shares[i % workers].push_back(devices[i].get());
+  if (o.warm_up) {
+    s.recording = false;
+    s.deadline = SteadyClock::now() + std::chrono::seconds(600);
+    for (auto& share : shares) {
+      asio::co_spawn(asio::make_strand(io), WarmUp(s, share), [&s](std::exception_ptr e) {
+        if (e) s.Fail("a warm-up worker stopped on an exception");
+      });
+    }
+    io.run();
+    io.restart();
+    s.recording = true;
+    if (s.failed) {
+      std::fprintf(stderr, "checkin_load: %s: warm-up FAILED: %s\n", o.label.c_str(),
+                   s.first_failure.c_str());
+      return 1;
+    }
+  }
   const auto start = SteadyClock::now();
   s.deadline = start + std::chrono::duration_cast<SteadyClock::duration>(
                            std::chrono::duration<double>(o.duration));
@@ -520,6 +550,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 10000));
     run->add_option("--threads", o.threads, "threads running the io_context")
         ->check(CLI::Range(1, 64));
+    run->add_flag("--warm-up", o.warm_up,
+                  "one unmeasured request per device first (its TLS session, first signing)");
+    run->add_flag("--no-resume", o.no_resume, "never resume a TLS session (full handshakes)");
     run->add_flag("--if-none-match", o.if_none_match, "send the last ETag (200 or 304 accepted)");
     run->add_option("--expect-body-contains", o.expect_body_contains,
                     "every 200 answer must contain this text");

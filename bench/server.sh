@@ -52,7 +52,7 @@ bounded() { timeout --kill-after=10 "$1" "${@:2}"; }
 # $work/results; a failure is remembered (exit 1 at the end).
 load() {
   local rc=0
-  bounded $((${seconds%.*} + 60)) "$load_bin" run --duration "$seconds" \
+  bounded $((${seconds%.*} + 300)) "$load_bin" run --warm-up --duration "$seconds" \
     --max-requests "$max_requests" --threads "$load_threads" "$@" >"$work/load.out" 2>&1 || rc=$?
   cat "$work/load.out"
   grep -E '^(sqlite|postgresql|nginx) ' "$work/load.out" >>"$work/results" || true
