@@ -47,12 +47,30 @@ stop_server() {
   fi
 }
 bounded() { timeout --kill-after=10 "$1" "${@:2}"; }
+# run_child COMMAND...: runs it in the background and waits, so that a signal reaches the traps at once
+# (bash runs traps only after a foreground command ends) and the cleanup can stop it.
+child_pid=""
+run_child() {
+  local rc=0
+  "$@" &
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=""
+  return "$rc"
+}
+stop_child() {
+  if [ -n "$child_pid" ]; then
+    kill -TERM "$child_pid" 2>/dev/null || true
+    wait "$child_pid" 2>/dev/null || true
+    child_pid=""
+  fi
+}
 
 # load ARGS...: one checkin_load run, bounded in time; its result lines go to stdout and
 # $work/results; a failure is remembered (exit 1 at the end).
 load() {
   local rc=0
-  bounded $((${seconds%.*} + 300)) "$load_bin" run --warm-up --duration "$seconds" \
+  run_child bounded $((${seconds%.*} + 300)) "$load_bin" run --warm-up --duration "$seconds" \
     --max-requests "$max_requests" --threads "$load_threads" "$@" >"$work/load.out" 2>&1 || rc=$?
   cat "$work/load.out"
   grep -E '^(sqlite|postgresql|nginx) ' "$work/load.out" >>"$work/results" || true
@@ -89,7 +107,7 @@ measure_backend() {
     return 0
   fi
   local url_arg=(--url "https://127.0.0.1:$port" --ca "$work/srv/device-ca.pem")
-  if ! bounded 600 "$load_bin" enrol "${url_arg[@]}" --model bench-dev --tokens "$dir/tokens" \
+  if ! run_child bounded 600 "$load_bin" enrol "${url_arg[@]}" --model bench-dev --tokens "$dir/tokens" \
       --out "$dir/devices" >"$dir/device-ids" 2>"$dir/enrol.err"; then
     echo "$name: enrolment failed: $(tail -n 3 "$dir/enrol.err")" >&2
     echo "FAILED ($name enrolment)" >>"$work/failures"
@@ -99,7 +117,7 @@ measure_backend() {
   local run=("${url_arg[@]}" --devices "$dir/devices" --request checkin)
   # One check-in per device first: the first signs all three director files, later ones only a
   # new timestamp. Its answer size is the static file's size.
-  bounded 120 "$load_bin" run "${run[@]}" --mode kept-alive --concurrency "$kept_concurrency" \
+  run_child bounded 120 "$load_bin" run "${run[@]}" --mode kept-alive --concurrency "$kept_concurrency" \
     --max-requests "$devices" --duration 60 --label warm-up >"$dir/warm-up.out" 2>&1 || true
   sed -n 's/.*, \([0-9]*\) bytes on average.*/\1/p' "$dir/warm-up.out" >"$work/answer_bytes.$name"
   load "${run[@]}" --if-none-match --mode new-connection --concurrency "$new_concurrency" \
@@ -120,7 +138,9 @@ measure_backend() {
 # --- Inside pg_virtualenv: only the PostgreSQL measurements, into the caller's $work -----------
 if [ "${1:-}" = "--postgresql-inside" ]; then
   work="$2"
-  trap stop_server EXIT
+  echo "$$" >"$work/inside.pid"
+  trap 'stop_child; stop_server' EXIT
+  trap 'exit 130' INT TERM
   pg_url="postgresql://${PGUSER:-postgres}:${PGPASSWORD:-}@${PGHOST:-localhost}:${PGPORT:-5432}/${PGDATABASE:-postgres}"
   measure_backend postgresql "$pg_url"
   exit 0
@@ -140,6 +160,13 @@ work="$(mktemp -d)"
 chmod 0755 "$work"  # nginx's workers read the static file and certificates
 nginx_pid=""
 cleanup() {
+  # The PostgreSQL measurements run in a script under pg_virtualenv: stop it first (bounded).
+  if [ -n "$child_pid" ] && [ -s "$work/inside.pid" ]; then
+    inside=$(cat "$work/inside.pid")
+    kill -TERM "$inside" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$inside" 2>/dev/null || break; sleep 0.1; done
+  fi
+  stop_child
   stop_server
   if [ -n "$nginx_pid" ]; then
     kill -TERM "$nginx_pid" 2>/dev/null || true
@@ -148,6 +175,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # run the cleanup on a signal too
 : >"$work/results"
 : >"$work/failures"
 
@@ -226,7 +254,7 @@ elif ! command -v pg_virtualenv >/dev/null; then
   echo "postgresql: skipped (pg_virtualenv from postgresql-common is not installed)"
 else
   # -t: the cluster in a temporary directory, also as root; stopped when the command ends.
-  bounded 900 pg_virtualenv -t bash "$self" --postgresql-inside "$work" >"$work/pg.out" 2>&1 ||
+  run_child bounded 900 pg_virtualenv -t bash "$self" --postgresql-inside "$work" >"$work/pg.out" 2>&1 ||
     echo "postgresql: pg_virtualenv failed (exit $?): skipped" >&2
   grep -vE '^(Creating|Ver|Dropping|[0-9]+ )' "$work/pg.out" || true
 fi
