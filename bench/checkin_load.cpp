@@ -24,11 +24,11 @@
 // literal address) only; every loop is bounded by the request count and the duration.
 
 #include <openssl/evp.h>
-#include <sys/resource.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -196,7 +196,7 @@ struct Shared {
   std::atomic<std::uint64_t> started{0};
   std::atomic<bool> failed{false};
   bool recording = true;  // false during the warm-up (set before the workers run)
-  std::mutex mutex;  // guards everything below
+  std::mutex mutex;       // guards everything below
   std::vector<std::uint32_t> latencies_us;
   std::map<unsigned, std::uint64_t> statuses;
   std::uint64_t connections = 0, resumed = 0, reconnects = 0;
@@ -400,9 +400,10 @@ int Run(const RunOptions& o) {
     return 2;
   }
   std::vector<std::unique_ptr<Device>> devices;
-  const auto base = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                   std::chrono::system_clock::now().time_since_epoch())
-                                                   .count());
+  const auto base =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
   for (const auto& dir : dirs) {
     auto d = std::make_unique<Device>();
     std::string error;
@@ -449,10 +450,12 @@ int Run(const RunOptions& o) {
     s.body_prefix = body->substr(0, at);
     s.body_suffix = body->substr(at + placeholder.size());
   }
-  s.latencies_us.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(o.max_requests, 1 << 24)));
+  s.latencies_us.reserve(
+      static_cast<std::size_t>(std::min<std::uint64_t>(o.max_requests, 1 << 24)));
 
   asio::io_context io(static_cast<int>(o.threads));
-  const unsigned workers = std::max(1u, static_cast<unsigned>(std::min<std::size_t>(o.concurrency, devices.size())));
+  const unsigned workers =
+      std::max(1u, static_cast<unsigned>(std::min<std::size_t>(o.concurrency, devices.size())));
   std::vector<std::vector<Device*>> shares(workers);
   for (std::size_t i = 0; i < devices.size(); ++i) shares[i % workers].push_back(devices[i].get());
   if (o.warm_up) {
@@ -494,7 +497,8 @@ int Run(const RunOptions& o) {
               Percentile(s.latencies_us, 0.50), Percentile(s.latencies_us, 0.99));
   std::string statuses;
   for (const auto& [status, count] : s.statuses) {
-    statuses += (statuses.empty() ? "" : " ") + std::to_string(status) + "x" + std::to_string(count);
+    statuses +=
+        (statuses.empty() ? "" : " ") + std::to_string(status) + "x" + std::to_string(count);
   }
   std::printf(
       "    %zu requests in %.2f s from %zu devices, %u in flight; %llu connections (%llu resumed, "
@@ -535,8 +539,7 @@ int main(int argc, char** argv) {
     auto* run = app.add_subcommand("run", "run check-ins or static GETs");
     run->add_option("--url", o.url, "server base URL https://ADDRESS:PORT")->required();
     run->add_option("--ca", o.ca_file, "CA certificate (PEM) of the server")->required();
-    run->add_option("--devices", o.devices_dir, "directory of identities (from enrol)")
-        ->required();
+    run->add_option("--devices", o.devices_dir, "directory of identities (from enrol)")->required();
     run->add_option("--mode", o.mode, "new-connection or kept-alive")
         ->check(CLI::IsMember({"new-connection", "kept-alive"}));
     run->add_option("--request", o.request, "checkin or static")
