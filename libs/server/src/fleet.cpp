@@ -356,12 +356,20 @@ Result<void> UnassignTarget(storage::Database& db, const std::string& device_id,
 // ---- Fleet ----
 
 Fleet::Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
-             crypto::x509::TlsKey ca_key, std::optional<metadata::Root> director_root)
+             crypto::x509::TlsKey ca_key, Clock::TimePoint ca_not_after,
+             std::optional<metadata::Root> director_root)
     : db_(db),
       clock_(clock),
       options_(std::move(options)),
       ca_key_(std::move(ca_key)),
-      director_root_(std::move(director_root)) {}
+      director_root_(std::move(director_root)),
+      ca_not_after_(ca_not_after) {
+  if (options_.director) {
+    for (const std::string& bytes : options_.director->roots) {
+      if (auto root = metadata::ParseRoot(bytes)) director_roots_.emplace_back(root->version, bytes);
+    }
+  }
+}
 
 Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock& clock,
                                              FleetOptions options) {
@@ -394,8 +402,8 @@ Result<std::unique_ptr<Fleet>> Fleet::Create(storage::Database& db, const Clock&
     }
     director_root = std::move(*root);
   }
-  return std::unique_ptr<Fleet>(
-      new Fleet(db, clock, std::move(options), std::move(*key), std::move(director_root)));
+  return std::unique_ptr<Fleet>(new Fleet(db, clock, std::move(options), std::move(*key),
+                                          cert->not_after, std::move(director_root)));
 }
 
 Handler Fleet::AsHandler() {
@@ -427,11 +435,29 @@ Result<Fleet::Device> Fleet::Authenticate(const Request& request, Response& refu
     refusal = Unauthenticated("a client certificate from the device CA is required");
     return Error(Errc::InvalidArgument, "no certificate");
   }
-  auto info =
-      x509::VerifyIssuedBy(request.peer_certificate_der, options_.device_ca_pem, clock_.Now());
+  const auto now = clock_.Now();
+  const std::vector<std::uint8_t> digest = crypto::Sha256(request.peer_certificate_der);
+  const std::string fingerprint(digest.begin(), digest.end());
+  std::optional<VerifiedCertificate> info;
+  {
+    std::lock_guard lock(certificates_mutex_);
+    if (auto it = certificates_.find(fingerprint); it != certificates_.end()) info = it->second;
+  }
   if (!info) {
+    auto verified = x509::VerifyIssuedBy(request.peer_certificate_der, options_.device_ca_pem, now);
+    if (!verified) {
+      refusal = Unauthenticated("the client certificate is not usable");
+      return Error(Errc::InvalidArgument, verified.error().message());
+    }
+    info = VerifiedCertificate{verified->device_id, verified->serial_hex, verified->not_before,
+                               std::min(verified->not_after, ca_not_after_)};
+    std::lock_guard lock(certificates_mutex_);
+    if (certificates_.size() >= kMaxTrackedAddresses) certificates_.clear();
+    certificates_.emplace(fingerprint, *info);
+  }
+  if (now < info->not_before || now > info->not_after) {
     refusal = Unauthenticated("the client certificate is not usable");
-    return Error(Errc::InvalidArgument, info.error().message());
+    return Error(Errc::InvalidArgument, "certificate not valid now");
   }
   auto rows = db_.Query("SELECT id, model, blocked FROM devices WHERE certificate_serial = $1",
                         {info->serial_hex});
@@ -778,9 +804,8 @@ Result<Fleet::DirectorAnswer> Fleet::SignDirector(storage::Tx& tx, const Device&
        answer.etag}));
   // The roots newer than the one the device holds, so it can follow a rotation.
   Json roots = Json::array();
-  for (const std::string& bytes : director.roots) {
-    auto root = metadata::ParseRoot(bytes);
-    if (root && root->version > checkin.director_root_version) roots.push_back(bytes);
+  for (const auto& [version, bytes] : director_roots_) {
+    if (version > checkin.director_root_version) roots.push_back(bytes);
   }
   answer.body = Json{{"roots", std::move(roots)},
                      {"timestamp", std::move(repo.timestamp)},

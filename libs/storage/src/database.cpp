@@ -440,6 +440,10 @@ class PooledDatabase final : public Database {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
+  // SQLite has one writer at a time: this process's transactions queue here, in order, instead
+  // of polling SQLite's lock in its busy handler (which sleeps and is unfair under load). Other
+  // processes still meet the busy handler.
+  std::mutex sqlite_writer_;
   int open_ = 0;                                   // guarded by mu_: idle + borrowed
 };
 
@@ -460,6 +464,8 @@ Result<void> PooledDatabase::RunTransaction(const std::function<Result<void>(Tx&
         std::this_thread::sleep_for(delay);
       }
     }
+    std::unique_lock<std::mutex> writer;
+    if (backend_ == Backend::kSqlite) writer = std::unique_lock<std::mutex>(sqlite_writer_);
     UPKEEP_ASSIGN_OR_RETURN(Lease lease, Acquire());
     Connection& c = *lease.conn;
     if (auto r = c.Begin(level); !r) {

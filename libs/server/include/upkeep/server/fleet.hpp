@@ -187,7 +187,8 @@ class Fleet {
     std::string model;
   };
   Fleet(storage::Database& db, const Clock& clock, FleetOptions options,
-        crypto::x509::TlsKey ca_key, std::optional<metadata::Root> director_root);
+        crypto::x509::TlsKey ca_key, Clock::TimePoint ca_not_after,
+        std::optional<metadata::Root> director_root);
 
   Response Enrol(const Request& request);
   Response EnrolWithManufacturerCertificate(const Request& request, const EnrolRequest& req);
@@ -216,6 +217,19 @@ class Fleet {
   FleetOptions options_;
   crypto::x509::TlsKey ca_key_;
   std::optional<metadata::Root> director_root_;  // the current director root, when configured
+  std::vector<std::pair<std::uint64_t, std::string>> director_roots_;  // (version, bytes)
+  Clock::TimePoint ca_not_after_;
+
+  // Client certificates the device CA is known to have issued (by SHA-256 of the DER): the
+  // signature check is done once per certificate, validity at every request.
+  struct VerifiedCertificate {
+    std::string device_id;
+    std::string serial_hex;
+    Clock::TimePoint not_before;
+    Clock::TimePoint not_after;  // the earlier of the certificate's and the CA's
+  };
+  std::mutex certificates_mutex_;
+  std::unordered_map<std::string, VerifiedCertificate> certificates_;  // guarded by the mutex
 
   struct Bucket {
     double tokens = 0;
