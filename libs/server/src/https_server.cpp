@@ -280,6 +280,11 @@ void HttpsServer::Impl::Accept() {
         socket.close(ignored);
       } else {
         ++active;
+        // Answers go out at once: without this, Nagle's algorithm holds a TLS record back until
+        // the peer's delayed acknowledgement (40 ms) whenever a handshake or answer takes two
+        // writes.
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         auto session = std::make_shared<Session>(std::move(socket), *this);
         Track(session);
         session->Run();
