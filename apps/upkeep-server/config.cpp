@@ -95,8 +95,8 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     where << e.source().begin;
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
-  const std::set<std::string> sections = {"server",    "database", "devices",
-                                          "enrolment", "models",   "director"};
+  const std::set<std::string> sections = {"server", "database", "devices", "enrolment",
+                                          "models", "director", "metrics", "repository"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -143,6 +143,19 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     UPKEEP_TRY(
         director.Uint("timestamp_expiry_hours", c.director.timestamp_expiry_hours, 1, 24 * 365));
     UPKEEP_TRY(director.NoUnknownKeys());
+  }
+
+  if (const auto* metrics_table = table("metrics")) {
+    Section metrics(metrics_table, "metrics");
+    c.metrics.configured = true;
+    UPKEEP_TRY(metrics.String("token_file", c.metrics.token_file, true));
+    UPKEEP_TRY(metrics.NoUnknownKeys());
+  }
+  if (const auto* repository_table = table("repository")) {
+    Section repository(repository_table, "repository");
+    c.repository.configured = true;
+    UPKEEP_TRY(repository.String("directory", c.repository.directory, true));
+    UPKEEP_TRY(repository.NoUnknownKeys());
   }
 
   if (const auto* models = table("models")) {
@@ -209,6 +222,12 @@ std::string DumpServerConfig(const ServerConfig& c) {
                             {"targets_expiry_days", i(c.director.targets_expiry_days)},
                             {"snapshot_expiry_days", i(c.director.snapshot_expiry_days)},
                             {"timestamp_expiry_hours", i(c.director.timestamp_expiry_hours)}});
+  }
+  if (c.metrics.configured) {
+    root.insert("metrics", toml::table{{"token_file", c.metrics.token_file}});
+  }
+  if (c.repository.configured) {
+    root.insert("repository", toml::table{{"directory", c.repository.directory}});
   }
   std::ostringstream out;
   out << root << "\n";
