@@ -213,7 +213,10 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   std::unique_ptr<MetricsEndpoint> metrics_endpoint;
   std::unique_ptr<StaticFiles> repository;
   auto handler = Routed(c, **db, **fleet, metrics, metrics_endpoint, repository);
-  if (!handler) return Fail(err, handler.error());
+  if (!handler) {
+    return Fail(err, handler.error(),
+                handler.error().code() == Errc::InvalidConfig ? kExitUsage : kExitFailure);
+  }
   auto server = HttpsServer::Start(ho, std::move(*handler));
   if (!server) return Fail(err, server.error());
   if (c.metrics.configured) {
