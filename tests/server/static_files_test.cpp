@@ -132,6 +132,35 @@ TEST_F(StaticFilesTest, HeadAnswersTheLengthWithoutTheBody) {
   EXPECT_EQ(Call("HEAD", "/repository/metadata/none.json").status, 404);
 }
 
+// HEAD on any handler's answer: the headers with the body's length, no body, and the kept-alive
+// connection stays in step for the next request.
+TEST_F(StaticFilesTest, HeadOnAnyAnswerSendsNoBodyAndKeepsTheConnectionUsable) {
+  CURL* curl = curl_easy_init();
+  ASSERT_NE(curl, nullptr);
+  const std::string ca = (dir_.path() / "ca.pem").string();
+  HttpsCall call;
+  call.method = "HEAD";
+  call.path = "/api/v1/none";
+  HttpsReply r = upkeep::testing::CallHttps(server_->port(), ca, call, curl);
+  ASSERT_EQ(r.code, CURLE_OK) << curl_easy_strerror(r.code);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(r.body.empty());
+  EXPECT_EQ(r.Header("content-length"),
+            std::to_string(
+                std::string("{\"error\":\"not_found\",\"message\":\"no such endpoint\"}").size()));
+  call.path = "/repository/targets/big.payload";
+  r = upkeep::testing::CallHttps(server_->port(), ca, call, curl);
+  EXPECT_EQ(r.status, 200);
+  call = HttpsCall{};
+  call.path = "/repository/metadata/timestamp.json";
+  r = upkeep::testing::CallHttps(server_->port(), ca, call, curl);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, kTimestamp);
+  curl_easy_cleanup(curl);
+  EXPECT_EQ(server_->stats().connections, 1u);
+  EXPECT_EQ(server_->stats().requests, 3u);
+}
+
 TEST_F(StaticFilesTest, OtherMethodsAre405) {
   const HttpsReply r = Call("POST", "/repository/metadata/timestamp.json");
   EXPECT_EQ(r.status, 405);
