@@ -6,12 +6,14 @@
 #include "upkeep/server/metrics.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <limits>
 #include <stdexcept>
 
 #include "https_client.hpp"
+#include "postgresql_env.hpp"
 #include "temp_dir.hpp"
 #include "test_pki.hpp"
 #include "upkeep/common/encoding.hpp"
@@ -221,19 +223,16 @@ TEST(MetricsTest, InstrumentHandlerCountsRequestsAndLatency) {
 }
 
 // Devices and incidents are read from the database at each scrape.
-TEST(MetricsTest, FleetCollectorReadsDevicesAndIncidentsFromTheDatabase) {
-  testing::TempDir dir;
-  auto db = storage::OpenDatabase("sqlite:" + (dir.path() / "fleet.db").string());
-  ASSERT_TRUE(db) << db.error().ToString();
-  ASSERT_TRUE(MigrateFleetSchema(**db));
+void CheckFleetCollector(storage::Database& db) {
+  ASSERT_TRUE(MigrateFleetSchema(db));
   FakeClock clock(Clock::TimePoint(std::chrono::seconds(1'800'000'000)));
   const std::int64_t now = 1'800'000'000;
   auto device = [&](const char* id, std::int64_t blocked, std::optional<std::int64_t> checkin) {
     storage::Value last = checkin ? storage::Value(*checkin) : storage::Value(nullptr);
-    ASSERT_TRUE((*db)->Exec(
-        "INSERT INTO devices (id, model, serial, certificate_serial, blocked, enrolled_at, "
-        "last_checkin_at) VALUES ($1, 'm', 's', $1, $2, 0, $3)",
-        {std::string(id), blocked, last}));
+    ASSERT_TRUE(
+        db.Exec("INSERT INTO devices (id, model, serial, certificate_serial, blocked, enrolled_at, "
+                "last_checkin_at) VALUES ($1, 'm', 's', $1, $2, 0, $3)",
+                {std::string(id), blocked, last}));
   };
   device("d-1", 0, now - 60);
   device("d-2", 1, now - 3 * 86400);
@@ -241,13 +240,13 @@ TEST(MetricsTest, FleetCollectorReadsDevicesAndIncidentsFromTheDatabase) {
   device("d-4", 0, now - 86400 + 1);
   for (const char* id : {"i-1", "i-2", "i-3"}) {
     ASSERT_TRUE(
-        (*db)->Exec("INSERT INTO incidents (incident_id, device_id, kind, body, received_at, "
-                    "next_attempt_at) VALUES ($1, 'd-1', 'k', '{}', 0, 0)",
-                    {std::string(id)}));
+        db.Exec("INSERT INTO incidents (incident_id, device_id, kind, body, received_at, "
+                "next_attempt_at) VALUES ($1, 'd-1', 'k', '{}', 0, 0)",
+                {std::string(id)}));
   }
-  ASSERT_TRUE((*db)->Exec("UPDATE incidents SET delivered_at = 5 WHERE incident_id = 'i-1'"));
+  ASSERT_TRUE(db.Exec("UPDATE incidents SET delivered_at = 5 WHERE incident_id = 'i-1'"));
   Metrics m;
-  ASSERT_TRUE(m.AddCollector("fleet", FleetCollector(**db, clock)));
+  ASSERT_TRUE(m.AddCollector("fleet", FleetCollector(db, clock)));
   const std::string text = m.Expose();
   EXPECT_NE(text.find("\nupkeep_devices 4\n"), std::string::npos) << text;
   EXPECT_NE(text.find("\nupkeep_devices_blocked 1\n"), std::string::npos);
@@ -257,6 +256,31 @@ TEST(MetricsTest, FleetCollectorReadsDevicesAndIncidentsFromTheDatabase) {
   EXPECT_NE(text.find("upkeep_metrics_collector_up{collector=\"fleet\"} 1\n"), std::string::npos);
   clock.Advance(std::chrono::hours(24));
   EXPECT_NE(m.Expose().find("\nupkeep_devices_checked_in_24h 0\n"), std::string::npos);
+}
+
+TEST(MetricsTest, FleetCollectorReadsDevicesAndIncidentsFromTheDatabase) {
+  testing::TempDir dir;
+  auto db = storage::OpenDatabase("sqlite:" + (dir.path() / "fleet.db").string());
+  ASSERT_TRUE(db) << db.error().ToString();
+  CheckFleetCollector(**db);
+}
+
+// The same against PostgreSQL (ctest MetricsPostgresql runs it under pg_virtualenv), in a
+// schema of its own.
+TEST(MetricsPostgresqlTest, FleetCollectorReadsDevicesAndIncidentsFromTheDatabase) {
+  const auto base = upkeep::testing::PostgresqlBaseUrl();
+  if (!base) GTEST_SKIP() << "no PostgreSQL server: run under pg_virtualenv";
+  const std::string schema = "metrics_test_" + std::to_string(::getpid());
+  auto admin = storage::OpenDatabase(*base);
+  ASSERT_TRUE(admin) << admin.error().ToString();
+  ASSERT_TRUE((*admin)->Exec("CREATE SCHEMA " + schema));
+  {
+    auto db = storage::OpenDatabase(*base + (base->find('?') == std::string::npos ? "?" : "&") +
+                                    "options=-csearch_path%3D" + schema);
+    ASSERT_TRUE(db) << db.error().ToString();
+    CheckFleetCollector(**db);
+  }
+  EXPECT_TRUE((*admin)->Exec("DROP SCHEMA " + schema + " CASCADE"));
 }
 
 TEST(MetricsTest, TokenFileMustHoldAUsableToken) {
