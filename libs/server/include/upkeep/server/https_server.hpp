@@ -90,7 +90,7 @@ struct Response {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   // When set, the body is the file's bytes and `body` is ignored.
-  std::shared_ptr<const FileBody> file;
+  std::shared_ptr<const FileBody> file = nullptr;
 };
 
 // Called on a server thread for each request; it may block (database work). An exception from it
