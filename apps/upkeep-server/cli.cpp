@@ -24,6 +24,9 @@
 #include "upkeep/server/campaigns.hpp"
 #include "upkeep/server/incident_delivery.hpp"
 #include "upkeep/server/periodic.hpp"
+#include "upkeep/server/metrics.hpp"
+#include "upkeep/server/router.hpp"
+#include "upkeep/server/static_files.hpp"
 #include "upkeep/storage/database.hpp"
 
 namespace upkeep::server {
@@ -157,6 +160,29 @@ Result<DirectorConfig> CreateDirector(const std::filesystem::path& dir, Clock::T
   return c;
 }
 
+// The listener's handler: the device API, with [metrics] (instrumented, /metrics) and
+// [repository] (/repository/...) when configured. `metrics_endpoint` and `repository` keep what
+// the handler refers to.
+Result<Handler> Routed(const ServerConfig& c, storage::Database& db, Fleet& fleet, Metrics& metrics,
+                       std::unique_ptr<MetricsEndpoint>& metrics_endpoint,
+                       std::unique_ptr<StaticFiles>& repository) {
+  Routes routes;
+  routes.fallback = fleet.AsHandler();
+  if (c.repository.configured) {
+    UPKEEP_ASSIGN_OR_RETURN(repository, StaticFiles::Create(c.repository.directory));
+    routes.repository = repository->AsHandler();
+  }
+  if (!c.metrics.configured) return Route(std::move(routes));
+  auto token = ReadText(c.metrics.token_file);
+  if (!token) return std::move(token).error().WithContext("metrics.token_file");
+  UPKEEP_ASSIGN_OR_RETURN(metrics_endpoint, MetricsEndpoint::Create(metrics, *token));
+  routes.metrics = metrics_endpoint->AsHandler();
+  UPKEEP_TRY(metrics.AddCollector("fleet", FleetCollector(db, SystemClock::Process())));
+  UPKEEP_TRY(metrics.AddCollector(
+      "campaigns", [&db] { return CampaignMetrics(db, SystemClock::Process()); }));
+  return InstrumentHandler(metrics, Route(std::move(routes)));
+}
+
 int Serve(const ServerConfig& c, std::ostream& err) {
   ShutdownSignals signals;  // before any thread starts, so only Wait() sees them
   auto db = OpenFleetDatabase(c);
@@ -209,8 +235,21 @@ int Serve(const ServerConfig& c, std::ostream& err) {
   ho.client_ca_pem = *ca + fo.manufacturer_ca_pem;
   ho.threads = c.server.threads;
   ho.max_body_bytes = std::max<std::uint64_t>(ho.max_body_bytes, fo.max_body_bytes);
-  auto server = HttpsServer::Start(ho, (*fleet)->AsHandler());
+  Metrics metrics;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint;
+  std::unique_ptr<StaticFiles> repository;
+  auto handler = Routed(c, **db, **fleet, metrics, metrics_endpoint, repository);
+  if (!handler) {
+    return Fail(err, handler.error(),
+                handler.error().code() == Errc::InvalidConfig ? kExitUsage : kExitFailure);
+  }
+  auto server = HttpsServer::Start(ho, std::move(*handler));
   if (!server) return Fail(err, server.error());
+  if (c.metrics.configured) {
+    if (auto r = metrics.AddCollector("https", HttpsStatsCollector(**server)); !r) {
+      return Fail(err, r.error());
+    }
+  }
   log::info("upkeep-server: serving the device API on {}:{} (database {})", c.server.address,
             (*server)->port(), storage::RedactUrl(c.database.url));
   std::unique_ptr<PeriodicTask> delivering;

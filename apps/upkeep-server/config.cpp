@@ -95,9 +95,9 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     where << e.source().begin;
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
-  const std::set<std::string> sections = {"server",    "database", "devices",
-                                          "enrolment", "models",   "director",
-                                          "incidents"};
+  const std::set<std::string> sections = {"server",   "database",  "devices",  "enrolment",
+                                          "models",   "director",  "incidents", "metrics",
+                                          "repository"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -172,6 +172,18 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
     if (i.claim_lease_seconds < 2 * i.timeout_seconds) {
       return Bad("incidents.claim_lease_seconds", "must be at least twice timeout_seconds");
     }
+  }
+  if (const auto* metrics_table = table("metrics")) {
+    Section metrics(metrics_table, "metrics");
+    c.metrics.configured = true;
+    UPKEEP_TRY(metrics.String("token_file", c.metrics.token_file, true));
+    UPKEEP_TRY(metrics.NoUnknownKeys());
+  }
+  if (const auto* repository_table = table("repository")) {
+    Section repository(repository_table, "repository");
+    c.repository.configured = true;
+    UPKEEP_TRY(repository.String("directory", c.repository.directory, true));
+    UPKEEP_TRY(repository.NoUnknownKeys());
   }
 
   if (const auto* models = table("models")) {
@@ -257,6 +269,12 @@ std::string DumpServerConfig(const ServerConfig& c) {
                   {"batch_size", i(in.batch_size)}};
     if (!in.ca_file.empty()) t.insert("ca_file", in.ca_file);
     root.insert("incidents", std::move(t));
+  }
+  if (c.metrics.configured) {
+    root.insert("metrics", toml::table{{"token_file", c.metrics.token_file}});
+  }
+  if (c.repository.configured) {
+    root.insert("repository", toml::table{{"directory", c.repository.directory}});
   }
   std::ostringstream out;
   out << root << "\n";

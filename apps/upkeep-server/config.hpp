@@ -85,6 +85,20 @@ struct IncidentsConfig {
   std::uint32_t batch_size = 100;
 };
 
+// [metrics]: GET /metrics for Prometheus (docs/server.md, "Metrics"). Absent: /metrics is 404.
+struct MetricsConfig {
+  bool configured = false;  // the section is present
+  // The bearer token scrapers present (or "sha256:" and the token's SHA-256 in hex).
+  std::string token_file;
+};
+
+// [repository]: the image repository served under /repository/ (docs/server.md). Absent: not
+// served (a web server or CDN serves it instead).
+struct RepositoryConfig {
+  bool configured = false;  // the section is present
+  std::string directory;    // what `upkeep repo publish` writes
+};
+
 struct ServerConfig {
   ListenConfig server;
   DatabaseConfig database;
@@ -92,6 +106,8 @@ struct ServerConfig {
   EnrolmentConfig enrolment;
   DirectorConfig director;
   IncidentsConfig incidents;
+  MetricsConfig metrics;
+  RepositoryConfig repository;
   // [models.NAME]: support period per device model.
   std::map<std::string, ModelSupport> models;
 };

@@ -22,6 +22,7 @@
 #include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/campaigns.hpp"
 #include "upkeep/server/fleet.hpp"
+#include "upkeep/server/metrics.hpp"
 
 namespace upkeep::server {
 namespace {
@@ -461,6 +462,32 @@ TYPED_TEST(RolloutTest, CampaignTargetPassesFullVerificationOnDevice) {
   ASSERT_EQ(verified->images.size(), 1u);
   EXPECT_EQ(verified->images[0].path, "rootfs/2.5.0.payload");
   EXPECT_EQ(verified->counter, d.counter);
+}
+
+// /metrics shows each campaign's phases, state and outcomes, read from the database.
+TYPED_TEST(RolloutTest, CampaignMetricsShowProgressFromDatabase) {
+  this->AddImage("rootfs/2.5.0.payload", "feature", "2.5.0");
+  this->PublishImages();
+  ASSERT_TRUE(this->Import("spring", {"rootfs/2.5.0.payload"}));
+  this->Start();
+  Device& a = this->Enrol();
+  Device& b = this->Enrol();
+  this->Campaign("c1", "spring", {50, 100}, 0s, "beta", 100);
+  ASSERT_EQ(this->Offered(a).size(), 1u);
+  ASSERT_EQ(this->Offered(b).size(), 1u);
+  this->Report(a, "rootfs/2.5.0.payload", deviceapi::ReportOutcome::Committed);
+  Metrics metrics;
+  ASSERT_TRUE(metrics.AddCollector(
+      "campaigns", [this] { return CampaignMetrics(*this->db_, this->clock_); }));
+  const std::string text = metrics.Expose();
+  EXPECT_NE(text.find("upkeep_campaign_open_phases{campaign=\"c1\"} 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("upkeep_campaign_running{campaign=\"c1\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("upkeep_campaign_devices{campaign=\"c1\",outcome=\"committed\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("upkeep_campaign_devices{campaign=\"c1\",outcome=\"offered\"} 1"),
+            std::string::npos)
+      << text;
 }
 
 // ---- ETag / 304 ----

@@ -14,6 +14,7 @@
 #include "upkeep/metadata/json_text.hpp"
 #include "upkeep/server/campaigns.hpp"
 #include "upkeep/server/https_server.hpp"
+#include "upkeep/server/metrics.hpp"
 
 namespace upkeep::server {
 
@@ -371,6 +372,34 @@ Result<CampaignStatus> CancelCampaign(storage::Database& db, const Clock& clock,
                                       const std::string& id, const std::string& reason) {
   return ChangeState(db, clock, id, {"running", "paused"}, "cancelled",
                      reason.empty() ? "cancelled by an administrator" : reason);
+}
+
+Result<std::vector<MetricFamily>> CampaignMetrics(storage::Database& db, const Clock& clock) {
+  UPKEEP_ASSIGN_OR_RETURN(std::vector<CampaignStatus> all, ListCampaigns(db, clock));
+  MetricFamily open{"upkeep_campaign_open_phases", "Phases of the campaign open so far.",
+                    MetricType::kGauge, {}};
+  MetricFamily phases{"upkeep_campaign_phases", "Phases of the campaign.", MetricType::kGauge, {}};
+  MetricFamily running{"upkeep_campaign_running",
+                       "1 while the campaign runs, 0 when paused or cancelled.",
+                       MetricType::kGauge, {}};
+  MetricFamily devices{"upkeep_campaign_devices",
+                       "Devices the campaign's release was offered to, by outcome so far.",
+                       MetricType::kGauge, {}};
+  for (const CampaignStatus& c : all) {
+    const Labels id{{"campaign", c.id}};
+    open.samples.push_back({id, static_cast<double>(c.open_phases)});
+    phases.samples.push_back({id, static_cast<double>(c.phases.size())});
+    running.samples.push_back({id, c.state == CampaignState::kRunning ? 1.0 : 0.0});
+    const std::int64_t pending = c.offered - c.committed - c.failed - c.rolled_back;
+    for (const auto& [outcome, n] : {std::pair{"offered", pending}, std::pair{"committed", c.committed},
+                                     std::pair{"failed", c.failed},
+                                     std::pair{"rolled_back", c.rolled_back}}) {
+      devices.samples.push_back(
+          {Labels{{"campaign", c.id}, {"outcome", outcome}}, static_cast<double>(n)});
+    }
+  }
+  return std::vector<MetricFamily>{std::move(open), std::move(phases), std::move(running),
+                                   std::move(devices)};
 }
 
 // ---- the director's decision ----

@@ -5,12 +5,16 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <unistd.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cerrno>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -195,7 +199,7 @@ class Session : public std::enable_shared_from_this<Session> {
       log::error("https: handler failed on {} {}", req.method, req.path);
       res = ErrorBody(500, "internal", "internal error");
     }
-    Respond(std::move(res), msg.keep_alive());
+    Respond(std::move(res), msg.keep_alive(), msg.method() == http::verb::head);
   }
 
   // The verified client certificate (DER), or empty.
@@ -224,17 +228,38 @@ class Session : public std::enable_shared_from_this<Session> {
     return r;
   }
 
-  void Respond(Response r, bool keep_alive) {
+  void Respond(Response r, bool keep_alive, bool head = false) {
     keep_alive =
         keep_alive && !server_.stopping && r.status != 400 && r.status != 413 && r.status != 431;
+    const bool no_body = r.status < 200 || r.status == 204 || r.status == 304;
+    if (r.file && !head && !no_body && r.file->length > 0)
+      return RespondFile(std::move(r), keep_alive);
+    if (head || no_body) {
+      auto res = std::make_shared<http::response<http::empty_body>>(
+          static_cast<http::status>(r.status), 11);
+      SetHeaders(*res, r, keep_alive);
+      // HEAD: the length the body would have had.
+      if (!no_body) res->content_length(r.file ? r.file->length : r.body.size());
+      return Send(std::move(res), keep_alive);
+    }
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(r.status), 11);
-    res->set(http::field::server, "upkeep");
-    res->set(http::field::content_type, r.content_type);
-    for (const auto& [name, value] : r.headers) res->set(name, value);
-    res->keep_alive(keep_alive);
-    res->body() = std::move(r.body);
+    SetHeaders(*res, r, keep_alive);
+    res->body() = r.file ? std::string() : std::move(r.body);
     res->prepare_payload();
+    Send(std::move(res), keep_alive);
+  }
+
+  template <typename Message>
+  static void SetHeaders(Message& res, const Response& r, bool keep_alive) {
+    res.set(http::field::server, "upkeep");
+    res.set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) res.set(name, value);
+    res.keep_alive(keep_alive);
+  }
+
+  template <typename Message>
+  void Send(std::shared_ptr<Message> res, bool keep_alive) {
     beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
     http::async_write(
         stream_, *res,
@@ -243,6 +268,63 @@ class Session : public std::enable_shared_from_this<Session> {
           if (keep_alive) return self->ReadHeader();
           self->Shutdown();
         });
+  }
+
+  // A file body, read and written 64 KiB at a time: the header, then one piece after the other.
+  struct FileWrite {
+    explicit FileWrite(std::shared_ptr<const FileBody> f, bool keep)
+        : file(std::move(f)), keep_alive(keep) {}
+    http::response<http::buffer_body> res;
+    http::response_serializer<http::buffer_body> serializer{res};
+    std::shared_ptr<const FileBody> file;
+    std::uint64_t sent = 0;
+    std::vector<char> buffer = std::vector<char>(64 * 1024);
+    bool keep_alive;
+  };
+
+  void RespondFile(Response r, bool keep_alive) {
+    auto w = std::make_shared<FileWrite>(std::move(r.file), keep_alive);
+    w->res.result(static_cast<http::status>(r.status));
+    w->res.version(11);
+    SetHeaders(w->res, r, keep_alive);
+    w->res.content_length(w->file->length);
+    w->res.body().data = nullptr;
+    w->res.body().more = true;
+    beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
+    http::async_write_header(stream_, w->serializer,
+                             [self = shared_from_this(), w](beast::error_code ec, std::size_t) {
+                               if (ec) return self->Close();
+                               self->WriteFilePiece(w);
+                             });
+  }
+
+  void WriteFilePiece(const std::shared_ptr<FileWrite>& w) {
+    const std::uint64_t left = w->file->length - w->sent;
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(w->buffer.size(), left));
+    ssize_t n = -1;
+    do {
+      n = ::pread(w->file->fd.get(), w->buffer.data(), want,
+                  static_cast<off_t>(w->file->offset + w->sent));
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      // The file shrank or cannot be read: the promised length cannot be kept, so the client
+      // must see the connection end early rather than a short body.
+      log::warn("https: a file body ended after {} of {} bytes", w->sent, w->file->length);
+      return Close();
+    }
+    w->sent += static_cast<std::uint64_t>(n);
+    w->res.body().data = w->buffer.data();
+    w->res.body().size = static_cast<std::size_t>(n);
+    w->res.body().more = w->sent < w->file->length;
+    beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
+    http::async_write(stream_, w->serializer,
+                      [self = shared_from_this(), w](beast::error_code ec, std::size_t) {
+                        if (ec == http::error::need_buffer) ec = {};
+                        if (ec) return self->Close();
+                        if (!w->serializer.is_done()) return self->WriteFilePiece(w);
+                        if (w->keep_alive) return self->ReadHeader();
+                        self->Shutdown();
+                      });
   }
 
   void Shutdown() {

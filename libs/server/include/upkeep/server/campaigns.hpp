@@ -169,6 +169,12 @@ struct CampaignStatus {
 // Opens every phase whose soak time has passed, in every running campaign (the periodic task).
 [[nodiscard]] Result<void> AdvanceCampaigns(storage::Database& db, const Clock& clock);
 
+// Campaign progress for /metrics (metrics.hpp): per campaign, its open phases, whether it runs,
+// and its devices by outcome. Reads the database, so every server process reports the same.
+struct MetricFamily;
+[[nodiscard]] Result<std::vector<MetricFamily>> CampaignMetrics(storage::Database& db,
+                                                                const Clock& clock);
+
 // ---- used inside a check-in or report transaction ----
 
 struct DeviceView {

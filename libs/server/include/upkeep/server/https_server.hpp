@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "upkeep/common/result.hpp"
+#include "upkeep/common/unique_fd.hpp"
 
 namespace upkeep::server {
 
@@ -77,15 +78,26 @@ struct Request {
   }
 };
 
+// A response body read from an open file: `length` bytes from `offset`. The front end streams it
+// in pieces of 64 KiB, so memory stays constant whatever the file's size.
+struct FileBody {
+  UniqueFd fd;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
 struct Response {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the body is the file's bytes and `body` is ignored.
+  std::shared_ptr<const FileBody> file = nullptr;
 };
 
 // Called on a server thread for each request; it may block (database work). An exception from it
-// becomes a 500 answer and a log line.
+// becomes a 500 answer and a log line. The answer to a HEAD request is sent without its body but
+// with the Content-Length the body has; 204 and 304 answers never carry a body.
 using Handler = std::function<Response(const Request&)>;
 
 // Counters for metrics and tests.
