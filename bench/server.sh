@@ -21,6 +21,7 @@
 #   UPKEEP_BENCH_NGINX_WORKERS=2       nginx worker_processes (default 2)
 #   UPKEEP_BENCH_LOAD_THREADS=1        threads of the load generator (default 1)
 #   UPKEEP_BENCH_POSTGRESQL=0          skip PostgreSQL
+#   UPKEEP_BENCH_FLEET_DEVICES=100000  devices in the fleet simulation (bench/fleet_sim)
 # nginx is installed with apt-get when missing (root only; otherwise its lines are skipped).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 seconds="${UPKEEP_BENCH_SECONDS:-10}"
@@ -146,7 +147,7 @@ if [ "${1:-}" = "--postgresql-inside" ]; then
   exit 0
 fi
 
-upkeep_build_targets upkeep-server checkin_load
+upkeep_build_targets upkeep-server checkin_load fleet_sim
 nginx_bin="$(command -v nginx || true)"
 [ -n "$nginx_bin" ] || [ ! -x /usr/sbin/nginx ] || nginx_bin=/usr/sbin/nginx
 if [ -z "$nginx_bin" ] && [ "$(id -u)" = 0 ]; then
@@ -293,6 +294,12 @@ target() {  # target NAME BASELINE RATIO [P99_LIMIT]
 echo "targets:"
 target "sqlite new-connection no-update" "nginx new-connection static" 0.8 20
 target "sqlite kept-alive no-update" "nginx kept-alive static" 0.7
+
+# How fast a release reaches a large fleet through the real rollout code (no TLS): daily
+# randomised check-ins, 90% of devices online.
+echo "fleet simulation:"
+timeout 1800 "$UPKEEP_BUILD/bench/fleet_sim" --devices "${UPKEEP_BENCH_FLEET_DEVICES:-100000}" |
+  sed 's/^/  /' || echo "fleet simulation failed" >>"$work/failures"
 if [ -s "$work/failures" ]; then
   echo "some measurements failed (see above):"
   sed 's/^/  /' "$work/failures"
