@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <mutex>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -14,11 +16,15 @@
 #include "fleet_backends.hpp"
 #include "repository_simulator.hpp"
 #include "server_process.hpp"
+#include "test_pki.hpp"
 #include "update_metadata_fixture.hpp"
 #include "upkeep/common/directory_fetcher.hpp"
+#include "upkeep/common/encoding.hpp"
+#include "upkeep/crypto/crypto.hpp"
 #include "upkeep/deviceapi/client.hpp"
 #include "upkeep/metadata/director.hpp"
 #include "upkeep/metadata/json_text.hpp"
+#include "upkeep/server/https_server.hpp"
 
 namespace upkeep::server {
 namespace {
@@ -56,6 +62,51 @@ struct SimDevice {
   std::string installed = "rootfs/2.4.0.payload";
 };
 
+// An administrators' webhook receiver on 127.0.0.1: it accepts a request only when its
+// signature is the HMAC-SHA256 of "timestamp.body" under the shared secret, computed here.
+class WebhookReceiver {
+ public:
+  static constexpr const char* kSecret = "an incident webhook secret of more than 32 bytes";
+  WebhookReceiver() {
+    HttpsOptions o;
+    o.certificate_pem = pki_.server.certificate_pem;
+    o.private_key_pem = pki_.server.key_pem;
+    server_ = HttpsServer::Start(o, [this](const Request& r) { return Receive(r); }).value();
+  }
+  ~WebhookReceiver() { server_->Stop(std::chrono::seconds(1)); }
+  [[nodiscard]] std::string url() const {
+    return "https://127.0.0.1:" + std::to_string(server_->port()) + "/hook";
+  }
+  [[nodiscard]] const std::string& ca_pem() const { return pki_.server_ca.certificate_pem; }
+  // Incident bodies with a valid signature, in arrival order; and how many were refused.
+  std::vector<Json> verified() {
+    std::lock_guard lock(mutex_);
+    return verified_;
+  }
+  int refused() {
+    std::lock_guard lock(mutex_);
+    return refused_;
+  }
+
+ private:
+  Response Receive(const Request& r) {
+    const std::string timestamp = r.Header("x-upkeep-timestamp");
+    auto mac = crypto::HmacSha256(kSecret, timestamp + "." + r.body);
+    std::lock_guard lock(mutex_);
+    if (!mac || r.Header("x-upkeep-signature") != "sha256=" + HexEncode(*mac)) {
+      ++refused_;
+      return Response{401, "text/plain", "bad signature", {}};
+    }
+    verified_.push_back(metadata::ParseJson(r.body).value_or(Json()));
+    return Response{204, "text/plain", "", {}};
+  }
+  testing::TestPki pki_;
+  std::unique_ptr<HttpsServer> server_;
+  std::mutex mutex_;
+  std::vector<Json> verified_;
+  int refused_ = 0;
+};
+
 template <typename B>
 class FleetProcessTest : public ::testing::Test {
  protected:
@@ -75,6 +126,12 @@ class FleetProcessTest : public ::testing::Test {
     const auto url = text.find("url = ", text.find("[database]"));
     ASSERT_NE(url, std::string::npos);
     text.replace(url, text.find('\n', url) - url, "url = '" + backend_->url + "'");
+    // Incidents go to the administrators' webhook receiver, polled every second.
+    std::ofstream(srv_ + "/webhook.secret") << WebhookReceiver::kSecret;
+    std::ofstream(srv_ + "/webhook-ca.pem") << receiver_.ca_pem();
+    text += "\n[incidents]\nwebhook_url = '" + receiver_.url() + "'\nsecret_file = '" + srv_ +
+            "/webhook.secret'\nca_file = '" + srv_ +
+            "/webhook-ca.pem'\npoll_interval_seconds = 1\nretry_base_seconds = 1\n";
     std::ofstream(config_) << text;
     std::ifstream ca(srv_ + "/device-ca.pem");
     server_ca_.assign(std::istreambuf_iterator<char>(ca), {});
@@ -177,6 +234,7 @@ class FleetProcessTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  WebhookReceiver receiver_;
   std::optional<B> backend_;
   std::string srv_;
   std::string config_;
@@ -221,12 +279,30 @@ TYPED_TEST(FleetProcessTest, RealServerRollsOutPhasedAndSecurityCampaigns) {
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(this->Offered(a), std::vector<std::string>{"rootfs/2.6.0.payload"});
   EXPECT_EQ(this->Offered(b), std::vector<std::string>{"rootfs/2.6.0.payload"});
-  // Device a's install fails: 1 of 2 is above 10%, the campaign pauses itself.
-  this->Report(a, "a-1", "rootfs/2.6.0.payload", deviceapi::ReportOutcome::Failed);
+  // Device a's install fails and rolls back: 1 of 2 is above 10%, the campaign pauses itself.
+  this->Report(a, "a-1", "rootfs/2.6.0.payload", deviceapi::ReportOutcome::RolledBack);
   Json feature = this->CampaignNamed("feature");
   EXPECT_EQ(feature["state"], "paused");
-  EXPECT_EQ(feature["failed"], 1);
+  EXPECT_EQ(feature["rolled_back"], 1);
   EXPECT_TRUE(this->Offered(b).empty());
+  // Device b rejects a tampered download and tells the server; the device hears only 202.
+  deviceapi::IncidentBody incident{"b-tampered", "verification_failed", "network",
+                                   "rootfs/2.6.0.payload", "install.ChunkDigestMismatch",
+                                   "chunk 3 digest mismatch", 1764400000};
+  ASSERT_TRUE(b.client->Incident(incident));
+  // Both incidents (the rollback the server raised, the device's) reach the administrators'
+  // receiver, signed.
+  std::vector<Json> delivered;
+  for (int i = 0; i < 300 && delivered.size() < 2; ++i) {
+    std::this_thread::sleep_for(50ms);
+    delivered = this->receiver_.verified();
+  }
+  ASSERT_EQ(delivered.size(), 2u) << server->log();
+  EXPECT_EQ(this->receiver_.refused(), 0);
+  const std::string all = delivered[0].dump() + delivered[1].dump();
+  EXPECT_NE(all.find("rollback"), std::string::npos) << all;
+  EXPECT_NE(all.find("chunk 3 digest mismatch"), std::string::npos) << all;
+  EXPECT_NE(all.find(a.identity.device_id), std::string::npos) << all;
 
   // The security release: every phase open at once despite a week of soak.
   ASSERT_EQ(this->Cli({"admin", "campaigns", "resume", "feature"}).code, kExitOk);

@@ -590,6 +590,20 @@ TEST(WindowForTest, PicksCurrentOrNextWindowIncludingOneAcrossMidnight) {
   EXPECT_GT(hi, day + 3 * 3600 - 120);
 }
 
+// A device certificate past its validity is refused at every request, though its signature was
+// checked (and remembered) while it was valid.
+TYPED_TEST(RolloutTest, RefusesDeviceCertificateOnceExpired) {
+  FleetOptions o = this->Options();
+  o.certificate_validity = std::chrono::days(2);
+  this->Start(std::move(o));
+  Device& d = this->Enrol();
+  ASSERT_TRUE(d.client->SupportPeriod().has_value() ||
+              d.client->SupportPeriod().error().code() == deviceapi::Errc::NotFound);
+  this->clock_.Set(this->clock_.Now() + std::chrono::days(3));
+  EXPECT_ERRC(d.client->SupportPeriod(), deviceapi::Errc::Unauthenticated);
+  EXPECT_ERRC(this->CheckIn(d), deviceapi::Errc::Unauthenticated);
+}
+
 // ---- incidents from reports ----
 
 // A rollback, and a third failure within a week, become incidents for administrators.

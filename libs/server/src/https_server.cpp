@@ -399,6 +399,9 @@ Result<std::unique_ptr<HttpsServer>> HttpsServer::Start(const HttpsOptions& opti
   ok = ok &&
        SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1) == 1;
   SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
+  // One TLS 1.3 ticket per handshake (OpenSSL sends two by default): a device keeps one session,
+  // and each ticket costs an encryption of the session, client certificate included.
+  ok = ok && SSL_CTX_set_num_tickets(native, 1) == 1;
   if (!ok) return Error(Errc::InvalidTlsIdentity, "cannot configure TLS");
   tls.use_certificate_chain(asio::buffer(options.certificate_pem), ec);
   if (ec) return Error(Errc::InvalidTlsIdentity, "server certificate: " + ec.message());
