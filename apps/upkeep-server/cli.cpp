@@ -40,6 +40,7 @@ struct Options {
   std::string config = "/etc/upkeep-server/server.toml";
   bool dump_config = false;
   std::string log_level = "info";
+  std::string log_format = "text";
   // init
   std::string init_dir;
   std::vector<std::string> dns_names;
@@ -485,6 +486,9 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   app.add_flag("--dump-config", o.dump_config, "print the effective configuration and exit");
   app.add_option("--log-level", o.log_level, "debug, info, warn, error or off")
       ->capture_default_str();
+  app.add_option("--log-format", o.log_format, "text, or json (one object per line)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_subcommand("serve", "serve the device API until SIGTERM or SIGINT");
   auto* init = app.add_subcommand("init", "create a device CA, a server certificate and a config");
   init->add_option("dir", o.init_dir, "directory for the files")->required();
@@ -528,7 +532,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err) == 0 ? kExitOk : kExitUsage;
   }
-  log::Init(o.log_level.c_str());
+  log::Init(o.log_level.c_str(), o.log_format == "json" ? log::Format::kJson : log::Format::kText);
 
   if (init->parsed()) return Init(o, out, err);
   // Runs offline, without the server's configuration.

@@ -1,5 +1,9 @@
 #include "upkeep/common/utf8.hpp"
 
+#include <algorithm>
+
+#include "upkeep/common/log.hpp"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -72,6 +76,24 @@ TEST(PrintableTextTest, RemovesControlCharactersAndInvalidBytes) {
   EXPECT_EQ(PrintableText("\x1b[2J\x1b]0;title\x07\x7f"), "?[2J?]0;title??");
   EXPECT_EQ(PrintableText("bad \xff"), "bad \xEF\xBF\xBD");
   EXPECT_EQ(PrintableText(std::string("nul\0x", 5)), "nul?x");
+}
+
+}  // namespace
+}  // namespace upkeep
+
+namespace upkeep {
+namespace {
+
+// A JSON log line is one valid JSON object whatever the message holds: quotes, newlines, control
+// bytes and invalid UTF-8 cannot end the line or the string early.
+TEST(JsonLogLineTest, EscapesEverythingThatCouldBreakTheLine) {
+  const std::string line = log::JsonLine(std::chrono::system_clock::time_point(
+                                             std::chrono::seconds(1764400000)),
+                                         "warn", "a \"quote\"\nnew line\x01 \xff end\\");
+  EXPECT_EQ(line,
+            "{\"time\":\"2025-11-29T07:06:40Z\",\"level\":\"warn\",\"message\":\"a \\\"quote\\\"\\nnew "
+            "line\\u0001 \xef\xbf\xbd end\\\\\"}\n");
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1);
 }
 
 }  // namespace
