@@ -47,6 +47,8 @@ const char* ErrcName(int value) {
       return "AlreadyInstalled";
     case Errc::TargetOutsideNamespace:
       return "TargetOutsideNamespace";
+    case Errc::NotifierFailed:
+      return "NotifierFailed";
   }
   return "Unknown";
 }

@@ -35,6 +35,7 @@ enum class Errc {
   AlreadyInstalled = 25,         // the release is what the device already runs
   TargetOutsideNamespace = 26,   // the target's path lies in no component's namespace, or its
                                  // update metadata claims another component than its path
+  NotifierFailed = 40,           // the notifier command could not run, failed or timed out
 };
 
 }  // namespace upkeep::agent
