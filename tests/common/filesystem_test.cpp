@@ -72,3 +72,23 @@ TEST_F(LocalFilesystemTest, ReadChunksStreamsWholeFile) {
 
 }  // namespace
 }  // namespace upkeep
+
+namespace upkeep {
+namespace {
+
+TEST(ListDirectoryTest, ListsNamesSortedAndReportsMissingDirectory) {
+  testing::TempDir dir;
+  LocalFilesystem fs;
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "b", "1"));
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "a", "2"));
+  ASSERT_TRUE(fs.CreateDirectories(dir.path() / "c"));
+  auto names = fs.ListDirectory(dir.path());
+  ASSERT_TRUE(names) << names.error().ToString();
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "b", "c"}));
+  auto missing = fs.ListDirectory(dir.path() / "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), common::Errc::FileNotFound);
+}
+
+}  // namespace
+}  // namespace upkeep

@@ -232,6 +232,13 @@ class MemoryFilesystem final : public Filesystem {
     UPKEEP_ASSIGN_OR_RETURN(const std::string text, ReadFile(path, ~0ull));
     return text.size();
   }
+  Result<std::vector<std::string>> ListDirectory(const fs::path& dir) const override {
+    std::vector<std::string> names;
+    for (const auto& [path, _] : files) {
+      if (path.parent_path() == dir) names.push_back(path.filename().string());
+    }
+    return names;
+  }
   Result<void> Rename(const fs::path& from, const fs::path& to) override {
     UPKEEP_ASSIGN_OR_RETURN(std::string text, ReadFile(from, ~0ull));
     files.erase(from);

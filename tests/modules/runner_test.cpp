@@ -426,6 +426,9 @@ TEST(ModuleWorkDirTest, UsesTheInjectedFilesystem) {
       return local_.AppendFile(p, data);
     }
     Result<std::uint64_t> FileSize(const fs::path& p) const override { return local_.FileSize(p); }
+    Result<std::vector<std::string>> ListDirectory(const fs::path& dir) const override {
+      return local_.ListDirectory(dir);
+    }
     Result<void> Rename(const fs::path& from, const fs::path& to) override {
       return local_.Rename(from, to);
     }

@@ -1,5 +1,7 @@
 #include "upkeep/common/filesystem.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -176,6 +178,25 @@ Result<std::uint64_t> LocalFilesystem::FileSize(const fs::path& path) const {
 Result<void> LocalFilesystem::Rename(const fs::path& from, const fs::path& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename onto", to, errno);
   return Ok();
+}
+
+Result<std::vector<std::string>> LocalFilesystem::ListDirectory(const fs::path& dir) const {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) {
+      return Error(common::Errc::FileNotFound, dir.string() + ": no such directory");
+    }
+    return Error(common::Errc::IoError, dir.string() + ": " + ec.message());
+  }
+  std::vector<std::string> names;
+  for (fs::directory_iterator end; it != end; it.increment(ec)) {
+    if (ec) return Error(common::Errc::IoError, dir.string() + ": " + ec.message());
+    names.push_back(it->path().filename().string());
+  }
+  if (ec) return Error(common::Errc::IoError, dir.string() + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 }  // namespace upkeep

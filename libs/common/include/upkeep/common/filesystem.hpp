@@ -69,6 +69,10 @@ class Filesystem {
   // rename(2): replaces `to` atomically.
   [[nodiscard]] virtual Result<void> Rename(const std::filesystem::path& from,
                                             const std::filesystem::path& to) = 0;
+  // Names of the entries of a directory (not "." or ".."), sorted; common::Errc::FileNotFound
+  // when it does not exist.
+  [[nodiscard]] virtual Result<std::vector<std::string>> ListDirectory(
+      const std::filesystem::path& dir) const = 0;
 };
 
 // The real filesystem (POSIX).
@@ -92,6 +96,8 @@ class LocalFilesystem final : public Filesystem {
   [[nodiscard]] Result<std::uint64_t> FileSize(const std::filesystem::path& path) const override;
   [[nodiscard]] Result<void> Rename(const std::filesystem::path& from,
                                     const std::filesystem::path& to) override;
+  [[nodiscard]] Result<std::vector<std::string>> ListDirectory(
+      const std::filesystem::path& dir) const override;
 };
 
 }  // namespace upkeep
