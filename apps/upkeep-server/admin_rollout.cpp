@@ -84,23 +84,6 @@ void PrintCampaign(std::ostream& out, const CampaignStatus& c) {
   out << "\n";
 }
 
-Result<std::vector<std::uint32_t>> ParsePhaseList(const std::string& text) {
-  std::vector<std::uint32_t> out;
-  std::string_view rest = text;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    const std::string_view item = rest.substr(0, comma);
-    std::uint32_t v = 0;
-    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
-    if (ec != std::errc() || end != item.data() + item.size()) {
-      return Error(Errc::InvalidArgument, "--phases: expected percentages like 1,10,50,100");
-    }
-    out.push_back(v);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-  }
-  return out;
-}
-
 }  // namespace
 
 void AddRolloutCommands(CLI::App& admin, CLI::App& devices, RolloutOptions& o) {
@@ -258,7 +241,7 @@ std::optional<int> RunRolloutCommands(const CLI::App& admin, const RolloutOption
   if (campaigns->parsed()) {
     Result<CampaignStatus> changed = Error(Errc::InvalidArgument, "no campaign command");
     if (campaigns->get_subcommand("create")->parsed()) {
-      auto phases = ParsePhaseList(o.phases);
+      auto phases = ParsePhases(o.phases);
       if (!phases) return Fail(err, phases.error());
       CampaignSpec spec;
       spec.id = o.name;

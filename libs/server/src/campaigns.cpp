@@ -48,23 +48,6 @@ std::string PhasesText(const std::vector<std::uint32_t>& phases) {
   return out;
 }
 
-Result<std::vector<std::uint32_t>> ParsePhases(const std::string& text) {
-  std::vector<std::uint32_t> out;
-  std::string_view rest = text;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    const std::string_view item = rest.substr(0, comma);
-    std::uint32_t v = 0;
-    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
-    if (ec != std::errc() || end != item.data() + item.size()) {
-      return Error(Errc::InvalidArgument, "phases: not a list of percentages: " + text);
-    }
-    out.push_back(v);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-  }
-  return out;
-}
-
 Result<void> CheckPhases(const std::vector<std::uint32_t>& phases) {
   if (phases.empty() || phases.size() > 20) {
     return Error(Errc::InvalidArgument, "phases: between 1 and 20 phases");
@@ -210,6 +193,23 @@ Result<CampaignStatus> ChangeState(storage::Database& db, const Clock& clock, co
 }
 
 }  // namespace
+
+Result<std::vector<std::uint32_t>> ParsePhases(const std::string& text) {
+  std::vector<std::uint32_t> out;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    std::uint32_t v = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (ec != std::errc() || end != item.data() + item.size()) {
+      return Error(Errc::InvalidArgument, "phases: not a list of percentages: " + text);
+    }
+    out.push_back(v);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return out;
+}
 
 const char* CampaignStateName(CampaignState state) {
   switch (state) {

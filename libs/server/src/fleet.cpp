@@ -59,6 +59,19 @@ Response DatabaseFailure(const char* what, const Error& e) {
   return Fail(500, "internal", "internal error");
 }
 
+// The answer when an enrolment transaction failed: the device's key type, a certificate that
+// could not be issued, or the database.
+Response EnrolFailure(const Error& e) {
+  if (e.code() == x509::Errc::UnsupportedKeyType) {
+    return BadRequest(Error(kInvalid, "csr: " + e.message()));
+  }
+  if (e.code().category() == x509::ErrcCategory()) {
+    log::error("fleet: enrol: issuing a certificate failed: {}", e.ToString());
+    return Fail(500, "internal", "internal error");
+  }
+  return DatabaseFailure("enrol", e);
+}
+
 // ---- parsing ----
 
 // Identifiers the device chooses (report and incident IDs, models): [A-Za-z0-9._-]{1,max}.
@@ -565,14 +578,7 @@ Response Fleet::Enrol(const Request& request) {
     return true;
   });
   if (!enrolled) {
-    if (enrolled.error().code() == x509::Errc::UnsupportedKeyType) {
-      return BadRequest(Error(kInvalid, "csr: " + enrolled.error().message()));
-    }
-    if (enrolled.error().code().category() == x509::ErrcCategory()) {
-      log::error("fleet: enrol: issuing a certificate failed: {}", enrolled.error().ToString());
-      return Fail(500, "internal", "internal error");
-    }
-    return DatabaseFailure("enrol", enrolled.error());
+    return EnrolFailure(enrolled.error());
   }
   if (!*enrolled || !cert) {
     log::info("fleet: enrolment refused from {}: token unknown, used, expired or for another model",
@@ -650,14 +656,7 @@ Response Fleet::EnrolWithManufacturerCertificate(const Request& request,
     return Ok();
   });
   if (!enrolled) {
-    if (enrolled.error().code() == x509::Errc::UnsupportedKeyType) {
-      return BadRequest(Error(kInvalid, "csr: " + enrolled.error().message()));
-    }
-    if (enrolled.error().code().category() == x509::ErrcCategory()) {
-      log::error("fleet: enrol: issuing a certificate failed: {}", enrolled.error().ToString());
-      return Fail(500, "internal", "internal error");
-    }
-    return DatabaseFailure("enrol", enrolled.error());
+    return EnrolFailure(enrolled.error());
   }
   if (blocked) return Fail(403, "blocked", "this device is blocked");
   if (!cert) return Fail(500, "internal", "internal error");

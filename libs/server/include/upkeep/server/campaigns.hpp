@@ -127,6 +127,10 @@ struct CampaignSpec {
   std::uint32_t failure_threshold_percent = 5;
 };
 
+// "1,10,50,100" -> {1, 10, 50, 100}; InvalidArgument for anything else (the rules on the values
+// are CreateCampaign's).
+[[nodiscard]] Result<std::vector<std::uint32_t>> ParsePhases(const std::string& text);
+
 enum class CampaignState { kRunning, kPaused, kCancelled };
 [[nodiscard]] const char* CampaignStateName(CampaignState state);
 
