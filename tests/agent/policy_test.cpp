@@ -543,6 +543,19 @@ TEST_F(PolicyTest, ResetKeepsTheCorruptFileAndWritesDefaults) {
   EXPECT_EQ(Load().state(), PolicyState{});
 }
 
+TEST(PolicyErrcTest, CodesHaveStableNames) {
+  EXPECT_EQ(Error(Errc::PolicyCorrupt, "x").ToString(), "agent.PolicyCorrupt: x");
+  EXPECT_EQ(Error(Errc::PolicyWriteFailed, "x").ToString(), "agent.PolicyWriteFailed: x");
+  EXPECT_EQ(Error(Errc::ConfirmationRequired, "x").ToString(), "agent.ConfirmationRequired: x");
+  EXPECT_EQ(Error(Errc::InvalidPolicyValue, "x").ToString(), "agent.InvalidPolicyValue: x");
+  EXPECT_EQ(Error(Errc::UnknownUpdate, "x").ToString(), "agent.UnknownUpdate: x");
+  EXPECT_EQ(Error(Errc::SecurityUpdateNotRefusable, "x").ToString(),
+            "agent.SecurityUpdateNotRefusable: x");
+  EXPECT_EQ(Error(Errc::ScheduleCorrupt, "x").ToString(), "agent.ScheduleCorrupt: x");
+  EXPECT_EQ(static_cast<int>(Errc::PolicyCorrupt), 40);
+  EXPECT_EQ(static_cast<int>(Errc::ScheduleCorrupt), 46);
+}
+
 TEST_F(PolicyTest, RejectsInvalidOptions) {
   PolicyOptions o;
   o.security_postpone_cap = seconds(0);
