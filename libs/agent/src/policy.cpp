@@ -421,11 +421,13 @@ Result<Clock::TimePoint> Policy::Postpone(const std::string& id, Clock::TimePoin
   if (it == state_.updates.end()) return Error(Errc::UnknownUpdate, "no update offered as " + id);
   if (until <= now) return Error(Errc::InvalidPolicyValue, "postponement must end in the future");
   if (!InRange(until)) return Error(Errc::InvalidPolicyValue, "postponement ends after 9999");
+  // Copied before Commit replaces state_ (and invalidates `it`).
+  const UpdateRecord record = it->second;
   PolicyState next = state_;
   next.updates[id].postponed_until = until;
   UPKEEP_TRY(Commit(std::move(next)));
-  if (it->second.kind == UpdateKind::Security) {
-    return std::min(until, it->second.first_offered + options_.security_postpone_cap);
+  if (record.kind == UpdateKind::Security) {
+    return std::min(until, record.first_offered + options_.security_postpone_cap);
   }
   return until;
 }
