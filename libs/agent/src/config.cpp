@@ -47,6 +47,20 @@ const char* ErrcName(int value) {
       return "AlreadyInstalled";
     case Errc::TargetOutsideNamespace:
       return "TargetOutsideNamespace";
+    case Errc::PolicyCorrupt:
+      return "PolicyCorrupt";
+    case Errc::PolicyWriteFailed:
+      return "PolicyWriteFailed";
+    case Errc::ConfirmationRequired:
+      return "ConfirmationRequired";
+    case Errc::InvalidPolicyValue:
+      return "InvalidPolicyValue";
+    case Errc::UnknownUpdate:
+      return "UnknownUpdate";
+    case Errc::SecurityUpdateNotRefusable:
+      return "SecurityUpdateNotRefusable";
+    case Errc::ScheduleCorrupt:
+      return "ScheduleCorrupt";
     case Errc::NotifierFailed:
       return "NotifierFailed";
   }

@@ -35,7 +35,15 @@ enum class Errc {
   AlreadyInstalled = 25,         // the release is what the device already runs
   TargetOutsideNamespace = 26,   // the target's path lies in no component's namespace, or its
                                  // update metadata claims another component than its path
-  NotifierFailed = 40,           // the notifier command could not run, failed or timed out
+  // Update policy and check schedule (policy.hpp, schedule.hpp; docs/policy.md)
+  PolicyCorrupt = 40,         // the policy file does not parse or holds impossible values
+  PolicyWriteFailed = 41,     // the policy file cannot be written
+  ConfirmationRequired = 42,  // turning off automatic security updates without confirmation
+  InvalidPolicyValue = 43,    // a policy change with an impossible value (time in the past, ...)
+  UnknownUpdate = 44,         // a policy change names an update that was never offered
+  SecurityUpdateNotRefusable = 45,  // a security update can be postponed, not refused
+  ScheduleCorrupt = 46,       // the schedule file does not parse or holds impossible values
+  NotifierFailed = 47,           // the notifier command could not run, failed or timed out
 };
 
 }  // namespace upkeep::agent
