@@ -44,15 +44,7 @@ struct CliRun {
 };
 
 Json Custom(const std::string& kind, const std::string& version) {
-  Json c = testing::ImageUpdateCustom({kModel});
-  c["upkeep"]["version"] = version;
-  c["upkeep"]["kind"] = Json::array({kind});
-  if (kind == "security") {
-    c["upkeep"]["security"] = {{"severity", "critical"},
-                               {"cves", Json::array({"CVE-2026-4711"})},
-                               {"risks_mitigated", "Closes a remote code execution hole."}};
-  }
-  return c;
+  return testing::ReleaseCustom(kind, version, {kModel});
 }
 
 struct SimDevice {

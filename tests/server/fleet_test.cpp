@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "memory_fetcher.hpp"
+#include "director_fixture.hpp"
 #include "fleet_backends.hpp"
 #include "repository_simulator.hpp"
 #include "temp_dir.hpp"
@@ -110,10 +111,6 @@ struct DeviceIdentity {
 
 constexpr const char* kModel = "acme-cam-v2";
 constexpr const char* kImage = "rootfs/2.5.0.payload";
-
-crypto::PrivateKey NewSigningKey() {
-  return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519).value();
-}
 
 // Update metadata of an image-repository target for `hardware`.
 Json UpdateCustom(const std::vector<std::string>& hardware) {
@@ -288,16 +285,7 @@ class FleetTest : public ::testing::Test {
   // makes it.
   FleetOptions WithDirector() {
     FleetOptions o = Options();
-    const crypto::PrivateKey root_key = NewSigningKey();
-    server::DirectorOptions director;
-    director.keys = {{NewSigningKey()}, {NewSigningKey()}, {NewSigningKey()}};
-    const metadata::DirectorRootKeys keys{{{root_key.public_key()}, 1},
-                                          {{director.keys.targets[0].public_key()}, 1},
-                                          {{director.keys.snapshot[0].public_key()}, 1},
-                                          {{director.keys.timestamp[0].public_key()}, 1}};
-    director.roots.push_back(
-        metadata::CreateDirectorRoot(keys, {root_key}, 1, clock_.Now() + 24h * 365).value());
-    o.director = std::move(director);
+    o.director = testing::TestDirector(clock_.Now());
     return o;
   }
 

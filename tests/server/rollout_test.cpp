@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 
+#include "director_fixture.hpp"
 #include "fleet_backends.hpp"
 #include "memory_fetcher.hpp"
 #include "repository_simulator.hpp"
@@ -42,18 +43,9 @@ constexpr const char* kModel = "acme-cam-v2";
     EXPECT_EQ(r_.error().code(), make_error_code(errc)) << r_.error().ToString();     \
   } while (0)
 
-// Update metadata for an image target: `kind` "security" or "feature".
 Json Custom(const std::string& kind, const std::string& version,
             const std::vector<std::string>& hardware = {kModel}) {
-  Json c = testing::ImageUpdateCustom(hardware);
-  c["upkeep"]["version"] = version;
-  c["upkeep"]["kind"] = Json::array({kind});
-  if (kind == "security") {
-    c["upkeep"]["security"] = {{"severity", "high"},
-                               {"cves", Json::array({"CVE-2026-12345"})},
-                               {"risks_mitigated", "Stops attackers viewing the camera feed."}};
-  }
-  return c;
+  return testing::ReleaseCustom(kind, version, hardware);
 }
 
 struct Device {
@@ -88,19 +80,7 @@ class RolloutTest : public ::testing::Test {
     o.device_ca_pem = pki_.device_ca.certificate_pem;
     o.device_ca_key_pem = pki_.device_ca.key_pem;
     o.enrol_burst = 1000;
-    const crypto::PrivateKey root_key =
-        crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519).value();
-    DirectorOptions director;
-    for (auto* role : {&director.keys.targets, &director.keys.snapshot, &director.keys.timestamp}) {
-      role->push_back(crypto::PrivateKey::Generate(crypto::KeyAlgorithm::Ed25519).value());
-    }
-    const metadata::DirectorRootKeys keys{{{root_key.public_key()}, 1},
-                                          {{director.keys.targets[0].public_key()}, 1},
-                                          {{director.keys.snapshot[0].public_key()}, 1},
-                                          {{director.keys.timestamp[0].public_key()}, 1}};
-    director.roots.push_back(
-        metadata::CreateDirectorRoot(keys, {root_key}, 1, clock_.Now() + 24h * 365).value());
-    o.director = std::move(director);
+    o.director = testing::TestDirector(clock_.Now());
     return o;
   }
 

@@ -25,4 +25,19 @@ inline nlohmann::json ImageUpdateCustom(const std::vector<std::string>& hardware
                           {"payload", {{"format", "raw"}, {"installed_size", 100}}}}}};
 }
 
+// The same for a release of `version` whose kind is "security" (with a security section) or
+// "feature".
+inline nlohmann::json ReleaseCustom(const std::string& kind, const std::string& version,
+                                    const std::vector<std::string>& hardware) {
+  nlohmann::json c = ImageUpdateCustom(hardware);
+  c["upkeep"]["version"] = version;
+  c["upkeep"]["kind"] = nlohmann::json::array({kind});
+  if (kind == "security") {
+    c["upkeep"]["security"] = {{"severity", "high"},
+                               {"cves", nlohmann::json::array({"CVE-2026-12345"})},
+                               {"risks_mitigated", "Stops attackers viewing the camera feed."}};
+  }
+  return c;
+}
+
 }  // namespace upkeep::testing
