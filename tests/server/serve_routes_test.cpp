@@ -15,6 +15,7 @@
 #include "cli.hpp"
 #include "config.hpp"
 #include "https_client.hpp"
+#include "server_process.hpp"
 #include "temp_dir.hpp"
 
 namespace upkeep::server {
@@ -84,45 +85,13 @@ class ServeRoutesTest : public ::testing::Test {
     std::ofstream(dir_.path() / "repo" / "metadata" / "timestamp.json") << "{\"v\":1}";
     std::ofstream(d_ + "/metrics.token") << "serve-routes-token-0123456789\n";
   }
-  void TearDown() override {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (pipe_ >= 0) ::close(pipe_);
-  }
-
   void WriteConfig(const std::string& extra) { std::ofstream(config_) << text_ << extra; }
 
   // Starts `upkeep-server serve` and returns the port it logs (0 when it did not start).
   std::uint16_t Serve() {
-    int fds[2];
-    if (::pipe(fds) != 0) return 0;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], STDERR_FILENO);
-      ::close(fds[0]);
-      ::execl(UPKEEP_SERVER_BINARY, "upkeep-server", "-c", config_.c_str(), "serve",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    pipe_ = fds[0];
-    const std::string marker = "serving the device API on 127.0.0.1:";
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const auto at = log_.find(marker);
-      if (at != std::string::npos && log_.find(' ', at + marker.size()) != std::string::npos) {
-        return static_cast<std::uint16_t>(std::atoi(log_.c_str() + at + marker.size()));
-      }
-      pollfd p{pipe_, POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      char buf[512];
-      const ssize_t n = ::read(pipe_, buf, sizeof buf);
-      if (n <= 0) break;
-      log_.append(buf, static_cast<std::size_t>(n));
-    }
-    return 0;
+    server_ = std::make_unique<upkeep::testing::ServerProcess>(UPKEEP_SERVER_BINARY, config_);
+    log_ = server_->log();
+    return server_->ok() ? server_->port() : 0;
   }
 
   upkeep::testing::HttpsReply Get(std::uint16_t port, const std::string& path,
@@ -135,8 +104,7 @@ class ServeRoutesTest : public ::testing::Test {
 
   testing::TempDir dir_;
   std::string d_, config_, text_, log_;
-  pid_t pid_ = -1;
-  int pipe_ = -1;
+  std::unique_ptr<upkeep::testing::ServerProcess> server_;
 };
 
 TEST_F(ServeRoutesTest, ServesMetricsAndTheRepositoryNextToTheDeviceApi) {

@@ -15,6 +15,7 @@
 
 #include "cli.hpp"
 #include "config.hpp"
+#include "server_process.hpp"
 #include "temp_dir.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 
@@ -137,49 +138,10 @@ TEST(ServerCliTest, ServeStopsOnSigterm) {
     text.replace(text.find("port = 8443"), 11, "port = 0");
     std::ofstream(config) << text;
   }
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::dup2(pipe_fds[1], STDERR_FILENO);
-    ::close(pipe_fds[0]);
-    ::execl(UPKEEP_SERVER_BINARY, "upkeep-server", "-c", config.c_str(), "serve",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(pipe_fds[1]);
-  std::string log;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  // Waits (at most until the deadline) for `text` in the server's log.
-  auto wait_for = [&](const std::string& text) {
-    while (log.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{pipe_fds[0], POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      char buf[512];
-      const ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
-      if (n <= 0) break;
-      log.append(buf, static_cast<std::size_t>(n));
-    }
-    return log.find(text) != std::string::npos;
-  };
-  EXPECT_TRUE(wait_for("serving the device API")) << log;
-  ::kill(pid, SIGTERM);
-  EXPECT_TRUE(wait_for("stopped")) << log;
-  int status = 0;
-  pid_t done = 0;
-  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
-         std::chrono::steady_clock::now() < deadline) {
-    ::poll(nullptr, 0, 50);
-  }
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    FAIL() << "upkeep-server did not stop on SIGTERM: " << log;
-  }
-  ::close(pipe_fds[0]);
-  ASSERT_TRUE(WIFEXITED(status)) << log;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+  testing::ServerProcess server(UPKEEP_SERVER_BINARY, config);
+  EXPECT_TRUE(server.ok()) << server.log();
+  EXPECT_EQ(server.Stop(), 0) << server.log();
+  EXPECT_NE(server.log().find("stopped"), std::string::npos) << server.log();
 }
 
 }  // namespace

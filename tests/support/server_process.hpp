@@ -63,6 +63,16 @@ class ServerProcess {
     return log_;
   }
 
+  // Waits (at most `timeout`) until the log holds `text`.
+  bool WaitFor(const std::string& text, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (log_.find(text) == std::string::npos && fd_ >= 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      Drain(100);
+    }
+    return log_.find(text) != std::string::npos;
+  }
+
   // SIGTERM, then its exit status (-1 when it had to be killed).
   int Stop() {
     if (pid_ <= 0) return exit_status_;
