@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli.hpp"
+#include "cli_run.hpp"
 #include "fleet_backends.hpp"
 #include "repository_simulator.hpp"
 #include "server_process.hpp"
@@ -36,12 +37,6 @@ using testing::Backends;
 using namespace std::chrono_literals;
 
 constexpr const char* kModel = "acme-cam-v2";
-
-struct CliRun {
-  int code;
-  std::string out;
-  std::string err;
-};
 
 Json Custom(const std::string& kind, const std::string& version) {
   return testing::ReleaseCustom(kind, version, {kModel});
@@ -139,12 +134,7 @@ class FleetProcessTest : public ::testing::Test {
     if (!config_.empty() && args[0] != "init") {
       args.insert(args.begin(), {"-c", config_, "--log-level", "warn"});
     }
-    args.insert(args.begin(), "upkeep-server");
-    std::vector<const char*> argv;
-    for (const auto& a : args) argv.push_back(a.c_str());
-    std::ostringstream out, err;
-    const int code = Main(static_cast<int>(argv.size()), argv.data(), out, err);
-    return {code, out.str(), err.str()};
+    return server::Cli(std::move(args));
   }
 
   std::unique_ptr<testing::ServerProcess> StartServer() {

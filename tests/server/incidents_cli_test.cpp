@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cli.hpp"
+#include "cli_run.hpp"
 #include "config.hpp"
 #include "server_process.hpp"
 #include "temp_dir.hpp"
@@ -26,21 +27,6 @@
 
 namespace upkeep::server {
 namespace {
-
-struct CliRun {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-CliRun Cli(std::vector<std::string> args) {
-  args.insert(args.begin(), "upkeep-server");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  std::ostringstream out, err;
-  const int code = Main(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
-}
 
 const std::string kIncidents =
     "[incidents]\nwebhook_url = \"https://hooks.example.com/upkeep\"\n"
