@@ -102,15 +102,14 @@ std::optional<Clock::TimePoint> CredentialStore::locked_until() const {
 Result<std::string> CredentialStore::Hash(std::string_view credential) const {
   unsigned char salt[kSaltBytes];
   UPKEEP_TRY(RandomBytes(salt, sizeof salt));
-  const std::size_t len = argon2_encodedlen(options_.t_cost, options_.m_cost_kib,
-                                            options_.parallelism, kSaltBytes, kHashBytes,
-                                            Argon2_id);
+  const std::size_t len =
+      argon2_encodedlen(options_.t_cost, options_.m_cost_kib, options_.parallelism, kSaltBytes,
+                        kHashBytes, Argon2_id);
   std::string encoded(len, '\0');
   const int rc = argon2id_hash_encoded(options_.t_cost, options_.m_cost_kib, options_.parallelism,
                                        credential.data(), credential.size(), salt, sizeof salt,
                                        kHashBytes, encoded.data(), encoded.size());
-  if (rc != ARGON2_OK)
-    return StoreError(std::string("argon2id: ") + argon2_error_message(rc));
+  if (rc != ARGON2_OK) return StoreError(std::string("argon2id: ") + argon2_error_message(rc));
   encoded.resize(std::strlen(encoded.c_str()));
   return encoded;
 }

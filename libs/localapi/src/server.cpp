@@ -75,8 +75,8 @@ std::string FormatTime(Clock::TimePoint t) {
 
 std::optional<Clock::TimePoint> ParseTime(std::string_view text) {
   // Exactly YYYY-MM-DDTHH:MM:SSZ.
-  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
-      text[13] != ':' || text[16] != ':' || text[19] != 'Z') {
+  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||
+      text[16] != ':' || text[19] != 'Z') {
     return std::nullopt;
   }
   auto num = [&](std::size_t pos, std::size_t len, int& out) {
@@ -180,8 +180,7 @@ Result<Json> ParseBody(const std::string& body) {
 }
 
 Result<PolicySettings> ParsePolicy(const Json& doc) {
-  UPKEEP_ASSIGN_OR_RETURN(JsonReader r,
-                          JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
   PolicySettings p;
   UPKEEP_ASSIGN_OR_RETURN(p.auto_install, r.Bool("auto_install"));
   UPKEEP_ASSIGN_OR_RETURN(p.notifications, r.Bool("notifications"));
@@ -192,8 +191,7 @@ Result<PolicySettings> ParsePolicy(const Json& doc) {
 }
 
 Result<PostponeRequest> ParsePostpone(const Json& doc) {
-  UPKEEP_ASSIGN_OR_RETURN(JsonReader r,
-                          JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
   PostponeRequest p;
   UPKEEP_ASSIGN_OR_RETURN(p.update_id, r.String("update_id", {.max_length = kMaxIdBytes}));
   UPKEEP_ASSIGN_OR_RETURN(std::string until, r.String("until", {.max_length = 32}));
@@ -205,8 +203,7 @@ Result<PostponeRequest> ParsePostpone(const Json& doc) {
 }
 
 Result<std::string> ParseInstall(const Json& doc) {
-  UPKEEP_ASSIGN_OR_RETURN(JsonReader r,
-                          JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
+  UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
   UPKEEP_ASSIGN_OR_RETURN(std::string path, r.String("path", {.max_length = kMaxPathBytes}));
   UPKEEP_TRY(r.NoUnknownKeys());
   if (path.front() != '/') return Error(Errc::InvalidArgument, "path: must be absolute");
@@ -280,9 +277,9 @@ struct Route {
   const char* methods;  // for Allow
 };
 constexpr Route kRoutes[] = {
-    {"/v1/device", "GET"},  {"/v1/support", "GET"},   {"/v1/status", "GET"},
-    {"/v1/notices", "GET"}, {"/v1/policy", "GET, PUT"}, {"/v1/check", "POST"},
-    {"/v1/postpone", "POST"}, {"/v1/install", "POST"}, {"/v1/events", "GET"},
+    {"/v1/device", "GET"},    {"/v1/support", "GET"},     {"/v1/status", "GET"},
+    {"/v1/notices", "GET"},   {"/v1/policy", "GET, PUT"}, {"/v1/check", "POST"},
+    {"/v1/postpone", "POST"}, {"/v1/install", "POST"},    {"/v1/events", "GET"},
 };
 
 }  // namespace
@@ -589,13 +586,13 @@ class Session : public std::enable_shared_from_this<Session> {
     res->body() = std::move(a.body);
     res->prepare_payload();
     stream_.expires_after(server_.options.request_timeout);
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, keep_alive](beast::error_code ec,
-                                                                   std::size_t) {
-                        if (ec) return self->Close();
-                        if (keep_alive) return self->ReadHeader();
-                        self->Close();
-                      });
+    http::async_write(
+        stream_, *res,
+        [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+          if (ec) return self->Close();
+          if (keep_alive) return self->ReadHeader();
+          self->Close();
+        });
   }
 
   void Close() {
@@ -619,29 +616,29 @@ void LocalApiServer::Impl::Track(const std::shared_ptr<Session>& s) {
 }
 
 void LocalApiServer::Impl::Accept() {
-  acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec,
-                                                      unix_stream::socket socket) {
-    if (!ec) {
-      ++connections;
-      struct ucred cred {};
-      socklen_t len = sizeof cred;
-      const bool have_cred =
-          ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-          len == sizeof cred;
-      if (stopping || !have_cred || active >= options.max_connections) {
-        ++refused;
-        beast::error_code ignored;
-        socket.close(ignored);
-      } else {
-        ++active;
-        const Peer peer{cred.uid, cred.gid, cred.pid};
-        auto session = std::make_shared<Session>(std::move(socket), peer, *this);
-        Track(session);
-        session->Run();
-      }
-    }
-    if (!stopping && acceptor.is_open()) Accept();
-  });
+  acceptor.async_accept(
+      asio::make_strand(io), [this](beast::error_code ec, unix_stream::socket socket) {
+        if (!ec) {
+          ++connections;
+          struct ucred cred {};
+          socklen_t len = sizeof cred;
+          const bool have_cred =
+              ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+              len == sizeof cred;
+          if (stopping || !have_cred || active >= options.max_connections) {
+            ++refused;
+            beast::error_code ignored;
+            socket.close(ignored);
+          } else {
+            ++active;
+            const Peer peer{cred.uid, cred.gid, cred.pid};
+            auto session = std::make_shared<Session>(std::move(socket), peer, *this);
+            Track(session);
+            session->Run();
+          }
+        }
+        if (!stopping && acceptor.is_open()) Accept();
+      });
 }
 
 namespace {
@@ -658,7 +655,8 @@ Result<void> ClearSocketPath(const std::filesystem::path& path) {
     return Error(Errc::CannotListen, path.string() + ": exists and is not a socket");
   }
   UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (probe.get() < 0) return Error(Errc::CannotListen, "socket: " + std::string(std::strerror(errno)));
+  if (probe.get() < 0)
+    return Error(Errc::CannotListen, "socket: " + std::string(std::strerror(errno)));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.string().size());
@@ -690,7 +688,8 @@ Result<std::unique_ptr<LocalApiServer>> LocalApiServer::Start(const LocalApiOpti
   UPKEEP_TRY(ClearSocketPath(options.socket_path));
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->router = std::make_unique<Router>(backend, options.max_events == 0 ? 1 : options.max_events);
+  impl->router =
+      std::make_unique<Router>(backend, options.max_events == 0 ? 1 : options.max_events);
   auto& acceptor = impl->acceptor;
   boost::system::error_code ec;
   acceptor.open(unix_stream(), ec);

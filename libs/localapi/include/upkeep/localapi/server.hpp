@@ -44,7 +44,7 @@ struct LocalApiOptions {
 struct LocalApiStats {
   std::uint64_t connections = 0;
   std::uint64_t requests = 0;
-  std::uint64_t rejected_requests = 0;  // malformed or over a limit
+  std::uint64_t rejected_requests = 0;    // malformed or over a limit
   std::uint64_t refused_connections = 0;  // over max_connections
 };
 
