@@ -65,6 +65,8 @@ class FakeBackend : public LocalApiBackend {
   }
   Result<void> CheckNow(const Peer& peer) override {
     Record(peer, "check");
+    std::lock_guard l(mu);
+    if (refuse_check) return Error(Errc::Forbidden, "uid not in the update group");
     return Ok();
   }
   Result<PostponeResult> Postpone(const Peer& peer, const PostponeRequest& r) override {
@@ -108,6 +110,7 @@ class FakeBackend : public LocalApiBackend {
   PolicySettings policy;
   std::string bundle_bytes;
   bool fail_install = false;
+  bool refuse_check = false;
 };
 
 struct HttpAnswer {
@@ -378,6 +381,15 @@ TEST_F(LocalApiTest, CheckNowIsAccepted) {
   EXPECT_EQ(a.status, 202) << a.body;
   ExpectError(Send(Request("POST", "/v1/check", R"({"force":true})")), 400, "bad_request");
   EXPECT_EQ(backend_.Calls(), (std::vector<std::string>{"check", "check"}));
+}
+
+// The backend may refuse a peer an action (by uid or gid): 403, without the backend's reason.
+TEST_F(LocalApiTest, BackendRefusalIsForbidden) {
+  backend_.refuse_check = true;
+  StartServer();
+  const auto a = Send(Request("POST", "/v1/check"));
+  ExpectError(a, 403, "forbidden");
+  EXPECT_EQ(a.body.find("group"), std::string::npos);
 }
 
 TEST_F(LocalApiTest, PostponeForwardsIdAndTime) {

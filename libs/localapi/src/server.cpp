@@ -50,6 +50,8 @@ const char* ErrcName(int value) {
       return "InvalidCredentialStore";
     case Errc::AlreadySet:
       return "AlreadySet";
+    case Errc::Forbidden:
+      return "Forbidden";
   }
   return "Unknown";
 }
@@ -137,6 +139,8 @@ Answer BackendError(const Error& e) {
   if (e.code() == Errc::NotFound) return ErrorAnswer(404, "not_found", "no such record");
   if (e.code() == Errc::Conflict)
     return ErrorAnswer(409, "conflict", "not possible in the current state");
+  if (e.code() == Errc::Forbidden)
+    return ErrorAnswer(403, "forbidden", "not allowed for this user");
   if (e.code() == Errc::Unavailable) return ErrorAnswer(503, "unavailable", "busy, retry later");
   return ErrorAnswer(500, "internal", "internal error");
 }

@@ -30,6 +30,7 @@ enum class Errc {
   LockedOut = 8,        // too many wrong credentials: no attempt is checked until the lockout ends
   InvalidCredentialStore = 9,  // the credential file is malformed, or cannot be written
   AlreadySet = 10,             // a credential exists already (generation happens once)
+  Forbidden = 11,  // 403 forbidden: the backend refuses this peer (uid, gid) the action
 };
 
 }  // namespace upkeep::localapi
