@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -667,6 +668,28 @@ TEST_F(LocalApiTest, KeepAliveServesSeveralRequests) {
   for (std::size_t pos = 0; (pos = out.find("HTTP/1.1 200", pos)) != std::string::npos; ++pos)
     ++count;
   EXPECT_EQ(count, 2u);
+}
+
+// Several threads and clients at once: every request gets its own, complete answer.
+TEST_F(LocalApiTest, ServesConcurrentClients) {
+  auto o = Options();
+  o.threads = 2;
+  StartServer(o);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        const int fd = Connect(socket_path());
+        if (fd < 0) continue;
+        const auto a = ParseAnswer(Exchange(fd, Request("GET", "/v1/device")));
+        ::close(fd);
+        if (a.status == 200 && a.body.find("Acme Thermostat T2") != std::string::npos) ++ok;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok, 100);
 }
 
 TEST(LocalApiTime, FormatsAndParsesStrictly) {

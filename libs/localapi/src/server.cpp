@@ -658,7 +658,8 @@ Result<void> ClearSocketPath(const std::filesystem::path& path) {
   if (!S_ISSOCK(st.st_mode)) {
     return Error(Errc::CannotListen, path.string() + ": exists and is not a socket");
   }
-  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: a listener with a full backlog answers EAGAIN instead of stalling the start.
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (probe.get() < 0)
     return Error(Errc::CannotListen, "socket: " + std::string(std::strerror(errno)));
   sockaddr_un addr{};
@@ -666,6 +667,12 @@ Result<void> ClearSocketPath(const std::filesystem::path& path) {
   std::memcpy(addr.sun_path, path.c_str(), path.string().size());
   if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
     return Error(Errc::CannotListen, path.string() + ": another server listens there");
+  }
+  // Only a socket nobody listens on is stale; EAGAIN (a busy listener), EACCES and the rest
+  // leave it alone.
+  if (errno != ECONNREFUSED) {
+    return Error(Errc::CannotListen,
+                 path.string() + ": in use or not ours: " + std::strerror(errno));
   }
   // unlink never follows a symlink: whatever is at the path now, only the name goes.
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
