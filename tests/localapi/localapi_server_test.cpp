@@ -1,5 +1,6 @@
 // The local API over a real Unix socket in a temporary directory, with a fake backend.
 
+#include <curl/curl.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -15,7 +16,9 @@
 #include <mutex>
 #include <thread>
 
+#include "test_pki.hpp"
 #include "upkeep/common/scratch_dir.hpp"
+#include "upkeep/localapi/credential_store.hpp"
 #include "upkeep/localapi/server.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 
@@ -690,6 +693,131 @@ TEST_F(LocalApiTest, ServesConcurrentClients) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok, 100);
+}
+
+// ---- The LAN listener (HTTPS, per-device credential).
+
+struct CurlAnswer {
+  long status = 0;
+  std::string head;
+  std::string body;
+};
+
+std::size_t Append(char* data, std::size_t size, std::size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+CurlAnswer Https(std::uint16_t port, const std::string& ca_pem, const std::string& method,
+                 const std::string& path, const std::string& credential,
+                 const std::string& body = "") {
+  CurlAnswer a;
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return a;
+  const std::string url = "https://127.0.0.1:" + std::to_string(port) + path;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_blob ca{const_cast<char*>(ca_pem.data()), ca_pem.size(), CURL_BLOB_COPY};
+  curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca);
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
+  curl_slist* headers = nullptr;
+  if (!credential.empty())
+    headers = curl_slist_append(headers, ("Authorization: Bearer " + credential).c_str());
+  headers = curl_slist_append(headers, "Content-Type: application/json");
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  if (!body.empty() || method == "POST") {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Append);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &a.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &Append);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &a.head);
+  if (curl_easy_perform(curl) == CURLE_OK)
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &a.status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  return a;
+}
+
+class LanTest : public LocalApiTest {
+ protected:
+  void SetUp() override {
+    LocalApiTest::SetUp();
+    CredentialOptions cheap;
+    cheap.t_cost = 1;
+    cheap.m_cost_kib = 1024;
+    auto store = CredentialStore::Open(dir_.path() / "credential.json", clock_, cheap);
+    ASSERT_TRUE(store.has_value());
+    store_.emplace(std::move(store).value());
+    ASSERT_TRUE(store_->Set("correct horse battery").has_value());
+    auto o = Options();
+    o.lan = LanOptions{"127.0.0.1", 0, pki_.server.certificate_pem, pki_.server.key_pem, &*store_};
+    StartServer(o);
+    ASSERT_NE(server_->lan_port(), 0);
+  }
+  CurlAnswer Get(const std::string& path, const std::string& credential) {
+    return Https(server_->lan_port(), pki_.server_ca.certificate_pem, "GET", path, credential);
+  }
+  std::string Code(const CurlAnswer& a) {
+    auto j = metadata::ParseJson(a.body);
+    return j && j->is_object() && (*j)["error"].is_string() ? (*j)["error"].get<std::string>()
+                                                            : std::string();
+  }
+
+  static inline testing::TestPki pki_;
+  FakeClock clock_{kT0};
+  std::optional<CredentialStore> store_;
+};
+
+// EN 303 645 5.1-1: the LAN listener answers nothing without the device's credential.
+TEST_F(LanTest, RequiresTheCredential) {
+  auto a = Get("/v1/device", "");
+  EXPECT_EQ(a.status, 401);
+  EXPECT_EQ(Code(a), "unauthenticated");
+  EXPECT_NE(a.head.find("WWW-Authenticate: Bearer"), std::string::npos);
+  a = Get("/v1/device", "correct horse battery!");
+  EXPECT_EQ(a.status, 401);
+  EXPECT_EQ(Code(a), "unauthenticated");
+  EXPECT_TRUE(backend_.Calls().empty());
+  a = Get("/v1/device", "correct horse battery");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_NE(a.body.find("Acme Thermostat T2"), std::string::npos);
+  std::lock_guard l(backend_.mu);
+  EXPECT_TRUE(backend_.last_peer.lan);
+  EXPECT_EQ(backend_.last_peer.uid, static_cast<uid_t>(-1));
+}
+
+// EN 303 645 5.1-5: after 5 wrong credentials even the right one is refused until the lockout
+// (on the store's clock) ends; the answer says when to retry.
+TEST_F(LanTest, LocksOutAfterFiveFailures) {
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Get("/v1/status", "wrong guess!!").status, 401);
+  auto a = Get("/v1/status", "correct horse battery");
+  EXPECT_EQ(a.status, 429);
+  EXPECT_EQ(Code(a), "locked_out");
+  EXPECT_NE(a.head.find("Retry-After: 30"), std::string::npos) << a.head;
+  EXPECT_TRUE(backend_.Calls().empty());
+  clock_.Advance(30s);
+  EXPECT_EQ(Get("/v1/status", "correct horse battery").status, 200);
+}
+
+// A network client has no file the daemon could open with its rights: install is refused.
+TEST_F(LanTest, RefusesInstall) {
+  const auto bundle = dir_.path() / "update.bundle";
+  std::ofstream(bundle) << "BUNDLE";
+  const auto a = Https(server_->lan_port(), pki_.server_ca.certificate_pem, "POST", "/v1/install",
+                       "correct horse battery", R"({"path":")" + bundle.string() + R"("})");
+  EXPECT_EQ(a.status, 403);
+  EXPECT_EQ(Code(a), "forbidden");
+  EXPECT_TRUE(backend_.Calls().empty());
+}
+
+TEST_F(LocalApiTest, LanWithoutCredentialStoreIsRefused) {
+  auto o = Options();
+  o.lan = LanOptions{};
+  EXPECT_ERRC(LocalApiServer::Start(o, backend_), Errc::CannotListen);
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(socket_path(), ec));
 }
 
 TEST(LocalApiTime, FormatsAndParsesStrictly) {

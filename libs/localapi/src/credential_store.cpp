@@ -99,6 +99,12 @@ std::optional<Clock::TimePoint> CredentialStore::locked_until() const {
   return std::nullopt;
 }
 
+std::chrono::seconds CredentialStore::retry_after() const {
+  const auto until = locked_until();
+  return until ? std::chrono::duration_cast<std::chrono::seconds>(*until - clock_->Now())
+               : std::chrono::seconds(0);
+}
+
 Result<std::string> CredentialStore::Hash(std::string_view credential) const {
   unsigned char salt[kSaltBytes];
   UPKEEP_TRY(RandomBytes(salt, sizeof salt));

@@ -3,6 +3,7 @@
 #include "upkeep/localapi/server.hpp"
 
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,8 +11,10 @@
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -20,6 +23,7 @@
 #include <thread>
 
 #include "upkeep/common/log.hpp"
+#include "upkeep/localapi/credential_store.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/json_reader.hpp"
 #include "upkeep/metadata/json_text.hpp"
@@ -107,7 +111,10 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using unix_stream = asio::local::stream_protocol;
-using Stream = beast::basic_stream<unix_stream>;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using UnixStream = beast::basic_stream<unix_stream>;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using metadata::Json;
 using metadata::JsonReader;
 
@@ -119,10 +126,11 @@ struct Answer {
   std::string content_type = "application/json";
   std::string body;
   std::string allow;  // for 405
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 Answer JsonAnswer(unsigned status, const Json& j) {
-  return Answer{status, "application/json", metadata::DumpJson(j), {}};
+  return Answer{status, "application/json", metadata::DumpJson(j), {}, {}};
 }
 
 Answer ErrorAnswer(unsigned status, const char* code, const std::string& message) {
@@ -434,6 +442,8 @@ class Router {
   }
 
   Answer Install(const std::string& body, const Peer& peer) {
+    if (peer.lan)
+      return ErrorAnswer(403, "forbidden", "bundles are installed from the device only");
     auto doc = ParseBody(body);
     if (!doc) return BadBody(doc.error());
     auto path = ParseInstall(*doc);
@@ -479,7 +489,11 @@ class Router {
   std::size_t max_events_;
 };
 
-class Session;
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void CloseIfIdle() = 0;
+};
 
 struct LocalApiServer::Impl {
   LocalApiOptions options;
@@ -488,50 +502,95 @@ struct LocalApiServer::Impl {
   std::atomic<std::uint32_t> active{0};
   std::atomic<std::uint64_t> connections{0}, requests{0}, rejected{0}, refused{0};
   std::mutex sessions_mutex;
-  std::list<std::weak_ptr<Session>> sessions;
+  std::list<std::weak_ptr<SessionBase>> sessions;
   std::mutex stop_mutex;
   bool stopped = false;
   ino_t socket_inode = 0;
 
   asio::io_context io;
   unix_stream::acceptor acceptor{io};
+  tcp::acceptor lan_acceptor{io};
+  ssl::context tls{ssl::context::tls_server};
+  std::uint16_t lan_port = 0;
+  std::mutex credentials_mutex;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
 
   void Accept();
-  void Track(const std::shared_ptr<Session>& s);
+  void AcceptLan();
+  void Track(const std::shared_ptr<SessionBase>& s);
+  // nullopt when the request's credential is right; otherwise the answer.
+  std::optional<Answer> Authenticate(std::string_view authorization);
 };
+
+std::optional<Answer> LocalApiServer::Impl::Authenticate(std::string_view authorization) {
+  constexpr std::string_view kBearer = "Bearer ";
+  Answer unauthenticated = ErrorAnswer(401, "unauthenticated", "a valid credential is required");
+  unauthenticated.headers.emplace_back("WWW-Authenticate", "Bearer");
+  if (authorization.substr(0, kBearer.size()) != kBearer) return unauthenticated;
+  CredentialStore* store = options.lan ? options.lan->credentials : nullptr;
+  if (store == nullptr) return unauthenticated;
+  std::lock_guard lock(credentials_mutex);
+  auto r = store->Verify(authorization.substr(kBearer.size()));
+  if (r) return std::nullopt;
+  if (r.error().code() == Errc::LockedOut) {
+    Answer a = ErrorAnswer(429, "locked_out", "too many failed attempts; retry later");
+    a.headers.emplace_back("Retry-After", std::to_string(store->retry_after().count()));
+    return a;
+  }
+  return unauthenticated;
+}
 
 // One connection: requests one after the other (keep-alive) until the peer closes, a limit is
 // broken, a timeout fires, or the server stops.
-class Session : public std::enable_shared_from_this<Session> {
+template <typename S>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<S>> {
+  static constexpr bool kTls = std::is_same_v<S, TlsStream>;
+
  public:
-  Session(unix_stream::socket&& socket, const Peer& peer, LocalApiServer::Impl& server)
-      : server_(server), stream_(std::move(socket)), peer_(peer) {}
-  ~Session() { --server_.active; }
+  Session(S&& stream, const Peer& peer, LocalApiServer::Impl& server)
+      : server_(server), stream_(std::move(stream)), peer_(peer) {}
+  ~Session() override { --server_.active; }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   void Run() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) {
+        self->Handshake();
+      } else {
+        self->ReadHeader();
+      }
+    });
   }
 
-  void CloseIfIdle() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->idle_) self->stream_.cancel();
+  void CloseIfIdle() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->idle_) beast::get_lowest_layer(self->stream_).cancel();
     });
   }
 
  private:
+  void Handshake() {
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
+      stream_.async_handshake(ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->Close();
+                                self->ReadHeader();
+                              });
+    }
+  }
+
   void ReadHeader() {
     if (server_.stopping) return Close();
     parser_.emplace();
     parser_->body_limit(server_.options.max_body_bytes);
     parser_->header_limit(server_.options.max_header_bytes);
     idle_ = buffer_.size() == 0;
-    stream_.expires_after(server_.options.idle_timeout);
+    beast::get_lowest_layer(stream_).expires_after(server_.options.idle_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                               self->idle_ = false;
                               self->OnHeader(ec);
                             });
@@ -539,15 +598,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
-    stream_.expires_after(server_.options.request_timeout);
+    beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
     http::async_read(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code e, std::size_t) { self->OnRead(e); });
+        [self = this->shared_from_this()](beast::error_code e, std::size_t) { self->OnRead(e); });
   }
 
   void OnReadError(beast::error_code ec) {
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == ssl::error::stream_truncated) {
       return Close();
     }
     ++server_.rejected;
@@ -564,8 +624,14 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto& msg = parser_->get();
     Answer a;
     try {
-      a = server_.router->Handle(std::string(msg.method_string()), std::string(msg.target()),
-                                 msg.body(), peer_);
+      std::optional<Answer> refused;
+      if constexpr (kTls) refused = server_.Authenticate(msg[http::field::authorization]);
+      if (refused) {
+        a = std::move(*refused);
+      } else {
+        a = server_.router->Handle(std::string(msg.method_string()), std::string(msg.target()),
+                                   msg.body(), peer_);
+      }
     } catch (const std::exception& e) {
       log::error("localapi: handler failed on {} {}: {}", std::string(msg.method_string()),
                  std::string(msg.target()), e.what());
@@ -586,13 +652,14 @@ class Session : public std::enable_shared_from_this<Session> {
     res->set(http::field::content_type, a.content_type);
     res->set(http::field::cache_control, "no-store");
     if (!a.allow.empty()) res->set(http::field::allow, a.allow);
+    for (const auto& [name, value] : a.headers) res->set(name, value);
     res->keep_alive(keep_alive);
     res->body() = std::move(a.body);
     res->prepare_payload();
-    stream_.expires_after(server_.options.request_timeout);
+    beast::get_lowest_layer(stream_).expires_after(server_.options.request_timeout);
     http::async_write(
         stream_, *res,
-        [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+        [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
           if (ec) return self->Close();
           if (keep_alive) return self->ReadHeader();
           self->Close();
@@ -601,21 +668,21 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(unix_stream::socket::shutdown_both, ec);
-    stream_.close();
+    beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_both, ec);
+    beast::get_lowest_layer(stream_).close();
   }
 
   LocalApiServer::Impl& server_;
-  Stream stream_;
+  S stream_;
   Peer peer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool idle_ = false;
 };
 
-void LocalApiServer::Impl::Track(const std::shared_ptr<Session>& s) {
+void LocalApiServer::Impl::Track(const std::shared_ptr<SessionBase>& s) {
   std::lock_guard lock(sessions_mutex);
-  sessions.remove_if([](const std::weak_ptr<Session>& w) { return w.expired(); });
+  sessions.remove_if([](const std::weak_ptr<SessionBase>& w) { return w.expired(); });
   sessions.push_back(s);
 }
 
@@ -636,7 +703,8 @@ void LocalApiServer::Impl::Accept() {
           } else {
             ++active;
             const Peer peer{cred.uid, cred.gid, cred.pid};
-            auto session = std::make_shared<Session>(std::move(socket), peer, *this);
+            auto session =
+                std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), peer, *this);
             Track(session);
             session->Run();
           }
@@ -645,7 +713,60 @@ void LocalApiServer::Impl::Accept() {
       });
 }
 
+void LocalApiServer::Impl::AcceptLan() {
+  lan_acceptor.async_accept(
+      asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+        if (!ec) {
+          ++connections;
+          if (stopping || active >= options.max_connections) {
+            ++refused;
+            beast::error_code ignored;
+            socket.close(ignored);
+          } else {
+            ++active;
+            beast::error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
+            Peer peer;
+            peer.uid = static_cast<uid_t>(-1);
+            peer.gid = static_cast<gid_t>(-1);
+            peer.lan = true;
+            auto session = std::make_shared<Session<TlsStream>>(
+                TlsStream(beast::tcp_stream(std::move(socket)), tls), peer, *this);
+            Track(session);
+            session->Run();
+          }
+        }
+        if (!stopping && lan_acceptor.is_open()) AcceptLan();
+      });
+}
+
 namespace {
+
+Result<void> StartLan(LocalApiServer::Impl& impl, const LanOptions& lan) {
+  if (lan.credentials == nullptr) return Error(Errc::CannotListen, "lan: no credential store");
+  boost::system::error_code ec;
+  impl.tls.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                           ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                           ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                       ec);
+  if (!ec && SSL_CTX_set_min_proto_version(impl.tls.native_handle(), TLS1_2_VERSION) != 1) {
+    return Error(Errc::CannotListen, "lan: cannot configure TLS");
+  }
+  if (!ec) impl.tls.use_certificate_chain(asio::buffer(lan.certificate_pem), ec);
+  if (!ec) impl.tls.use_private_key(asio::buffer(lan.private_key_pem), ssl::context::pem, ec);
+  if (ec) return Error(Errc::CannotListen, "lan: TLS identity: " + ec.message());
+  auto address = asio::ip::make_address(lan.address, ec);
+  if (ec) return Error(Errc::CannotListen, "lan: address " + lan.address + ": " + ec.message());
+  const tcp::endpoint endpoint(address, lan.port);
+  auto& acceptor = impl.lan_acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(static_cast<int>(impl.options.max_connections), ec);
+  if (ec) return Error(Errc::CannotListen, "lan: " + lan.address + ": " + ec.message());
+  impl.lan_port = acceptor.local_endpoint(ec).port();
+  return Ok();
+}
 
 // Removes a stale socket at `path`, refusing anything that is not a socket (a symlink included:
 // lstat does not follow it) and a socket some process still listens on.
@@ -733,8 +854,15 @@ Result<std::unique_ptr<LocalApiServer>> LocalApiServer::Start(const LocalApiOpti
     ::unlink(path.c_str());
     return Error(Errc::CannotListen, path + ": listen: " + ec.message());
   }
+  if (options.lan) {
+    if (auto r = StartLan(*impl, *options.lan); !r) {
+      ::unlink(path.c_str());
+      return r.error();
+    }
+  }
   impl->work.emplace(impl->io.get_executor());
   impl->Accept();
+  if (options.lan) impl->AcceptLan();
   Impl* raw = impl.get();
   const unsigned n = options.threads == 0 ? 1 : options.threads;
   for (unsigned i = 0; i < n; ++i) {
@@ -756,6 +884,8 @@ LocalApiStats LocalApiServer::stats() const {
   return LocalApiStats{impl_->connections, impl_->requests, impl_->rejected, impl_->refused};
 }
 
+std::uint16_t LocalApiServer::lan_port() const { return impl_->lan_port; }
+
 void LocalApiServer::Stop(std::chrono::milliseconds grace) {
   std::lock_guard lock(impl_->stop_mutex);
   if (impl_->stopped) return;
@@ -764,6 +894,7 @@ void LocalApiServer::Stop(std::chrono::milliseconds grace) {
   asio::post(impl_->io, [impl = impl_.get()] {
     beast::error_code ec;
     impl->acceptor.close(ec);
+    impl->lan_acceptor.close(ec);
   });
   // Remove the socket file only if it is still the one this server created.
   struct stat st {};

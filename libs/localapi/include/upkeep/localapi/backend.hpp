@@ -30,7 +30,7 @@ enum class Errc {
   LockedOut = 8,        // too many wrong credentials: no attempt is checked until the lockout ends
   InvalidCredentialStore = 9,  // the credential file is malformed, or cannot be written
   AlreadySet = 10,             // a credential exists already (generation happens once)
-  Forbidden = 11,  // 403 forbidden: the backend refuses this peer (uid, gid) the action
+  Forbidden = 11,              // 403 forbidden: the backend refuses this peer (uid, gid) the action
 };
 
 }  // namespace upkeep::localapi
@@ -39,11 +39,13 @@ UPKEEP_DECLARE_ERRC(upkeep::localapi);
 
 namespace upkeep::localapi {
 
-// The process at the other end of the socket (SO_PEERCRED), as the kernel reports it.
+// The process at the other end of the socket (SO_PEERCRED), as the kernel reports it. A client
+// of the LAN listener has no local identity: `lan` is true, uid and gid are (uid_t)-1, pid 0.
 struct Peer {
   uid_t uid = 0;
   gid_t gid = 0;
   pid_t pid = 0;
+  bool lan = false;
 };
 
 struct Component {

@@ -50,6 +50,8 @@ class CredentialStore {
   [[nodiscard]] bool has_credential() const { return !hash_.empty(); }
   [[nodiscard]] std::uint32_t failures() const { return failures_; }
   [[nodiscard]] std::optional<Clock::TimePoint> locked_until() const;
+  // Seconds until the lockout ends (0 when not locked).
+  [[nodiscard]] std::chrono::seconds retry_after() const;
 
   // A new random credential (20 characters of Crockford base32, 100 bits, grouped by 5),
   // stored hashed and returned this once. Errc::AlreadySet when one exists.

@@ -21,6 +21,20 @@
 
 namespace upkeep::localapi {
 
+class CredentialStore;
+
+// The optional HTTPS listener for a companion app on the LAN. Every request must carry
+// `Authorization: Bearer <credential>`, checked by the CredentialStore (Argon2id, lockout);
+// POST /v1/install is refused there (403): a network client has no file the daemon could open
+// with its rights.
+struct LanOptions {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 0;  // 0: a free port (LocalApiServer::lan_port())
+  std::string certificate_pem;
+  std::string private_key_pem;
+  CredentialStore* credentials = nullptr;  // required; must outlive the server
+};
+
 struct LocalApiOptions {
   // The socket file. Its directory must exist. A stale socket there is replaced; a symlink or any
   // other kind of file there is refused (Errc::CannotListen).
@@ -39,6 +53,8 @@ struct LocalApiOptions {
   unsigned threads = 1;
   // Most events one GET /v1/events answer carries.
   std::size_t max_events = 100;
+  // Off unless set.
+  std::optional<LanOptions> lan;
 };
 
 struct LocalApiStats {
@@ -58,6 +74,8 @@ class LocalApiServer {
   LocalApiServer& operator=(const LocalApiServer&) = delete;
 
   [[nodiscard]] LocalApiStats stats() const;
+  // The LAN listener's port; 0 without one.
+  [[nodiscard]] std::uint16_t lan_port() const;
   // Stops accepting and removes the socket file, lets requests in flight finish for at most
   // `grace`, then closes what is left and joins the threads. Idempotent.
   void Stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
