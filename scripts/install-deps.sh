@@ -10,7 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libarchive-dev libubootenv-dev libubootenv-tool libtomlplusplus-dev dpkg grub-common
-  libboost1.81-dev curl openssl
+  libboost1.81-dev libargon2-dev curl openssl
   faketime time e2fsprogs util-linux
   libsqlite3-dev sqlite3 libpq-dev postgresql postgresql-common
 )
