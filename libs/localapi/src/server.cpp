@@ -1,5 +1,6 @@
 // The local API on Boost.Beast over a Unix domain socket (docs/local-api.md).
 
+#include "upkeep/localapi/requests.hpp"
 #include "upkeep/localapi/server.hpp"
 
 #include <fcntl.h>
@@ -185,7 +186,7 @@ Json OptionalTime(const std::optional<Clock::TimePoint>& t) {
 }
 
 // Parses a request body as one JSON object (strict: RFC 8259, UTF-8, no duplicate keys).
-Result<Json> ParseBody(const std::string& body) {
+Result<Json> ParseBody(std::string_view body) {
   UPKEEP_ASSIGN_OR_RETURN(Json doc, metadata::ParseJson(body));
   if (!doc.is_object()) return Error(Errc::InvalidArgument, "the body must be a JSON object");
   return doc;
@@ -406,9 +407,7 @@ class Router {
   }
 
   Answer SetPolicy(const std::string& body, const Peer& peer) {
-    auto doc = ParseBody(body);
-    if (!doc) return BadBody(doc.error());
-    auto settings = ParsePolicy(*doc);
+    auto settings = ParsePolicyRequest(body);
     if (!settings) return BadBody(settings.error());
     auto r = backend_.SetPolicy(peer, *settings);
     if (!r) return BackendError(r.error());
@@ -429,9 +428,7 @@ class Router {
   }
 
   Answer Postpone(const std::string& body, const Peer& peer) {
-    auto doc = ParseBody(body);
-    if (!doc) return BadBody(doc.error());
-    auto req = ParsePostpone(*doc);
+    auto req = ParsePostponeRequest(body);
     if (!req) return BadBody(req.error());
     auto r = backend_.Postpone(peer, *req);
     if (!r) return BackendError(r.error());
@@ -444,9 +441,7 @@ class Router {
   Answer Install(const std::string& body, const Peer& peer) {
     if (peer.lan)
       return ErrorAnswer(403, "forbidden", "bundles are installed from the device only");
-    auto doc = ParseBody(body);
-    if (!doc) return BadBody(doc.error());
-    auto path = ParseInstall(*doc);
+    auto path = ParseInstallRequest(body);
     if (!path) return BadBody(path.error());
     auto fd = OpenAsPeer(*path, peer);
     if (!fd) {
@@ -917,6 +912,21 @@ void LocalApiServer::Stop(std::chrono::milliseconds grace) {
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }
+}
+
+Result<PolicySettings> ParsePolicyRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseBody(body));
+  return ParsePolicy(doc);
+}
+
+Result<PostponeRequest> ParsePostponeRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseBody(body));
+  return ParsePostpone(doc);
+}
+
+Result<std::string> ParseInstallRequest(std::string_view body) {
+  UPKEEP_ASSIGN_OR_RETURN(Json doc, ParseBody(body));
+  return ParseInstall(doc);
 }
 
 }  // namespace upkeep::localapi
