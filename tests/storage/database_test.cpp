@@ -171,6 +171,32 @@ TYPED_TEST(DatabaseTest, UpdatesAndDeletesReportAffectedRows) {
   EXPECT_EQ((*lit)[0].Get<std::int64_t>(1).value(), 7);
 }
 
+// A statement runs again (prepared once per connection) with fresh parameters every time: no
+// value of one call leaks into the next, a failed run leaves nothing behind, and a statement
+// still works after the table under it was dropped and made again.
+TYPED_TEST(DatabaseTest, RepeatedStatementsTakeFreshParametersAndSurviveSchemaChanges) {
+  this->Create(kItems);
+  Database& db = *this->db_;
+  const std::string insert = "INSERT INTO items (id, n, s) VALUES ($1, $2, $3)";
+  ASSERT_TRUE(db.Exec(insert, {std::int64_t{1}, std::int64_t{10}, std::string("a")}));
+  ASSERT_TRUE(db.Exec(insert, {std::int64_t{2}, nullptr, nullptr}));
+  EXPECT_ERRC(db.Exec(insert, {std::int64_t{1}, std::int64_t{0}, std::string("dup")}),
+              Errc::Constraint);
+  ASSERT_TRUE(db.Exec(insert, {std::int64_t{3}, std::int64_t{30}, std::string("c")}));
+  const std::string select = "SELECT n, s FROM items WHERE id = $1";
+  auto second = db.Query(select, {std::int64_t{2}});
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ((*second)[0].Get<std::optional<std::int64_t>>(0).value(), std::nullopt);
+  EXPECT_EQ((*second)[0].Get<std::optional<std::string>>(1).value(), std::nullopt);
+  EXPECT_EQ(db.Query(select, {std::int64_t{3}}).value()[0].Get<std::int64_t>(0).value(), 30);
+  ASSERT_TRUE(db.ExecScript("DROP TABLE items"));
+  this->Create(kItems);
+  ASSERT_TRUE(db.Exec(insert, {std::int64_t{9}, std::int64_t{90}, std::string("z")}));
+  EXPECT_EQ(db.Query(select, {std::int64_t{9}}).value()[0].Get<std::int64_t>(0).value(), 90);
+  EXPECT_TRUE(db.Query(select, {std::int64_t{1}}).value().empty());
+}
+
 // Parameters and placeholders must match one to one, on both backends.
 TYPED_TEST(DatabaseTest, RejectsParameterCountMismatch) {
   this->Create(kItems);

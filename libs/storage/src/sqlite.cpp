@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <climits>
+#include <unordered_map>
 #include <memory>
 #include <string>
 
@@ -20,7 +21,10 @@ bool IsBlank(std::string_view s) {
 class SqliteConnection final : public Connection {
  public:
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
-  ~SqliteConnection() override { sqlite3_close_v2(db_); }
+  ~SqliteConnection() override {
+    cache_.clear();  // finalized before the connection closes
+    sqlite3_close_v2(db_);
+  }
   SqliteConnection(const SqliteConnection&) = delete;
   SqliteConnection& operator=(const SqliteConnection&) = delete;
 
@@ -121,8 +125,9 @@ class SqliteConnection final : public Connection {
     return std::make_pair(std::move(stmt), sql.substr(static_cast<std::size_t>(tail - sql.data())));
   }
 
-  Result<void> Run(std::string_view sql, const Params& params, Rows* rows) {
-    busy_ = false;
+  // The prepared statement for `sql` (exactly one statement), from this connection's cache.
+  Result<sqlite3_stmt*> Cached(std::string_view sql) {
+    if (auto it = cache_.find(sql); it != cache_.end()) return it->second.get();
     UPKEEP_ASSIGN_OR_RETURN(auto prepared, Prepare(sql));
     StmtPtr stmt = std::move(prepared.first);
     if (!stmt) return Error(Errc::InvalidQuery, "empty statement");
@@ -132,8 +137,26 @@ class SqliteConnection final : public Connection {
         return Error(Errc::InvalidQuery, "more than one statement (use ExecScript)");
       }
     }
-    UPKEEP_TRY(Bind(stmt.get(), params));
-    return Step(stmt.get(), rows);
+    if (cache_.size() >= kMaxCachedStatements) cache_.clear();
+    sqlite3_stmt* raw = stmt.get();
+    cache_.emplace(std::string(sql), std::move(stmt));
+    return raw;
+  }
+
+  Result<void> Run(std::string_view sql, const Params& params, Rows* rows) {
+    busy_ = false;
+    UPKEEP_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Cached(sql));
+    // Reset after every use, whatever happened: a statement left mid-way would keep its read
+    // transaction open; bindings are cleared so no value of one call leaks into the next.
+    struct ResetOnExit {
+      sqlite3_stmt* s;
+      ~ResetOnExit() {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+      }
+    } reset{stmt};
+    UPKEEP_TRY(Bind(stmt, params));
+    return Step(stmt, rows);
   }
 
   Result<void> Bind(sqlite3_stmt* stmt, const Params& params) {
@@ -197,6 +220,13 @@ class SqliteConnection final : public Connection {
     }
   }
 
+  // Prepared statements by SQL text; statements are prepared once per connection.
+  static constexpr std::size_t kMaxCachedStatements = 256;
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, StmtPtr, TextHash, std::equal_to<>> cache_;
   sqlite3* db_;
   bool busy_ = false;
 };
