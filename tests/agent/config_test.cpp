@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include "temp_dir.hpp"
 #include "test_util.hpp"
+#include "upkeep/common/filesystem.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -113,6 +115,52 @@ TEST(ConfigTest, ComponentNamespacesDefaultAndMustBeDisjoint) {
   EXPECT_ERRC(ParseConfig(with_slots_namespace("apps/") +
                           "[components.cam]\nmodule = [\"/m\"]\nnamespace = \"apps/cam/\"\n"),
               Errc::InvalidConfig);
+}
+
+}  // namespace
+}  // namespace upkeep::agent
+
+namespace upkeep::agent {
+namespace {
+
+// Drop-ins (agent.conf.d/*.toml) lay over the main file in name order: tables merge key by key,
+// later values win, non-TOML files are ignored; an unknown key or a syntax error in a drop-in is
+// an error naming it.
+TEST(ConfigDropInTest, DropInsOverrideInNameOrderAndKeepTheRules) {
+  testing::TempDir dir;
+  LocalFilesystem fs;
+  const auto main_file = dir.path() / "agent.toml";
+  ASSERT_TRUE(fs.WriteFileAtomic(main_file, kMinimal));
+  auto plain = LoadConfig(main_file, fs);
+  ASSERT_TRUE(plain) << plain.error().ToString();
+  ASSERT_TRUE(fs.CreateDirectories(dir.path() / "agent.conf.d"));
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "agent.conf.d" / "10-maker.toml",
+                                 "[install]\ncheckpoint_mib = 16\n[device]\nhardware = \"cam-v3\"\n"
+                                 "[components.app]\nmodule = [\"/usr/lib/upkeep/app\"]\n"));
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "agent.conf.d" / "20-site.toml",
+                                 "[install]\ncheckpoint_mib = 8\n"));
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "agent.conf.d" / "notes.txt", "not toml ["));
+  auto layered = LoadConfig(main_file, fs);
+  ASSERT_TRUE(layered) << layered.error().ToString();
+  EXPECT_EQ(layered->install.checkpoint_mib, 8u);         // 20-site over 10-maker
+  EXPECT_EQ(layered->device.hardware, "cam-v3");           // a drop-in over the main file
+  EXPECT_EQ(layered->slots.a, plain->slots.a);              // untouched keys stay
+  ASSERT_TRUE(layered->components.contains("app"));        // tables merge
+  EXPECT_EQ(layered->components.at("app").command,
+            std::vector<std::string>{"/usr/lib/upkeep/app"});
+
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "agent.conf.d" / "30-typo.toml",
+                                 "[install]\ncheckpoint_mb = 4\n"));
+  auto typo = LoadConfig(main_file, fs);
+  ASSERT_FALSE(typo);
+  EXPECT_EQ(typo.error().code(), Errc::InvalidConfig);
+  EXPECT_NE(typo.error().message().find("checkpoint_mb"), std::string::npos);
+  ASSERT_TRUE(fs.WriteFileAtomic(dir.path() / "agent.conf.d" / "30-typo.toml", "[install\n"));
+  auto broken = LoadConfig(main_file, fs);
+  ASSERT_FALSE(broken);
+  EXPECT_EQ(broken.error().code(), Errc::InvalidConfig);
+  EXPECT_NE(broken.error().ToString().find("30-typo.toml"), std::string::npos)
+      << broken.error().ToString();
 }
 
 }  // namespace

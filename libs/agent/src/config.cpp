@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "upkeep/common/errc.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/metadata/json_text.hpp"
@@ -246,15 +247,52 @@ const std::error_category& ErrcCategory() noexcept {
   return category;
 }
 
-Result<AgentConfig> ParseConfig(std::string_view text) {
-  toml::table root;
+namespace {
+
+Result<toml::table> ParseToml(std::string_view text) {
   try {
-    root = toml::parse(text);
+    return toml::parse(text);
   } catch (const toml::parse_error& e) {
     std::ostringstream where;
     where << e.source().begin;
     return Error(Errc::InvalidConfig, std::string(e.description()) + " at " + where.str());
   }
+}
+
+// Lays `over` onto `base`: tables merge key by key, any other value replaces.
+void Merge(toml::table& base, const toml::table& over) {
+  for (const auto& [key, value] : over) {
+    toml::node* existing = base.get(key);
+    if (existing != nullptr && existing->is_table() && value.is_table()) {
+      Merge(*existing->as_table(), *value.as_table());
+    } else {
+      base.insert_or_assign(key, value);
+    }
+  }
+}
+
+Result<AgentConfig> ParseConfigTable(const toml::table& root);
+
+}  // namespace
+
+Result<AgentConfig> ParseConfig(std::string_view text) {
+  UPKEEP_ASSIGN_OR_RETURN(toml::table root, ParseToml(text));
+  return ParseConfigTable(root);
+}
+
+Result<AgentConfig> ParseConfigLayers(const std::vector<ConfigLayer>& layers) {
+  toml::table root;
+  for (const ConfigLayer& layer : layers) {
+    auto table = ParseToml(layer.text);
+    if (!table) return std::move(table).error().WithContext(layer.name);
+    Merge(root, *table);
+  }
+  return ParseConfigTable(root);
+}
+
+namespace {
+
+Result<AgentConfig> ParseConfigTable(const toml::table& root) {
   AgentConfig c;
   const std::set<std::string> sections = {"device",     "trust",  "repository", "slots",
                                           "bootloader", "health", "install",    "components"};
@@ -373,6 +411,8 @@ Result<AgentConfig> ParseConfig(std::string_view text) {
   return c;
 }
 
+}  // namespace
+
 Result<AgentConfig> LoadConfig(const std::filesystem::path& file) {
   const LocalFilesystem fs;
   return LoadConfig(file, fs);
@@ -381,8 +421,33 @@ Result<AgentConfig> LoadConfig(const std::filesystem::path& file) {
 Result<AgentConfig> LoadConfig(const std::filesystem::path& file, const Filesystem& fs) {
   auto text = fs.ReadFile(file, 1 << 20);
   if (!text) return Error(Errc::InvalidConfig, text.error().ToString());
-  auto config = ParseConfig(*text);
-  if (!config) return std::move(config).error().WithContext(file.string());
+  std::vector<ConfigLayer> layers{{file.string(), std::move(*text)}};
+  // Drop-ins: FILE's stem + ".conf.d/*.toml" beside it, in name order, each over the ones before.
+  const std::filesystem::path dropins = file.parent_path() / (file.stem().string() + ".conf.d");
+  auto names = fs.ListDirectory(dropins);
+  if (!names && names.error().code() != common::Errc::FileNotFound) {
+    return Error(Errc::InvalidConfig, names.error().ToString());
+  }
+  if (names) {
+    if (names->size() > 256) return Bad(dropins.string(), "more than 256 drop-in files");
+    for (const std::string& name : *names) {
+      if (!name.ends_with(".toml") || name.starts_with(".")) continue;
+      auto layer = fs.ReadFile(dropins / name, 1 << 20);
+      if (!layer) return Error(Errc::InvalidConfig, layer.error().ToString());
+      layers.push_back({(dropins / name).string(), std::move(*layer)});
+    }
+  }
+  if (layers.size() == 1) {
+    auto config = ParseConfig(layers[0].text);
+    if (!config) return std::move(config).error().WithContext(file.string());
+    return config;
+  }
+  auto config = ParseConfigLayers(layers);
+  if (!config) {
+    return std::move(config).error().WithContext(file.string() + " with " +
+                                                 std::to_string(layers.size() - 1) +
+                                                 " drop-in(s) from " + dropins.string());
+  }
   return config;
 }
 

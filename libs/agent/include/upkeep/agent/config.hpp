@@ -143,6 +143,18 @@ struct AgentConfig {
 
 // Errc::InvalidConfig with the offending key in the message.
 [[nodiscard]] Result<AgentConfig> ParseConfig(std::string_view toml_text);
+// One configuration file's name (for messages) and text.
+struct ConfigLayer {
+  std::string name;
+  std::string text;
+};
+// The layers merged in order (tables key by key, a later value replaces an earlier one), then
+// checked as one configuration: unknown keys are errors in any layer. A layer's TOML syntax error
+// names that layer.
+[[nodiscard]] Result<AgentConfig> ParseConfigLayers(const std::vector<ConfigLayer>& layers);
+// `file`, then its drop-ins: the `*.toml` files of `<stem>.conf.d/` beside it (e.g.
+// /etc/upkeep/agent.conf.d/ for /etc/upkeep/agent.toml), in name order, merged as
+// ParseConfigLayers does. A missing drop-in directory is no error.
 [[nodiscard]] Result<AgentConfig> LoadConfig(const std::filesystem::path& file,
                                              const Filesystem& fs);
 [[nodiscard]] Result<AgentConfig> LoadConfig(const std::filesystem::path& file);
