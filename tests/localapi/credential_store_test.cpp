@@ -6,17 +6,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "test_util.hpp"
 #include "upkeep/common/scratch_dir.hpp"
 
 namespace upkeep::localapi {
 namespace {
-
-#define EXPECT_ERRC(r, c)                                                     \
-  do {                                                                        \
-    const auto& r_ = (r);                                                     \
-    ASSERT_FALSE(r_.has_value());                                             \
-    EXPECT_EQ(r_.error().code(), make_error_code(c)) << r_.error().message(); \
-  } while (false)
 
 using namespace std::chrono_literals;
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "test_util.hpp"
 #include "test_pki.hpp"
 #include "upkeep/common/scratch_dir.hpp"
 #include "upkeep/localapi/credential_store.hpp"
@@ -24,13 +25,6 @@
 
 namespace upkeep::localapi {
 namespace {
-
-#define EXPECT_ERRC(r, c)                                                     \
-  do {                                                                        \
-    const auto& r_ = (r);                                                     \
-    ASSERT_FALSE(r_.has_value());                                             \
-    EXPECT_EQ(r_.error().code(), make_error_code(c)) << r_.error().message(); \
-  } while (false)
 
 using metadata::Json;
 using namespace std::chrono_literals;

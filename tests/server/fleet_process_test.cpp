@@ -101,14 +101,9 @@ class FleetProcessTest : public ::testing::Test {
     if (auto why = B::SkipReason()) GTEST_SKIP() << *why;
     backend_.emplace();
     srv_ = (dir_.path() / "srv").string();
-    CliRun r = Cli({"init", srv_, "--ip", "127.0.0.1"});
-    ASSERT_EQ(r.code, kExitOk) << r.err;
+    std::string text = InitLoopbackServer(srv_);
+    ASSERT_FALSE(text.empty());
     config_ = srv_ + "/server.toml";
-    std::ifstream in(config_);
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    Replace(text, "address = '0.0.0.0'", "address = '127.0.0.1'");
-    Replace(text, "address = \"0.0.0.0\"", "address = \"127.0.0.1\"");
-    Replace(text, "port = 8443", "port = 0");
     Replace(text, "burst = 10\n", "burst = 1000\n");
     const auto url = text.find("url = ", text.find("[database]"));
     ASSERT_NE(url, std::string::npos);

@@ -144,15 +144,8 @@ TEST(IncidentsCliTest, ServeDeliversIncidentsAndStopsOnSigterm) {
   ASSERT_TRUE(receiver) << receiver.error().ToString();
 
   const std::string d = (dir.path() / "srv").string();
-  ASSERT_EQ(Cli({"init", d, "--ip", "127.0.0.1"}).code, kExitOk);
+  ASSERT_FALSE(InitLoopbackServer(d).empty());
   const std::string config = d + "/server.toml";
-  {
-    std::ifstream in(config);
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    text.replace(text.find("0.0.0.0"), 7, "127.0.0.1");
-    text.replace(text.find("port = 8443"), 11, "port = 0");
-    std::ofstream(config) << text;
-  }
   std::ofstream(d + "/webhook.secret") << secret << "\n";
   std::ofstream(d + "/hooks-ca.pem") << pki.server_ca.certificate_pem;
   std::ofstream(config, std::ios::app)

@@ -12,6 +12,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "test_util.hpp"
 #include "https_client.hpp"
 #include "postgresql_env.hpp"
 #include "temp_dir.hpp"
@@ -26,13 +27,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-#define EXPECT_ERRC(result, errc)                                                 \
-  do {                                                                            \
-    const auto& r_ = (result);                                                    \
-    ASSERT_FALSE(r_.has_value());                                                 \
-    EXPECT_EQ(r_.error().code(), make_error_code(errc)) << r_.error().ToString(); \
-  } while (0)
 
 TEST(MetricsTest, WritesTheTextFormatExactly) {
   Metrics m;

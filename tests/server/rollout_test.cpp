@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 
+#include "test_util.hpp"
 #include "director_fixture.hpp"
 #include "fleet_backends.hpp"
 #include "memory_fetcher.hpp"
@@ -35,13 +36,6 @@ using testing::Backends;
 using namespace std::chrono_literals;
 
 constexpr const char* kModel = "acme-cam-v2";
-
-#define EXPECT_ERRC(result, errc)                                                     \
-  do {                                                                                \
-    const auto& r_ = (result);                                                        \
-    ASSERT_FALSE(r_.has_value()) << "expected " #errc;                                \
-    EXPECT_EQ(r_.error().code(), make_error_code(errc)) << r_.error().ToString();     \
-  } while (0)
 
 Json Custom(const std::string& kind, const std::string& version,
             const std::vector<std::string>& hardware = {kModel}) {
