@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "upkeep/common/directory_fetcher.hpp"
 #include "upkeep/common/encoding.hpp"
 #include "upkeep/common/log.hpp"
 #include "upkeep/install/bundle.hpp"
@@ -79,16 +80,6 @@ Result<std::string> ComponentFor(const AgentConfig& config, const metadata::Targ
   }
   return component;
 }
-
-// Where releases come from: an offline bundle or an HTTP repository, read through the same
-// TUF updater and trusted metadata.
-struct Agent::Source {
-  std::optional<install::Bundle> bundle;
-  std::unique_ptr<Fetcher> fetcher;
-  std::string metadata_url;
-  std::string targets_url;
-  std::unique_ptr<metadata::Updater> updater;
-};
 
 Agent::Agent(AgentConfig config, Filesystem& fs, const Clock& clock)
     : config_(std::move(config)),
@@ -210,8 +201,7 @@ void Agent::RaiseFloor(DeviceState& state, const std::string& component,
   }
 }
 
-Result<InstallOutcome> Agent::Install(const std::string& source_arg,
-                                      const std::optional<std::string>& target_arg) {
+Result<DeviceState> Agent::ReconcileForInstall() {
   UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "metadata"));
   UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "work"));
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
@@ -221,7 +211,11 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
                                           ToString(state.update->state) +
                                           ": reboot, commit or roll back first");
   }
+  return state;
+}
 
+Result<ReleaseSource> Agent::OpenSource(const std::string& where_arg) {
+  UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "metadata"));
   // The trusted root provisioned at manufacture starts the chain.
   const fs::path metadata_dir = config_.device.data_dir / "metadata";
   UPKEEP_ASSIGN_OR_RETURN(const bool has_root, fs_.Exists(metadata_dir / "root.json"));
@@ -231,13 +225,21 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
     UPKEEP_TRY(fs_.WriteFileAtomic(metadata_dir / "root.json", *root));
   }
 
-  Source source;
-  const std::string where = source_arg.empty() ? config_.repository.url : source_arg;
+  ReleaseSource source;
+  const std::string where = where_arg.empty() ? config_.repository.url : where_arg;
+  std::error_code ec;
   if (where.starts_with("http://") || where.starts_with("https://")) {
-    source.fetcher = std::make_unique<transport::HttpFetcher>();
+    transport::HttpFetcherOptions http;
+    http.ca_file = config_.repository.ca_file.string();
+    source.fetcher = std::make_unique<transport::HttpFetcher>(http);
     const std::string base = where.ends_with('/') ? where : where + "/";
     source.metadata_url = base + "metadata/";
     source.targets_url = base + "targets/";
+  } else if (!where.empty() && fs::is_directory(where, ec)) {
+    // A published repository on a mounted medium or a local mirror.
+    source.fetcher = std::make_unique<DirectoryFetcher>(where, fs_);
+    source.metadata_url = DirectoryFetcher::kMetadataUrl;
+    source.targets_url = DirectoryFetcher::kTargetsUrl;
   } else if (!where.empty()) {
     auto bundle = install::Bundle::Open(where);
     if (!bundle && bundle.error().code() == install::Errc::ReadFailed) {
@@ -245,7 +247,7 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
       return Error(install::Errc::DownloadFailed, bundle.error().message());
     }
     if (!bundle) return bundle.error();
-    source.bundle.emplace(std::move(*bundle));
+    source.bundle = std::make_unique<install::Bundle>(std::move(*bundle));
     source.fetcher = std::make_unique<install::BundleFetcher>(*source.bundle);
     source.metadata_url = install::kBundleMetadataUrl;
     source.targets_url = install::kBundleTargetsUrl;
@@ -255,45 +257,59 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
   source.updater = std::make_unique<metadata::Updater>(metadata_dir, source.metadata_url,
                                                        *source.fetcher, fs_, clock_);
   UPKEEP_TRY(source.updater->Refresh());
+  return source;
+}
 
-  // Which release: as asked, or the bundle's one for this device.
+Result<std::string> Agent::ChooseBundleTarget(ReleaseSource& source) const {
+  if (!source.bundle) return Error(Errc::InvalidConfig, "a repository install needs a target name");
+  const auto* top = source.updater->trusted()->targets("targets");
+  std::vector<std::string> candidates;
+  std::vector<std::string> indexes;  // chunk indexes travel with their payloads
+  if (top != nullptr) {
+    for (const auto& [path, file] : top->body.targets) {
+      auto m = metadata::UpdateMetadataOf(file);
+      if (!m || std::find(m->hardware.begin(), m->hardware.end(), config_.device.hardware) ==
+                    m->hardware.end()) {
+        continue;
+      }
+      if (m->payload.chunk_index) indexes.push_back(*m->payload.chunk_index);
+      const std::string url = source.updater->TargetUrl(file, install::kBundleTargetsUrl);
+      const auto entry =
+          PercentDecode(std::string_view(url).substr(std::string_view("bundle:/").size()));
+      if (entry && source.bundle->Find(*entry) != nullptr) candidates.push_back(path);
+    }
+  }
+  std::erase_if(candidates, [&](const std::string& c) {
+    return std::find(indexes.begin(), indexes.end(), c) != indexes.end();
+  });
+  if (candidates.size() != 1) {
+    return Error(Errc::NoInstallableTarget,
+                 candidates.empty() ? "the bundle holds no release for " + config_.device.hardware
+                                    : "the bundle holds several releases for " +
+                                          config_.device.hardware + "; name one");
+  }
+  return candidates.front();
+}
+
+Result<InstallOutcome> Agent::Install(const std::string& source_arg,
+                                      const std::optional<std::string>& target_arg) {
+  // A pending reboot or commit is reported before any source is opened.
+  UPKEEP_TRY(ReconcileForInstall());
+  UPKEEP_ASSIGN_OR_RETURN(ReleaseSource source, OpenSource(source_arg));
   std::string target_path;
   if (target_arg) {
     target_path = *target_arg;
-  } else if (source.bundle) {
-    const auto* top = source.updater->trusted()->targets("targets");
-    std::vector<std::string> candidates;
-    std::vector<std::string> indexes;  // chunk indexes travel with their payloads
-    if (top != nullptr) {
-      for (const auto& [path, file] : top->body.targets) {
-        auto m = metadata::UpdateMetadataOf(file);
-        if (!m || std::find(m->hardware.begin(), m->hardware.end(), config_.device.hardware) ==
-                      m->hardware.end()) {
-          continue;
-        }
-        if (m->payload.chunk_index) indexes.push_back(*m->payload.chunk_index);
-        const std::string url = source.updater->TargetUrl(file, install::kBundleTargetsUrl);
-        const auto entry =
-            PercentDecode(std::string_view(url).substr(std::string_view("bundle:/").size()));
-        if (entry && source.bundle->Find(*entry) != nullptr) candidates.push_back(path);
-      }
-    }
-    std::erase_if(candidates, [&](const std::string& c) {
-      return std::find(indexes.begin(), indexes.end(), c) != indexes.end();
-    });
-    if (candidates.size() != 1) {
-      return Error(Errc::NoInstallableTarget,
-                   candidates.empty() ? "the bundle holds no release for " + config_.device.hardware
-                                      : "the bundle holds several releases for " +
-                                            config_.device.hardware + "; name one");
-    }
-    target_path = candidates.front();
   } else {
-    return Error(Errc::InvalidConfig, "a repository install needs a target name");
+    UPKEEP_ASSIGN_OR_RETURN(target_path, ChooseBundleTarget(source));
   }
-
   UPKEEP_ASSIGN_OR_RETURN(const metadata::TargetFile target,
                           source.updater->GetTargetInfo(target_path));
+  return InstallTarget(source, target);
+}
+
+Result<InstallOutcome> Agent::InstallTarget(ReleaseSource& source,
+                                            const metadata::TargetFile& target) {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, ReconcileForInstall());
   UPKEEP_ASSIGN_OR_RETURN(const metadata::UpdateMetadata m, metadata::UpdateMetadataOf(target));
   // The path decides the component, so the image repository's delegations decide who may ship it.
   auto component_or = ComponentFor(config_, target, m);
@@ -317,7 +333,7 @@ Result<InstallOutcome> Agent::Install(const std::string& source_arg,
   return InstallModule(state, source, target, m, component);
 }
 
-Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
+Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, ReleaseSource& source,
                                             const metadata::TargetFile& target,
                                             const metadata::UpdateMetadata& m) {
   if (m.payload.format != metadata::PayloadFormat::Chunked || !m.payload.chunk_index) {
@@ -428,7 +444,7 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, Source& source,
   return outcome;
 }
 
-Result<InstallOutcome> Agent::InstallModule(DeviceState& state, Source& source,
+Result<InstallOutcome> Agent::InstallModule(DeviceState& state, ReleaseSource& source,
                                             const metadata::TargetFile& target,
                                             const metadata::UpdateMetadata& m,
                                             const std::string& component) {

@@ -314,6 +314,7 @@ Result<AgentConfig> ParseConfigTable(const toml::table& root) {
 
   Section repo(table("repository"), "repository");
   UPKEEP_TRY(repo.String("url", c.repository.url));
+  UPKEEP_TRY(repo.Path("ca_file", c.repository.ca_file));
   UPKEEP_TRY(repo.NoUnknownKeys());
   if (!c.repository.url.empty() && !c.repository.url.starts_with("http://") &&
       !c.repository.url.starts_with("https://")) {
@@ -475,7 +476,8 @@ std::string DumpConfig(const AgentConfig& c) {
       {"device",
        toml::table{{"hardware", c.device.hardware}, {"data_dir", c.device.data_dir.string()}}},
       {"trust", toml::table{{"root", c.trust.root.string()}}},
-      {"repository", toml::table{{"url", c.repository.url}}},
+      {"repository", toml::table{{"url", c.repository.url},
+                                 {"ca_file", c.repository.ca_file.string()}}},
       {"slots", toml::table{{"a", c.slots.a.string()},
                             {"b", c.slots.b.string()},
                             {"file_size", static_cast<std::int64_t>(c.slots.file_size)},

@@ -16,10 +16,13 @@
 #include "upkeep/agent/state.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/filesystem.hpp"
+#include "upkeep/common/fetcher.hpp"
 #include "upkeep/install/bootloader.hpp"
+#include "upkeep/install/bundle.hpp"
 #include "upkeep/install/events.hpp"
 #include "upkeep/install/image_installer.hpp"
 #include "upkeep/metadata/update_metadata.hpp"
+#include "upkeep/metadata/updater.hpp"
 
 namespace upkeep::agent {
 
@@ -38,6 +41,17 @@ struct StatusReport {
   std::optional<install::BootStatus> boot;  // nullopt when the environment cannot be read
   std::string boot_error;
   std::string booted_slot;  // "" when unknown
+};
+
+// Where releases come from: an offline bundle, an image repository in a local directory, or an
+// http(s) image repository. Each is read through the same TUF updater over the device's trusted
+// metadata, so a bundle is verified exactly like a network update.
+struct ReleaseSource {
+  std::unique_ptr<install::Bundle> bundle;  // heap: the fetcher refers to it
+  std::unique_ptr<Fetcher> fetcher;
+  std::string metadata_url;
+  std::string targets_url;
+  std::unique_ptr<metadata::Updater> updater;
 };
 
 class Agent {
@@ -59,6 +73,21 @@ class Agent {
   // UpdatePending, NoInstallableTarget, UnknownComponent, ModuleFailed, Journal*).
   [[nodiscard]] Result<InstallOutcome> Install(const std::string& source,
                                                const std::optional<std::string>& target);
+
+  // The steps of Install, for callers that choose the release themselves (the daemon: the
+  // director's answer, or the newest release in the image repository).
+  // Source selection: `where` is a bundle file, an image repository directory, or an http(s)
+  // base URL (empty: repository.url). The trusted metadata is refreshed (TUF 5.3) before it
+  // returns. install::Errc::DownloadFailed for an unreadable medium.
+  [[nodiscard]] Result<ReleaseSource> OpenSource(const std::string& where);
+  // Release choice for a bundle: its one release for this device (NoInstallableTarget when it
+  // holds none or several).
+  [[nodiscard]] Result<std::string> ChooseBundleTarget(ReleaseSource& source) const;
+  // Policy and install of one verified target of `source` (the image repository's TargetFile):
+  // component by path, security floor, hardware, then the root filesystem into the inactive
+  // slot or a module install.
+  [[nodiscard]] Result<InstallOutcome> InstallTarget(ReleaseSource& source,
+                                                     const metadata::TargetFile& target);
   // The post-boot step: on the trial slot, run the health checks and commit, or revert
   // (HealthCheckFailed; reboot to finish). NotRebooted before the reboot, NothingToCommit when
   // nothing is on trial.
@@ -79,7 +108,6 @@ class Agent {
   [[nodiscard]] std::filesystem::path SlotPath(const std::string& slot) const;
 
  private:
-  struct Source;
   // Moves the journal along the transition table, saves it, and emits the row's event (with
   // `extra` fields in its data).
   [[nodiscard]] Result<void> Advance(DeviceState& state, Trigger trigger,
@@ -88,13 +116,14 @@ class Agent {
   void Emit(const char* id, std::string message, metadata::Json data);
   [[nodiscard]] Result<std::string> BootedSlot() const;
   [[nodiscard]] Result<std::string> BootId() const;
+  [[nodiscard]] Result<DeviceState> ReconcileForInstall();
   [[nodiscard]] Result<void> CheckPolicy(const DeviceState& state,
                                          const metadata::UpdateMetadata& m,
                                          const std::string& component) const;
-  [[nodiscard]] Result<InstallOutcome> InstallRootfs(DeviceState& state, Source& source,
+  [[nodiscard]] Result<InstallOutcome> InstallRootfs(DeviceState& state, ReleaseSource& source,
                                                      const metadata::TargetFile& target,
                                                      const metadata::UpdateMetadata& m);
-  [[nodiscard]] Result<InstallOutcome> InstallModule(DeviceState& state, Source& source,
+  [[nodiscard]] Result<InstallOutcome> InstallModule(DeviceState& state, ReleaseSource& source,
                                                      const metadata::TargetFile& target,
                                                      const metadata::UpdateMetadata& m,
                                                      const std::string& component);

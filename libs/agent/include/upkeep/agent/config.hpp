@@ -67,6 +67,8 @@ struct TrustConfig {
 struct RepositoryConfig {
   // Base URL of the image repository (metadata/ and targets/ below it); empty: offline only.
   std::string url;
+  // CA bundle (PEM) for an https repository; empty: the system's.
+  std::filesystem::path ca_file;
 };
 
 struct SlotsConfig {
