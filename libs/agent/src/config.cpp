@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cstdio>
 #include <set>
 #include <sstream>
 
@@ -292,10 +293,164 @@ Result<AgentConfig> ParseConfigLayers(const std::vector<ConfigLayer>& layers) {
 
 namespace {
 
+bool IsDate(std::string_view s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  for (std::size_t i : {0UL, 1UL, 2UL, 3UL, 5UL, 6UL, 8UL, 9UL}) {
+    if (s[i] < '0' || s[i] > '9') return false;
+  }
+  const int month = (s[5] - '0') * 10 + (s[6] - '0');
+  const int day = (s[8] - '0') * 10 + (s[9] - '0');
+  return month >= 1 && month <= 12 && day >= 1 && day <= 31;
+}
+
+Result<void> Seconds(Section& s, std::string_view key, std::chrono::seconds& out,
+                     std::uint64_t min, std::uint64_t max) {
+  std::uint64_t v = static_cast<std::uint64_t>(out.count());
+  UPKEEP_TRY(s.Uint(key, v, min, max));
+  out = std::chrono::seconds(static_cast<std::int64_t>(v));
+  return Ok();
+}
+
+// "HH:MM-HH:MM" (local time; the end may be past midnight) as a DailyWindow.
+Result<DailyWindow> ParseWindow(const std::string& text) {
+  auto hm = [](std::string_view t) -> std::optional<int> {
+    if (t.size() != 5 || t[2] != ':') return std::nullopt;
+    for (std::size_t i : {0UL, 1UL, 3UL, 4UL}) {
+      if (t[i] < '0' || t[i] > '9') return std::nullopt;
+    }
+    const int h = (t[0] - '0') * 10 + (t[1] - '0');
+    const int m = (t[3] - '0') * 10 + (t[4] - '0');
+    if (h > 23 || m > 59) return std::nullopt;
+    return h * 60 + m;
+  };
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) return Bad("policy.maintenance_window", "must be HH:MM-HH:MM");
+  const auto start = hm(std::string_view(text).substr(0, dash));
+  const auto end = hm(std::string_view(text).substr(dash + 1));
+  if (!start || !end || *start == *end) {
+    return Bad("policy.maintenance_window", "must be HH:MM-HH:MM with distinct times");
+  }
+  DailyWindow w;
+  w.start = std::chrono::minutes(*start);
+  w.length = std::chrono::minutes((*end - *start + 24 * 60) % (24 * 60));
+  return w;
+}
+
+constexpr std::uint64_t kYearSeconds = 366ULL * 24 * 3600;
+
+template <typename TableOf>
+Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
+  Section server(table("server"), "server");
+  UPKEEP_TRY(server.String("url", c.server.url));
+  UPKEEP_TRY(server.Path("ca_file", c.server.ca_file));
+  UPKEEP_TRY(server.Path("token_file", c.server.token_file));
+  UPKEEP_TRY(server.Path("manufacturer_certificate", c.server.manufacturer_certificate));
+  UPKEEP_TRY(server.Path("manufacturer_key", c.server.manufacturer_key));
+  UPKEEP_TRY(server.NoUnknownKeys());
+  if (!c.server.url.empty()) {
+    if (!c.server.url.starts_with("https://")) return Bad("server.url", "must be an https:// URL");
+    if (c.server.ca_file.empty()) return Bad("server.ca_file", "required with server.url");
+    if (c.server.manufacturer_certificate.empty() != c.server.manufacturer_key.empty()) {
+      return Bad("server.manufacturer_key", "the certificate and its key go together");
+    }
+  }
+
+  Section sched(table("schedule"), "schedule");
+  ScheduleOptions& o = c.schedule;
+  UPKEEP_TRY(Seconds(sched, "boot_delay_min_seconds", o.boot_delay_min, 0, 86'400));
+  UPKEEP_TRY(Seconds(sched, "boot_delay_max_seconds", o.boot_delay_max, 0, 86'400));
+  UPKEEP_TRY(Seconds(sched, "period_seconds", o.period, 60, kYearSeconds));
+  UPKEEP_TRY(Seconds(sched, "window_start_seconds", o.window_start, 0, kYearSeconds));
+  // The window covers the whole period unless set.
+  o.window_length = o.period;
+  UPKEEP_TRY(Seconds(sched, "window_length_seconds", o.window_length, 1, kYearSeconds));
+  UPKEEP_TRY(Seconds(sched, "backoff_base_seconds", o.backoff_base, 1, 86'400));
+  UPKEEP_TRY(Seconds(sched, "backoff_cap_seconds", o.backoff_cap, 1, kYearSeconds));
+  UPKEEP_TRY(sched.NoUnknownKeys());
+  if (auto valid = ValidateScheduleOptions(o); !valid) {
+    return Error(Errc::InvalidConfig, "schedule: " + valid.error().message());
+  }
+
+  Section policy(table("policy"), "policy");
+  PolicyOptions& p = c.policy;
+  std::uint64_t cap_hours = static_cast<std::uint64_t>(p.security_postpone_cap.count() / 3600);
+  UPKEEP_TRY(policy.Uint("security_postpone_cap_hours", cap_hours, 1, 24 * 30));
+  p.security_postpone_cap = std::chrono::hours(cap_hours);
+  std::uint64_t deadline_hours = static_cast<std::uint64_t>(p.reboot_deadline.count() / 3600);
+  UPKEEP_TRY(policy.Uint("reboot_deadline_hours", deadline_hours, 1, 24 * 30));
+  p.reboot_deadline = std::chrono::hours(deadline_hours);
+  std::string window;
+  UPKEEP_TRY(policy.String("maintenance_window", window));
+  if (!window.empty()) {
+    UPKEEP_ASSIGN_OR_RETURN(DailyWindow w, ParseWindow(window));
+    p.maintenance_window = w;
+  }
+  if (const auto* offset = policy.Get("utc_offset_minutes")) {
+    if (!offset->is_integer()) return Bad("policy.utc_offset_minutes", "must be an integer");
+    const std::int64_t minutes = offset->as_integer()->get();
+    if (minutes < -18 * 60 || minutes > 18 * 60) {
+      return Bad("policy.utc_offset_minutes", "must be between -1080 and 1080");
+    }
+    if (!p.maintenance_window) return Bad("policy.utc_offset_minutes", "needs maintenance_window");
+    p.maintenance_window->utc_offset = std::chrono::minutes(minutes);
+  }
+  UPKEEP_TRY(policy.NoUnknownKeys());
+  if (auto valid = ValidatePolicyOptions(p); !valid) {
+    return Error(Errc::InvalidConfig, "policy: " + valid.error().message());
+  }
+
+  Section notices(table("notices"), "notices");
+  UPKEEP_TRY(notices.Command("command", c.notices.command));
+  std::uint64_t notifier_ms = static_cast<std::uint64_t>(c.notices.timeout.count());
+  std::uint64_t notifier_s = notifier_ms / 1000;
+  UPKEEP_TRY(notices.Uint("timeout_seconds", notifier_s, 1, 600));
+  c.notices.timeout = std::chrono::seconds(notifier_s);
+  UPKEEP_TRY(notices.NoUnknownKeys());
+
+  Section api(table("local_api"), "local_api");
+  UPKEEP_TRY(api.Path("socket", c.local_api.socket));
+  if (!c.local_api.socket.is_absolute()) return Bad("local_api.socket", "must be absolute");
+  std::string mode;
+  UPKEEP_TRY(api.String("mode", mode));
+  if (!mode.empty()) {
+    if (mode.size() != 4 || mode[0] != '0' ||
+        mode.find_first_not_of("01234567") != std::string::npos) {
+      return Bad("local_api.mode", "must be an octal mode like \"0660\"");
+    }
+    c.local_api.mode = static_cast<std::uint32_t>(std::stoul(mode, nullptr, 8));
+    if ((c.local_api.mode & 0007) != 0) {
+      return Bad("local_api.mode", "must not give other users access");
+    }
+  }
+  UPKEEP_TRY(api.String("group", c.local_api.group));
+  UPKEEP_TRY(api.Bool("dbus", c.local_api.dbus));
+  UPKEEP_TRY(api.String("lan_listen", c.local_api.lan_listen));
+  UPKEEP_TRY(api.Path("lan_certificate", c.local_api.lan_certificate));
+  UPKEEP_TRY(api.Path("lan_key", c.local_api.lan_key));
+  UPKEEP_TRY(api.NoUnknownKeys());
+  if (!c.local_api.lan_listen.empty()) {
+    const auto colon = c.local_api.lan_listen.rfind(':');
+    if (colon == std::string::npos || colon == 0 ||
+        c.local_api.lan_listen.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
+        colon + 1 == c.local_api.lan_listen.size()) {
+      return Bad("local_api.lan_listen", "must be ADDRESS:PORT");
+    }
+    if (c.local_api.lan_certificate.empty() || c.local_api.lan_key.empty()) {
+      return Bad("local_api.lan_certificate", "lan_listen needs lan_certificate and lan_key");
+    }
+  }
+
+  Section daemon(table("daemon"), "daemon");
+  UPKEEP_TRY(daemon.Bool("low_priority", c.daemon.low_priority));
+  UPKEEP_TRY(daemon.NoUnknownKeys());
+  return Ok();
+}
+
 Result<AgentConfig> ParseConfigTable(const toml::table& root) {
   AgentConfig c;
-  const std::set<std::string> sections = {"device",     "trust",  "repository", "slots",
-                                          "bootloader", "health", "install",    "components"};
+  const std::set<std::string> sections = {
+      "device", "trust",      "repository", "slots",  "bootloader", "health",   "install",
+      "components", "server", "schedule", "policy", "notices", "local_api", "daemon"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -306,6 +461,12 @@ Result<AgentConfig> ParseConfigTable(const toml::table& root) {
   Section device(table("device"), "device");
   UPKEEP_TRY(device.String("hardware", c.device.hardware, true));
   UPKEEP_TRY(device.Path("data_dir", c.device.data_dir));
+  UPKEEP_TRY(device.String("model", c.device.model));
+  UPKEEP_TRY(device.String("serial", c.device.serial));
+  UPKEEP_TRY(device.String("support_until", c.device.support_until));
+  if (!c.device.support_until.empty() && !IsDate(c.device.support_until)) {
+    return Bad("device.support_until", "must be a date YYYY-MM-DD");
+  }
   UPKEEP_TRY(device.NoUnknownKeys());
 
   Section trust(table("trust"), "trust");
@@ -395,6 +556,8 @@ Result<AgentConfig> ParseConfigTable(const toml::table& root) {
       c.components.emplace(std::string(name.str()), std::move(module));
     }
   }
+  UPKEEP_TRY(ParseDaemonSections(c, table));
+
   // Each target path belongs to at most one component: no namespace may contain another.
   std::vector<std::pair<std::string, std::string>> spaces = {
       {"slots.namespace", c.slots.target_namespace}};
@@ -458,6 +621,25 @@ std::string DumpConfig(const AgentConfig& c) {
     for (const auto& s : v) a.push_back(s);
     return a;
   };
+  auto secs = [](std::chrono::seconds v) { return static_cast<std::int64_t>(v.count()); };
+  toml::table policy{
+      {"security_postpone_cap_hours",
+       static_cast<std::int64_t>(c.policy.security_postpone_cap.count() / 3600)},
+      {"reboot_deadline_hours", static_cast<std::int64_t>(c.policy.reboot_deadline.count() / 3600)}};
+  if (c.policy.maintenance_window) {
+    const auto& w = *c.policy.maintenance_window;
+    const auto end = (w.start + w.length).count() % (24 * 60);
+    char text[16];
+    std::snprintf(text, sizeof text, "%02d:%02d-%02d:%02d", static_cast<int>(w.start.count() / 60),
+                  static_cast<int>(w.start.count() % 60), static_cast<int>(end / 60),
+                  static_cast<int>(end % 60));
+    policy.insert("maintenance_window", std::string(text));
+    policy.insert("utc_offset_minutes",
+                  static_cast<std::int64_t>(
+                      std::chrono::duration_cast<std::chrono::minutes>(w.utc_offset).count()));
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "0%03o", static_cast<unsigned>(c.local_api.mode & 0777));
   toml::table health{{"timeout_seconds", static_cast<std::int64_t>(c.health.timeout.count())}};
   toml::array commands;
   for (const auto& cmd : c.health.commands) commands.push_back(argv(cmd));
@@ -497,6 +679,33 @@ std::string DumpConfig(const AgentConfig& c) {
                    {"resume_delay_ms", static_cast<std::int64_t>(c.install.resume_delay.count())},
                    {"reuse_chunks", c.install.reuse_chunks}}},
       {"components", std::move(components)},
+      {"server", toml::table{{"url", c.server.url},
+                             {"ca_file", c.server.ca_file.string()},
+                             {"token_file", c.server.token_file.string()},
+                             {"manufacturer_certificate", c.server.manufacturer_certificate.string()},
+                             {"manufacturer_key", c.server.manufacturer_key.string()}}},
+      {"schedule", toml::table{{"boot_delay_min_seconds", secs(c.schedule.boot_delay_min)},
+                               {"boot_delay_max_seconds", secs(c.schedule.boot_delay_max)},
+                               {"period_seconds", secs(c.schedule.period)},
+                               {"window_start_seconds", secs(c.schedule.window_start)},
+                               {"window_length_seconds", secs(c.schedule.window_length)},
+                               {"backoff_base_seconds", secs(c.schedule.backoff_base)},
+                               {"backoff_cap_seconds", secs(c.schedule.backoff_cap)}}},
+      {"policy", std::move(policy)},
+      {"notices",
+       toml::table{{"command", argv(c.notices.command)},
+                   {"timeout_seconds",
+                    static_cast<std::int64_t>(
+                        std::chrono::duration_cast<std::chrono::seconds>(c.notices.timeout)
+                            .count())}}},
+      {"local_api", toml::table{{"socket", c.local_api.socket.string()},
+                                {"mode", mode},
+                                {"group", c.local_api.group},
+                                {"dbus", c.local_api.dbus},
+                                {"lan_listen", c.local_api.lan_listen},
+                                {"lan_certificate", c.local_api.lan_certificate.string()},
+                                {"lan_key", c.local_api.lan_key.string()}}},
+      {"daemon", toml::table{{"low_priority", c.daemon.low_priority}}},
   };
   std::ostringstream out;
   out << root << "\n";

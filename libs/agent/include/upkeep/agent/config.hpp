@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "upkeep/agent/notice.hpp"
+#include "upkeep/agent/policy.hpp"
+#include "upkeep/agent/schedule.hpp"
 #include "upkeep/common/filesystem.hpp"
 #include "upkeep/common/result.hpp"
 
@@ -55,6 +58,13 @@ namespace upkeep::agent {
 struct DeviceConfig {
   // Model identifier, matched against a release's "hardware" list.
   std::string hardware;
+  // Model designation shown to users and sent at enrolment; empty: the hardware identifier.
+  std::string model;
+  // Serial number sent at enrolment; empty: the machine ID (/etc/machine-id).
+  std::string serial;
+  // The end of the model's security-update support period ("YYYY-MM-DD"), as published by the
+  // manufacturer; empty: not announced. The fleet server's answer takes precedence.
+  std::string support_until;
   // Agent state: journal, trusted metadata, event log, work files.
   std::filesystem::path data_dir = "/var/lib/upkeep";
 };
@@ -69,6 +79,33 @@ struct RepositoryConfig {
   std::string url;
   // CA bundle (PEM) for an https repository; empty: the system's.
   std::filesystem::path ca_file;
+};
+
+// The fleet server (docs/formats/device-api.md). Without one, the daemon reads the image
+// repository alone and takes the newest release for this device (release_choice.hpp).
+struct ServerConfig {
+  std::string url;                     // base URL, https://...; empty: no fleet server
+  std::filesystem::path ca_file;       // CA the server's certificate must chain to (required)
+  std::filesystem::path token_file;    // one-time enrolment token, or:
+  std::filesystem::path manufacturer_certificate;  // a manufacturer-issued device certificate
+  std::filesystem::path manufacturer_key;          // and its key (PEM)
+};
+
+// The local API (docs/local-api.md).
+struct LocalApiConfig {
+  std::filesystem::path socket = "/run/upkeep/agent.sock";
+  std::uint32_t mode = 0660;
+  std::string group;  // the socket's group (name); empty: the daemon's
+  bool dbus = false;  // also serve org.upkeep.Agent1 on the system bus
+  // Optional HTTPS on the LAN for a companion app: "ADDRESS:PORT"; empty: off.
+  std::string lan_listen;
+  std::filesystem::path lan_certificate;  // PEM, required with lan_listen
+  std::filesystem::path lan_key;
+};
+
+struct DaemonConfig {
+  // Download and install at idle CPU and I/O priority, so the device keeps doing its job.
+  bool low_priority = true;
 };
 
 struct SlotsConfig {
@@ -141,6 +178,12 @@ struct AgentConfig {
   InstallConfig install;
   // Components other than the root filesystem, by name ("app", "config", ...).
   std::map<std::string, ModuleConfig> components;
+  ServerConfig server;
+  ScheduleOptions schedule;
+  PolicyOptions policy;
+  NotifierOptions notices;
+  LocalApiConfig local_api;
+  DaemonConfig daemon;
 };
 
 // Errc::InvalidConfig with the offending key in the message.
