@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <ostream>
 
+#include "daemon_main.hpp"
 #include "upkeep/agent/agent.hpp"
 #include "upkeep/common/errc.hpp"
 #include "upkeep/common/log.hpp"
@@ -250,13 +251,15 @@ int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, st
   auto* rollback = app.add_subcommand("rollback", "Abandon or revert the update in progress");
   auto* boot =
       app.add_subcommand("simulate-boot", "Simulated devices: power on (firmware boot counting)");
+  auto* run = app.add_subcommand(
+      "run", "The daemon: check, install and report on schedule; serve the local API");
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {
       const CLI::App* shown = &app;
-      for (const CLI::App* sub : {install, status, commit, rollback, boot}) {
+      for (const CLI::App* sub : {install, status, commit, rollback, boot, run}) {
         if (sub->parsed()) shown = sub;
       }
       out << shown->help();
@@ -291,6 +294,8 @@ int Run(const Options& o, Reporter& reporter, std::ostream& out, std::ostream& e
     err << app.help();
     return kExitUsage;
   }
+
+  if (parsed("run")) return RunDaemon(*config, out, err);
 
   LocalFilesystem fs;
   SystemClock clock;

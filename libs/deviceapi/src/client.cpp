@@ -546,6 +546,20 @@ Result<void> DeviceClient::Incident(const IncidentBody& incident) {
   return Accepted("incidents", answer);
 }
 
+Result<void> DeviceClient::SendReportJson(std::string_view body) {
+  std::lock_guard lock(impl_->mutex);
+  const std::string text(body);
+  UPKEEP_ASSIGN_OR_RETURN(transport::HttpResponse answer, impl_->Call("reports", &text));
+  return Accepted("reports", answer);
+}
+
+Result<void> DeviceClient::SendIncidentJson(std::string_view body) {
+  std::lock_guard lock(impl_->mutex);
+  const std::string text(body);
+  UPKEEP_ASSIGN_OR_RETURN(transport::HttpResponse answer, impl_->Call("incidents", &text));
+  return Accepted("incidents", answer);
+}
+
 Result<SupportInfo> DeviceClient::SupportPeriod() {
   std::lock_guard lock(impl_->mutex);
   UPKEEP_ASSIGN_OR_RETURN(transport::HttpResponse answer, impl_->Call("support", nullptr));

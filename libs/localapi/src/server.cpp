@@ -929,4 +929,6 @@ Result<std::string> ParseInstallRequest(std::string_view body) {
   return ParseInstall(doc);
 }
 
+const char* ToString(UpdateState state) { return StateName(state); }
+
 }  // namespace upkeep::localapi

@@ -240,6 +240,10 @@ class DeviceClient {
   // POST /api/v1/reports and /api/v1/incidents: 202 (or 200) is success; the body is ignored.
   [[nodiscard]] Result<void> Report(const ReportBody& report);
   [[nodiscard]] Result<void> Incident(const IncidentBody& incident);
+  // The same with a body ReportJson or IncidentJson wrote earlier: the agent's durable outbox
+  // stores the bodies and sends them as stored (at least once; the server deduplicates by ID).
+  [[nodiscard]] Result<void> SendReportJson(std::string_view body);
+  [[nodiscard]] Result<void> SendIncidentJson(std::string_view body);
   // GET /api/v1/support.
   [[nodiscard]] Result<SupportInfo> SupportPeriod();
 

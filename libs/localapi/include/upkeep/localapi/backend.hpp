@@ -67,6 +67,8 @@ struct SupportInfo {
 };
 
 enum class UpdateState { kIdle, kChecking, kDownloading, kVerifying, kInstalling, kAwaitingReboot };
+// "idle", "checking", ... as the API writes them.
+[[nodiscard]] const char* ToString(UpdateState state);
 
 // GET /v1/status
 struct Progress {
@@ -96,6 +98,8 @@ struct PolicySettings {
   bool notifications = true;          // notices are published to the user
   bool security_auto_install = true;  // security updates install without asking
   bool reboot_later = false;          // after an install, wait for the window or the user
+  // PUT only: turning security_auto_install off must be confirmed explicitly.
+  bool confirm_security_off = false;
   bool operator==(const PolicySettings&) const = default;
 };
 

@@ -1,0 +1,111 @@
+#include "daemon_main.hpp"
+
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <ostream>
+#include <random>
+#include <thread>
+
+#include "upkeep/agent/daemon.hpp"
+#include "upkeep/common/log.hpp"
+#include "upkeep/common/utf8.hpp"
+#include "upkeep/localapi/credential_store.hpp"
+#include "upkeep/localapi/server.hpp"
+
+namespace upkeep::agent {
+
+namespace {
+
+constexpr std::uint64_t kMaxPem = 64 * 1024;
+
+std::uint64_t Seed() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd();
+}
+
+int Fail(std::ostream& err, const std::string& what, const Error& e, int code) {
+  err << "upkeep-agent run: " << what << ": " << PrintableText(e.ToString()) << "\n";
+  return code;
+}
+
+}  // namespace
+
+int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
+  // Termination signals are taken by this thread alone (sigwait below): blocked before any other
+  // thread starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  LocalFilesystem fs;
+  SystemClock clock;
+  SeededRandom random(Seed());
+  auto daemon = Daemon::Create(config, fs, clock, random);
+  if (!daemon) return Fail(err, "start", daemon.error(), kDaemonExitConfig);
+
+  localapi::LocalApiOptions api;
+  api.socket_path = config.local_api.socket;
+  api.mode = static_cast<mode_t>(config.local_api.mode);
+  if (!config.local_api.group.empty()) {
+    struct group* g = ::getgrnam(config.local_api.group.c_str());
+    if (g == nullptr) {
+      return Fail(err, "local_api.group",
+                  Error(Errc::InvalidConfig, "no group " + config.local_api.group),
+                  kDaemonExitConfig);
+    }
+    api.group = g->gr_gid;
+  }
+  if (auto made = fs.CreateDirectories(config.local_api.socket.parent_path()); !made) {
+    return Fail(err, "local API", made.error(), kDaemonExitRuntime);
+  }
+  std::optional<localapi::CredentialStore> credentials;
+  if (!config.local_api.lan_listen.empty()) {
+    auto store = localapi::CredentialStore::Open(config.device.data_dir / "lan-credential.json", clock);
+    if (!store) return Fail(err, "LAN credential", store.error(), kDaemonExitRuntime);
+    credentials.emplace(std::move(*store));
+    if (!credentials->has_credential()) {
+      // Generated on the device, never a default: shown once through a file only root reads, for
+      // the device's set-up screen or label printer.
+      auto secret = credentials->GenerateOnce();
+      if (!secret) return Fail(err, "LAN credential", secret.error(), kDaemonExitRuntime);
+      ::umask(0077);
+      if (auto w = fs.WriteFileAtomic(config.device.data_dir / "lan-credential.txt", *secret + "\n");
+          !w) {
+        return Fail(err, "LAN credential", w.error(), kDaemonExitRuntime);
+      }
+    }
+    localapi::LanOptions lan;
+    const auto colon = config.local_api.lan_listen.rfind(':');
+    lan.address = config.local_api.lan_listen.substr(0, colon);
+    lan.port = static_cast<std::uint16_t>(std::stoul(config.local_api.lan_listen.substr(colon + 1)));
+    auto cert = fs.ReadFile(config.local_api.lan_certificate, kMaxPem);
+    if (!cert) return Fail(err, "local_api.lan_certificate", cert.error(), kDaemonExitConfig);
+    auto key = fs.ReadFile(config.local_api.lan_key, kMaxPem);
+    if (!key) return Fail(err, "local_api.lan_key", key.error(), kDaemonExitConfig);
+    lan.certificate_pem = std::move(*cert);
+    lan.private_key_pem = std::move(*key);
+    lan.credentials = &*credentials;
+    api.lan = std::move(lan);
+  }
+  auto server = localapi::LocalApiServer::Start(api, **daemon);
+  if (!server) return Fail(err, "local API", server.error(), kDaemonExitRuntime);
+
+  log::info("upkeep-agent running; local API on {}", config.local_api.socket.string());
+  std::thread worker([&] { (*daemon)->Run(); });
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log::info("signal {}: stopping", signal_number);
+  (*daemon)->Stop();
+  worker.join();
+  (*server)->Stop(std::chrono::seconds(2));
+  out << std::flush;
+  return 0;
+}
+
+}  // namespace upkeep::agent
