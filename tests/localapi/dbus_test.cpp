@@ -623,5 +623,110 @@ TEST_F(DbusTest, StartFailsWithoutABus) {
   EXPECT_ERRC(DbusService::Start(o, other), Errc::CannotUseBus);
 }
 
+// A bus configured like Debian's system bus (method calls denied unless a rule allows them) with
+// the packaged policy included.
+void WriteSystemLikeBusConfig(const fs::path& config, const fs::path& socket) {
+  std::ofstream(config) << R"(<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=)" << socket.string() << R"(</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>)" << UPKEEP_DBUS_POLICY_FILE << R"(</include>
+</busconfig>
+)";
+}
+
+// Calls `method` with dbus-send as the user nobody (65534, no supplementary groups). Returns its
+// exit status: 0 when the call was answered without error.
+int CallAsNobody(const std::string& setpriv, const std::string& dbus_send,
+                 const std::string& address, const std::string& method) {
+  int out = -1;
+  const pid_t pid =
+      Spawn({setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", dbus_send,
+             "--bus=" + address, "--print-reply", "--reply-timeout=5000",
+             std::string("--dest=") + kDbusName, kDbusObjectPath,
+             std::string(kDbusInterface) + "." + method},
+            &out);
+  if (pid < 0) return -1;
+  (void)ReadUntil(out, '\0');
+  ::close(out);
+  return Reap(pid, false);
+}
+
+// The packaged bus policy: only root owns the name; any user reads (GetStatus), a user outside
+// the group upkeep cannot act (CheckNow is refused by the bus before the agent sees it).
+TEST(DbusPolicyTest, AnyUserReadsOnlyRootOrGroupUpkeepActs) {
+  const std::string daemon = FindProgram("dbus-daemon");
+  const std::string setpriv = FindProgram("setpriv");
+  const std::string dbus_send = FindProgram("dbus-send");
+  if (daemon.empty() || setpriv.empty() || dbus_send.empty())
+    GTEST_SKIP() << "needs dbus-daemon, setpriv and dbus-send";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (to call as another user)";
+  const TempDir dir;
+  // The user nobody must reach the socket.
+  ::chmod(dir.path().c_str(), 0755);
+  WriteSystemLikeBusConfig(dir / "bus.conf", dir / "bus");
+  const auto bus = BusDaemon::Start(daemon, dir / "bus.conf");
+  ASSERT_NE(bus, nullptr) << "dbus-daemon refused the configuration";
+  FakeBackend backend;
+  DbusOptions o;
+  o.bus = DbusBus::kAddress;
+  o.address = bus->address();
+  auto service = DbusService::Start(o, backend);
+  ASSERT_TRUE(service.has_value()) << service.error().ToString();
+
+  EXPECT_EQ(CallAsNobody(setpriv, dbus_send, bus->address(), "GetStatus"), 0);
+  EXPECT_NE(CallAsNobody(setpriv, dbus_send, bus->address(), "CheckNow"), 0);
+  EXPECT_EQ(backend.Calls(), std::vector<std::string>{"status"});
+  {
+    std::lock_guard l(backend.mu);
+    EXPECT_EQ(backend.last_peer.uid, 65534u);
+    EXPECT_EQ(backend.last_peer.gid, 65534u);
+  }
+  // Root may act.
+  auto client = sdbus::createSessionBusConnectionWithAddress(bus->address());
+  auto proxy = sdbus::createProxy(*client, kDbusName, kDbusObjectPath);
+  proxy->callMethod("CheckNow").onInterface(kDbusInterface).withTimeout(kWait);
+  EXPECT_EQ(backend.Calls(), (std::vector<std::string>{"status", "check"}));
+}
+
+// The bus daemon going away ends the service's event loop without ending the process; Stop()
+// still returns and a signal is refused with an error.
+TEST(DbusBusLossTest, SurvivesTheBusDaemonExiting) {
+  const std::string daemon = FindProgram("dbus-daemon");
+  if (daemon.empty()) GTEST_SKIP() << "no dbus-daemon binary";
+  const TempDir dir;
+  WriteOpenBusConfig(dir / "bus.conf", dir / "bus");
+  auto bus = BusDaemon::Start(daemon, dir / "bus.conf");
+  ASSERT_NE(bus, nullptr);
+  FakeBackend backend;
+  DbusOptions o;
+  o.bus = DbusBus::kAddress;
+  o.address = bus->address();
+  auto service = DbusService::Start(o, backend);
+  ASSERT_TRUE(service.has_value()) << service.error().ToString();
+  bus.reset();  // SIGTERM, reaped
+  EXPECT_FALSE((*service)->EmitStatus(Status{}).has_value());
+  (*service)->Stop();
+  EXPECT_ERRC((*service)->EmitStatus(Status{}), Errc::Unavailable);
+}
+
 }  // namespace
 }  // namespace upkeep::localapi
