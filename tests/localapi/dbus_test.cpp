@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -21,7 +22,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sdbus-c++/sdbus-c++.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -266,8 +266,8 @@ std::optional<CallError> ErrorOf(F&& f) {
 }
 
 using Components = std::vector<sdbus::Struct<std::string, std::string>>;
-using NoticeList =
-    std::vector<sdbus::Struct<std::string, std::string, bool, std::string, std::string, std::string>>;
+using NoticeList = std::vector<
+    sdbus::Struct<std::string, std::string, bool, std::string, std::string, std::string>>;
 using EventList = std::vector<sdbus::Struct<std::uint64_t, std::string, std::string, std::string>>;
 using Dict = std::map<std::string, sdbus::Variant>;
 using PolicyDict = std::map<std::string, bool>;
@@ -437,7 +437,8 @@ TEST_F(DbusTest, PostponeRefusesMalformedTimeAndOverlongId) {
 // dbus-daemon both validate strings), and the service checks again.
 TEST_F(DbusTest, InvalidUtf8ArgumentNeverReachesBackend) {
   auto e = ErrorOf([&] {
-    Call("Postpone").withArguments(std::string("sec-\xff\xfe"), std::string("2026-12-20T00:00:00Z"));
+    Call("Postpone")
+        .withArguments(std::string("sec-\xff\xfe"), std::string("2026-12-20T00:00:00Z"));
   });
   EXPECT_TRUE(e.has_value());
   EXPECT_TRUE(backend_.Calls().empty());
@@ -497,9 +498,8 @@ TEST_F(DbusTest, InstallBundleRefusesRelativeOrControlCharacterPath) {
   for (const std::string& path : {std::string("bundle.upkb"), (dir / "a\nb").string()}) {
     const int fd = ::open((dir / "bundle.upkb").c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(fd, 0);
-    auto e = ErrorOf([&] {
-      Call("InstallBundle").withArguments(sdbus::UnixFd(fd, sdbus::adopt_fd), path);
-    });
+    auto e = ErrorOf(
+        [&] { Call("InstallBundle").withArguments(sdbus::UnixFd(fd, sdbus::adopt_fd), path); });
     ASSERT_TRUE(e.has_value()) << path;
     EXPECT_EQ(e->name, "org.upkeep.Agent1.Error.InvalidArgument");
   }
@@ -564,8 +564,8 @@ TEST_F(DbusTest, MapsBackendErrorsToErrorNames) {
 
 // The daemon's signals reach a listening client.
 TEST_F(DbusTest, EmitsNoticePublishedAndStatusChanged) {
-  auto listener = sdbus::createProxy(sdbus::createSessionBusConnectionWithAddress(daemon_->address()),
-                                     kDbusName, kDbusObjectPath);
+  auto listener = sdbus::createProxy(
+      sdbus::createSessionBusConnectionWithAddress(daemon_->address()), kDbusName, kDbusObjectPath);
   std::mutex mu;
   std::condition_variable cv;
   std::optional<std::string> notice_id, notice_install_by, state;
@@ -580,19 +580,17 @@ TEST_F(DbusTest, EmitsNoticePublishedAndStatusChanged) {
         notice_install_by = install_by;
         cv.notify_all();
       });
-  listener->uponSignal("StatusChanged")
-      .onInterface(kDbusInterface)
-      .call([&](const Dict& status) {
-        std::lock_guard l(mu);
-        state = status.at("state").get<std::string>();
-        cv.notify_all();
-      });
+  listener->uponSignal("StatusChanged").onInterface(kDbusInterface).call([&](const Dict& status) {
+    std::lock_guard l(mu);
+    state = status.at("state").get<std::string>();
+    cv.notify_all();
+  });
   listener->finishRegistration();
 
-  ASSERT_TRUE(service_->EmitNotice(Notice{"n7", "sec-9", true, "Security update", "Fixes",
-                                          kT0 + std::chrono::days(7)}));
-  ASSERT_TRUE(service_->EmitStatus(Status{UpdateState::kInstalling, std::nullopt, std::nullopt,
-                                          std::nullopt}));
+  ASSERT_TRUE(service_->EmitNotice(
+      Notice{"n7", "sec-9", true, "Security update", "Fixes", kT0 + std::chrono::days(7)}));
+  ASSERT_TRUE(service_->EmitStatus(
+      Status{UpdateState::kInstalling, std::nullopt, std::nullopt, std::nullopt}));
   std::unique_lock l(mu);
   ASSERT_TRUE(cv.wait_for(l, kWait, [&] { return notice_id && state; }));
   EXPECT_EQ(*notice_id, "n7");
@@ -631,7 +629,8 @@ void WriteSystemLikeBusConfig(const fs::path& config, const fs::path& socket) {
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
-  <listen>unix:path=)" << socket.string() << R"(</listen>
+  <listen>unix:path=)" << socket.string()
+                        << R"(</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
@@ -648,7 +647,8 @@ void WriteSystemLikeBusConfig(const fs::path& config, const fs::path& socket) {
     <allow send_destination="org.freedesktop.DBus"
            send_interface="org.freedesktop.DBus.Introspectable"/>
   </policy>
-  <include>)" << UPKEEP_DBUS_POLICY_FILE << R"(</include>
+  <include>)" << UPKEEP_DBUS_POLICY_FILE
+                        << R"(</include>
 </busconfig>
 )";
 }
@@ -658,12 +658,11 @@ void WriteSystemLikeBusConfig(const fs::path& config, const fs::path& socket) {
 int CallAsNobody(const std::string& setpriv, const std::string& dbus_send,
                  const std::string& address, const std::string& method) {
   int out = -1;
-  const pid_t pid =
-      Spawn({setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", dbus_send,
-             "--bus=" + address, "--print-reply", "--reply-timeout=5000",
-             std::string("--dest=") + kDbusName, kDbusObjectPath,
-             std::string(kDbusInterface) + "." + method},
-            &out);
+  const pid_t pid = Spawn(
+      {setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", dbus_send, "--bus=" + address,
+       "--print-reply", "--reply-timeout=5000", std::string("--dest=") + kDbusName, kDbusObjectPath,
+       std::string(kDbusInterface) + "." + method},
+      &out);
   if (pid < 0) return -1;
   (void)ReadUntil(out, '\0');
   ::close(out);

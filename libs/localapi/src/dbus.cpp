@@ -8,6 +8,7 @@
 #include "upkeep/localapi/dbus.hpp"
 
 #include <fcntl.h>
+#include <sdbus-c++/sdbus-c++.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +17,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <sdbus-c++/sdbus-c++.h>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -107,8 +107,8 @@ StatusDict StatusToDict(const Status& s) {
   d["state"] = sdbus::Variant(std::string(StateName(s.state)));
   if (s.update_id) d["update_id"] = sdbus::Variant(Out(*s.update_id));
   if (s.progress)
-    d["progress"] = sdbus::Variant(sdbus::Struct<std::uint64_t, std::uint64_t>(
-        s.progress->done, s.progress->total));
+    d["progress"] = sdbus::Variant(
+        sdbus::Struct<std::uint64_t, std::uint64_t>(s.progress->done, s.progress->total));
   if (s.last_check) d["last_check"] = sdbus::Variant(FormatTime(*s.last_check));
   return d;
 }
@@ -315,8 +315,7 @@ struct DbusService::Impl {
     }
   }
 
-  std::optional<Failure> Events(sdbus::MethodCall& call, const Peer& peer,
-                                sdbus::MethodReply& r) {
+  std::optional<Failure> Events(sdbus::MethodCall& call, const Peer& peer, sdbus::MethodReply& r) {
     std::uint64_t after = 0;
     std::uint32_t max = 0;
     if (!Read(call, after, max)) return Refused("malformed arguments");
@@ -348,8 +347,7 @@ struct DbusService::Impl {
     method("GetPolicy", "", {}, "a{sb}", {"settings"}, &Impl::GetPolicy);
     method("SetPolicy", "a{sb}", {"settings"}, "a{sb}", {"settings"}, &Impl::SetPolicy);
     method("CheckNow", "", {}, "", {}, &Impl::CheckNow);
-    method("Postpone", "ss", {"update_id", "until"}, "ss", {"update_id", "until"},
-           &Impl::Postpone);
+    method("Postpone", "ss", {"update_id", "until"}, "ss", {"update_id", "until"}, &Impl::Postpone);
     method("InstallBundle", "hs", {"bundle", "path"}, "s", {"install_id"}, &Impl::InstallBundle);
     method("Events", "tu", {"after", "max"}, "a(tsss)", {"events"}, &Impl::Events);
     object->registerSignal(kDbusInterface, "NoticePublished", "ssbsss",
@@ -477,8 +475,8 @@ void DbusService::Stop() {
 Result<void> DbusService::EmitNotice(const Notice& notice) {
   return impl_->Emit("NoticePublished", [&notice](sdbus::Signal& signal) {
     const NoticeStruct n = NoticeToStruct(notice);
-    signal << std::get<0>(n) << std::get<1>(n) << std::get<2>(n) << std::get<3>(n)
-           << std::get<4>(n) << std::get<5>(n);
+    signal << std::get<0>(n) << std::get<1>(n) << std::get<2>(n) << std::get<3>(n) << std::get<4>(n)
+           << std::get<5>(n);
   });
 }
 
