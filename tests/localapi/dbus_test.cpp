@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -199,6 +200,7 @@ class FakeBackend : public LocalApiBackend {
   }
   Result<void> CheckNow(const Peer& peer) override {
     Record(peer, "check");
+    if (on_check) on_check();
     std::lock_guard l(mu);
     if (check_error) return Error(*check_error, "uid 1000 not in /etc/upkeep/groups");
     return Ok();
@@ -248,6 +250,7 @@ class FakeBackend : public LocalApiBackend {
   std::size_t last_max = 0;
   bool fail_install = false;
   std::optional<Errc> check_error;
+  std::function<void()> on_check;  // set before the first call
 };
 
 // What a failed call answered.
@@ -606,6 +609,26 @@ TEST_F(DbusTest, StopTwiceIsHarmlessAndReleasesTheName) {
   auto e = ErrorOf([&] { Call("CheckNow"); });
   ASSERT_TRUE(e.has_value());
   EXPECT_TRUE(backend_.Calls().empty());
+}
+
+// The daemon may signal from within a backend call (e.g. a status change on CheckNow).
+TEST_F(DbusTest, EmitsFromWithinABackendCall) {
+  std::optional<bool> emitted;
+  backend_.on_check = [this, &emitted] {
+    emitted = service_->EmitStatus(Status{UpdateState::kChecking, {}, {}, {}}).has_value();
+  };
+  Call("CheckNow");
+  ASSERT_TRUE(emitted.has_value());
+  EXPECT_TRUE(*emitted);
+}
+
+// Stop() from within a backend call would wait for itself: it is ignored and the call answered.
+TEST_F(DbusTest, StopFromWithinABackendCallIsIgnored) {
+  backend_.on_check = [this] { service_->Stop(); };
+  Call("CheckNow");
+  Dict status;
+  Call("GetStatus").storeResultsTo(status);
+  EXPECT_EQ(backend_.Calls(), (std::vector<std::string>{"check", "status"}));
 }
 
 TEST_F(DbusTest, SecondServiceCannotTakeTheName) {

@@ -375,6 +375,12 @@ struct DbusService::Impl {
   }
 
   void Stop() {
+    // From a backend call the loop would wait for itself, and the object would be destroyed
+    // under the running callback.
+    if (std::this_thread::get_id() == loop_id) {
+      log::error("dbus: Stop() from within a backend call is ignored");
+      return;
+    }
     std::lock_guard stopping(stop_mu);
     {
       // From here on Emit refuses; one in progress has finished. The loop thread is joined
@@ -409,6 +415,7 @@ struct DbusService::Impl {
   std::unique_ptr<sdbus::IConnection> connection;
   std::unique_ptr<sdbus::IObject> object;
   std::thread loop;
+  std::thread::id loop_id;  // set once in Start, before the service is returned
 };
 
 Result<std::unique_ptr<DbusService>> DbusService::Start(const DbusOptions& options,
@@ -460,6 +467,7 @@ Result<std::unique_ptr<DbusService>> DbusService::Start(const DbusOptions& optio
   } catch (const std::exception& e) {
     return Error(Errc::CannotUseBus, std::string("thread: ") + e.what());
   }
+  service->impl_->loop_id = service->impl_->loop.get_id();
   service->impl_->running = true;
   return service;
 }

@@ -52,7 +52,7 @@ class DbusService {
   [[nodiscard]] Result<void> EmitStatus(const Status& status);
 
   // Releases the name, stops the thread (waiting for a call in progress to finish) and closes
-  // the connection. Idempotent. Must not be called from within a backend call.
+  // the connection. Idempotent. Called from within a backend call it does nothing (logged).
   void Stop();
 
   struct Impl;
