@@ -39,7 +39,8 @@ class DbusService {
  public:
   // Connects to the bus, exports the object, takes the name and starts the thread that serves
   // calls. Errc::CannotUseBus when the bus cannot be reached or the name cannot be taken (another
-  // owner, or the bus policy refuses it). `backend` must outlive the service.
+  // owner, or the bus policy refuses it); Errc::InvalidArgument for max_events 0 or kAddress
+  // without an address. `backend` must outlive the service.
   [[nodiscard]] static Result<std::unique_ptr<DbusService>> Start(const DbusOptions& options,
                                                                   LocalApiBackend& backend);
   ~DbusService();  // Stop()
