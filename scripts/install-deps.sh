@@ -13,6 +13,7 @@ packages=(
   libboost1.81-dev libargon2-dev curl openssl
   faketime time e2fsprogs util-linux
   libsqlite3-dev sqlite3 libpq-dev postgresql postgresql-common
+  libsdbus-c++-dev dbus-daemon dbus-bin
 )
 # Node.js runs test tooling only. Any Node >= 18.17 will do; a machine that already has node and npm
 # (for example from another repository) keeps them, since Debian's npm conflicts with those builds.

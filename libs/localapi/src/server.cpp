@@ -57,6 +57,8 @@ const char* ErrcName(int value) {
       return "AlreadySet";
     case Errc::Forbidden:
       return "Forbidden";
+    case Errc::CannotUseBus:
+      return "CannotUseBus";
   }
   return "Unknown";
 }

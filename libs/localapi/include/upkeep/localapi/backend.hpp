@@ -31,6 +31,7 @@ enum class Errc {
   InvalidCredentialStore = 9,  // the credential file is malformed, or cannot be written
   AlreadySet = 10,             // a credential exists already (generation happens once)
   Forbidden = 11,              // 403 forbidden: the backend refuses this peer (uid, gid) the action
+  CannotUseBus = 20,  // D-Bus (dbus.hpp): the bus cannot be reached, the name cannot be taken
 };
 
 }  // namespace upkeep::localapi
