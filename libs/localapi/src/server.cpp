@@ -57,6 +57,14 @@ const char* ErrcName(int value) {
       return "AlreadySet";
     case Errc::Forbidden:
       return "Forbidden";
+    case Errc::DaemonNotRunning:
+      return "DaemonNotRunning";
+    case Errc::ProtocolError:
+      return "ProtocolError";
+    case Errc::Timeout:
+      return "Timeout";
+    case Errc::Internal:
+      return "Internal";
   }
   return "Unknown";
 }

@@ -31,6 +31,11 @@ enum class Errc {
   InvalidCredentialStore = 9,  // the credential file is malformed, or cannot be written
   AlreadySet = 10,             // a credential exists already (generation happens once)
   Forbidden = 11,              // 403 forbidden: the backend refuses this peer (uid, gid) the action
+  // The client's own (client.hpp):
+  DaemonNotRunning = 30,  // no socket at the path, or no process listening on it
+  ProtocolError = 31,     // an answer that is not what the API specifies
+  Timeout = 32,           // no complete answer in time
+  Internal = 33,          // 500 internal: the daemon failed
 };
 
 }  // namespace upkeep::localapi
