@@ -252,10 +252,12 @@ Result<std::uint64_t> LastSequence(const LocalApiClient& client) {
   return after;
 }
 
-// Prints the events after `cursor` (advancing it); stops at a terminal install event, returned
-// as its type.
+// Prints the events after `cursor` (advancing it), as the command's result (`events`) or as
+// events seen while following something; with `stop_at_install_result`, stops at an install's
+// last event, returned as its type.
 Result<std::optional<std::string>> DrainEvents(const LocalApiClient& client, std::uint64_t& cursor,
-                                               Printer& p, bool stop_at_install_result) {
+                                               Printer& p, bool as_result,
+                                               bool stop_at_install_result) {
   for (int page = 0; page < kMaxEventPages; ++page) {
     UPKEEP_ASSIGN_OR_RETURN(std::vector<localapi::Event> events, client.Events(cursor));
     if (events.empty()) break;
@@ -264,7 +266,7 @@ Result<std::optional<std::string>> DrainEvents(const LocalApiClient& client, std
       if (stop_at_install_result && (e.type == "installed" || e.type == "rejected")) {
         return std::optional<std::string>(e.type);
       }
-      p.Event(e, !stop_at_install_result);
+      p.Event(e, as_result);
     }
   }
   return std::optional<std::string>();
@@ -292,7 +294,7 @@ int RunCheck(const ClientCommands& c, Printer& p) {
   const auto deadline = Deadline(o.check_timeout, c.timeout_seconds);
   bool seen_checking = false;
   for (int i = 0; i < 1'000'000; ++i) {
-    auto drained = DrainEvents(client, *cursor, p, false);
+    auto drained = DrainEvents(client, *cursor, p, false, false);
     if (!drained) return p.Fail(drained.error());
     auto st = client.GetStatus();
     if (!st) return p.Fail(st.error());
@@ -448,13 +450,13 @@ int RunEvents(const ClientCommands& c, Printer& p) {
     p.Event(e, true);
   }
   if (!first->empty()) {
-    if (auto r = DrainEvents(client, cursor, p, false); !r) return p.Fail(r.error());
+    if (auto r = DrainEvents(client, cursor, p, true, false); !r) return p.Fail(r.error());
   }
   if (!c.follow) return kExitOk;
   const auto deadline = Deadline(o.follow_timeout, c.timeout_seconds);
   for (int i = 0; i < 1'000'000 && SteadyClock::now() < deadline; ++i) {
     Sleep(o, deadline);
-    if (auto r = DrainEvents(client, cursor, p, false); !r) return p.Fail(r.error());
+    if (auto r = DrainEvents(client, cursor, p, true, false); !r) return p.Fail(r.error());
   }
   return kExitOk;
 }
@@ -604,7 +606,7 @@ int RunClientInstall(const ClientOptions& o, const std::string& bundle, std::ost
   bool seen_busy = false;
   int idle_polls = 0;
   for (int i = 0; i < 1'000'000; ++i) {
-    auto ended = DrainEvents(client, *cursor, p, true);
+    auto ended = DrainEvents(client, *cursor, p, false, true);
     if (!ended) return p.Fail(ended.error());
     auto st = client.GetStatus();
     if (!st) return p.Fail(st.error());
