@@ -326,6 +326,25 @@ TEST_F(ClientCliTest, InstallFollowsProgressUntilAwaitingReboot) {
   EXPECT_EQ(backend_.bundle_bytes, "BUNDLE-BYTES");
 }
 
+TEST_F(ClientCliTest, InstallDrawsAProgressBarOnATerminal) {
+  {
+    std::lock_guard l(backend_.mu);
+    backend_.status = Status{UpdateState::kAwaitingReboot, "fw-2", std::nullopt, kT0};
+    backend_.install_script = {
+        Status{UpdateState::kInstalling, "fw-2", localapi::Progress{30, 100}, kT0},
+        Status{UpdateState::kInstalling, "fw-2", localapi::Progress{100, 100}, kT0}};
+  }
+  StartServer();
+  auto o = Options();
+  o.progress_bar = true;
+  const auto r = Run({"install", Bundle().string()}, o);
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.err,
+            "\r#########..................... 30% installing   "
+            "\r############################## 100% installing   \n");
+  EXPECT_EQ(r.out, "installed; reboot to start the new system\n");
+}
+
 TEST_F(ClientCliTest, InstallEndsOnTheInstalledEvent) {
   {
     std::lock_guard l(backend_.mu);
