@@ -492,6 +492,16 @@ bool ClientCommands::parsed() const {
   return false;
 }
 
+void AddClientOptions(CLI::App& command, ClientOptions& o) {
+  if (command.get_option_no_throw("--json") == nullptr) {
+    command.add_flag("--json", o.json, "Machine-readable output: one JSON object per line");
+  }
+  if (command.get_option_no_throw("--socket") == nullptr) {
+    command.add_option("--socket", o.socket,
+                       "The daemon's socket (default /run/upkeep/agent.sock)");
+  }
+}
+
 std::unique_ptr<ClientCommands> AddClientCommands(CLI::App& app, ClientOptions& o) {
   auto c = std::make_unique<ClientCommands>();
   c->options = &o;
@@ -499,17 +509,11 @@ std::unique_ptr<ClientCommands> AddClientCommands(CLI::App& app, ClientOptions& 
     return !app.get_subcommands([&name](const CLI::App* s) { return s->check_name(name); })
                 .empty();
   };
-  if (app.get_option_no_throw("--json") == nullptr) {
-    app.add_flag("--json", o.json, "Machine-readable output: one JSON object per line");
-  }
-  if (app.get_option_no_throw("--socket") == nullptr) {
-    app.add_option("--socket", o.socket, "The daemon's socket (default /run/upkeep/agent.sock)");
-  }
+  AddClientOptions(app, o);
   const auto add = [&](const char* name, const char* help) -> CLI::App* {
     if (has_sub(name)) return nullptr;
     CLI::App* sub = app.add_subcommand(name, help);
-    sub->add_flag("--json", o.json, "Machine-readable output: one JSON object per line");
-    sub->add_option("--socket", o.socket, "The daemon's socket (default /run/upkeep/agent.sock)");
+    AddClientOptions(*sub, o);
     return sub;
   };
   const auto timeout = [&c](CLI::App* sub) {
@@ -535,8 +539,7 @@ std::unique_ptr<ClientCommands> AddClientCommands(CLI::App& app, ClientOptions& 
         ->check(CLI::IsMember({"on", "off"}));
     c->policy_set->add_flag("--confirm", c->confirm,
                             "Confirm turning off automatic security updates");
-    c->policy_set->add_flag("--json", o.json, "Machine-readable output");
-    c->policy_set->add_option("--socket", o.socket, "The daemon's socket");
+    AddClientOptions(*c->policy_set, o);
     c->policy->require_subcommand(0, 1);
   }
   if ((c->postpone = add("postpone", "Postpone an update")) != nullptr) {

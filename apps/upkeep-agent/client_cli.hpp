@@ -97,6 +97,11 @@ struct ClientCommands {
 // `--socket` on `app` itself unless it has options of those names. `o` must outlive the result.
 std::unique_ptr<ClientCommands> AddClientCommands(CLI::App& app, ClientOptions& o);
 
+// Adds `--json` and `--socket` (bound to `o`) to `command` unless it has options of those names:
+// for the caller's own `install` and `status`, so that they take `--socket` as the others do. An
+// existing `--json` stays the caller's: OR it into ClientOptions::json before running.
+void AddClientOptions(CLI::App& command, ClientOptions& o);
+
 // Runs the parsed command. Returns an exit status of docs/agent.md, or kExitDaemonNotRunning.
 int RunClientCommand(ClientCommands& commands, std::ostream& out, std::ostream& err);
 

@@ -511,7 +511,9 @@ TEST_F(ClientCliTest, SkipsSubcommandsTheAppAlreadyHas) {
   CLI::App app{"upkeep-agent"};
   bool json = false;
   app.add_flag("--json", json);
-  app.add_subcommand("install", "direct")->add_option("SOURCE");
+  std::string source;
+  CLI::App* install = app.add_subcommand("install", "direct");
+  install->add_option("SOURCE", source);
   app.add_subcommand("status", "direct");
   ClientOptions o;
   auto c = AddClientCommands(app, o);
@@ -519,10 +521,14 @@ TEST_F(ClientCliTest, SkipsSubcommandsTheAppAlreadyHas) {
   EXPECT_EQ(c->status, nullptr);
   EXPECT_NE(c->check, nullptr);
   EXPECT_NE(c->events, nullptr);
-  const char* argv[] = {"upkeep-agent", "--json", "install", "a.bundle"};
-  ASSERT_NO_THROW(app.parse(4, argv));
+  // The caller's own install takes --socket and --json like the client commands.
+  AddClientOptions(*install, o);
+  const char* argv[] = {"upkeep-agent", "--json", "install", "a.bundle", "--socket", "/x.sock"};
+  ASSERT_NO_THROW(app.parse(6, argv));
   EXPECT_FALSE(c->parsed());
   EXPECT_TRUE(json);
+  EXPECT_EQ(source, "a.bundle");
+  EXPECT_EQ(o.socket, "/x.sock");
 }
 
 TEST(ClientExitCode, MapsEveryClientError) {

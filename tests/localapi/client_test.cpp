@@ -2,6 +2,7 @@
 // socket that answers with hostile bytes, all in a temporary directory (docs/local-api.md).
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -301,6 +302,31 @@ TEST_F(LocalApiClientTest, StoppedServerIsDaemonNotRunning) {
   ASSERT_TRUE(Client().GetStatus().has_value());
   server_->Stop(0ms);
   EXPECT_ERRC(Client().GetStatus(), Errc::DaemonNotRunning);
+}
+
+// A daemon at its connection limit closes further connections at once: busy, not absent.
+TEST_F(LocalApiClientTest, ServerAtConnectionLimitIsUnavailable) {
+  LocalApiOptions o;
+  o.socket_path = socket_path();
+  o.max_connections = 1;
+  auto s = LocalApiServer::Start(o, backend_);
+  ASSERT_TRUE(s.has_value()) << s.error().message();
+  server_ = std::move(s).value();
+  // Hold the one connection: a keep-alive request, answered, then idle.
+  const int held = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(held, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path().c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::connect(held, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  const std::string req = "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(held, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  pollfd p{held, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10'000), 1);
+  char buf[4096];
+  ASSERT_GT(::recv(held, buf, sizeof buf, 0), 0);
+  EXPECT_ERRC(Client().GetStatus(), Errc::Unavailable);
+  ::close(held);
 }
 
 TEST_F(LocalApiClientTest, TooLongSocketPathIsInvalidArgument) {
