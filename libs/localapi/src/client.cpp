@@ -173,6 +173,16 @@ Result<UniqueFd> Connect(const LocalApiClientOptions& o) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         continue;
+      case EINPROGRESS: {  // not done by Unix sockets on Linux; handled for completeness
+        UPKEEP_ASSIGN_OR_RETURN(bool ready, WaitFor(fd.get(), POLLOUT, deadline));
+        int so_error = 0;
+        socklen_t len = sizeof so_error;
+        if (!ready) return Error(Errc::Unavailable, path + ": connect timed out");
+        if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0 || so_error != 0) {
+          return Error(Errc::DaemonNotRunning, path + ": " + std::strerror(so_error));
+        }
+        return fd;
+      }
       case EACCES:
       case EPERM:
         return Error(Errc::Forbidden, path + ": " + std::strerror(err));
