@@ -599,10 +599,12 @@ int RunClientInstall(const ClientOptions& o, const std::string& bundle, std::ost
   const std::filesystem::path path = std::filesystem::absolute(bundle, ec);
   if (ec || bundle.empty()) return p.Usage("install: cannot make the bundle path absolute");
   const LocalApiClient client = MakeClient(o);
-  // The events so far, so that following starts after them; the first request also tells
-  // whether a daemon is there.
+  // The state and the events so far, so that following starts after them; the first request
+  // also tells whether a daemon is there.
+  auto before = client.GetStatus();
+  if (!before) return p.Fail(before.error(), true);
   auto cursor = LastSequence(client);
-  if (!cursor) return p.Fail(cursor.error(), true);
+  if (!cursor) return p.Fail(cursor.error());
   auto accepted = client.Install(path.lexically_normal().string());
   if (!accepted) return p.Fail(accepted.error());
   const auto deadline = Deadline(o.follow_timeout, timeout_seconds);
@@ -613,24 +615,30 @@ int RunClientInstall(const ClientOptions& o, const std::string& bundle, std::ost
     if (!ended) return p.Fail(ended.error());
     auto st = client.GetStatus();
     if (!st) return p.Fail(st.error());
-    const bool awaiting = st->state == localapi::UpdateState::kAwaitingReboot;
+    // Awaiting a reboot ends the install, unless the device was already waiting for one before
+    // it (then only the install's own events or a change of state tell).
+    const bool awaiting = st->state == localapi::UpdateState::kAwaitingReboot &&
+                          (seen_busy || before->state != localapi::UpdateState::kAwaitingReboot);
     if (*ended && **ended == "rejected") {
       return p.Fail(Error(Errc::Rejected, "update rejected"));
     }
     if (*ended || awaiting) {
+      const bool reboot = st->state == localapi::UpdateState::kAwaitingReboot;
       std::string text = "installed";
-      text += awaiting ? "; reboot to start the new system\n" : "\n";
+      text += reboot ? "; reboot to start the new system\n" : "\n";
       p.Result(Json{{"install_id", accepted->install_id},
                     {"state", localapi::UpdateStateName(st->state)},
-                    {"reboot_required", awaiting}},
+                    {"reboot_required", reboot}},
                text);
       return kExitOk;
     }
-    if (st->state != localapi::UpdateState::kIdle) {
+    if (st->state != localapi::UpdateState::kIdle &&
+        st->state != localapi::UpdateState::kAwaitingReboot) {
       seen_busy = true;
       idle_polls = 0;
       p.Progress(*st);
-    } else if (seen_busy && ++idle_polls >= kIdlePollsBeforeGivingUp) {
+    } else if (st->state == localapi::UpdateState::kIdle && seen_busy &&
+               ++idle_polls >= kIdlePollsBeforeGivingUp) {
       return p.Fail(Error(Errc::Internal,
                           "the install ended without a result; see upkeep-agent events"));
     }

@@ -365,6 +365,36 @@ TEST_F(ClientCliTest, InstallEndsOnTheInstalledEvent) {
   EXPECT_TRUE(saw_progress) << r.out;
 }
 
+// A device already waiting for a reboot (an earlier install) does not end the new install at
+// once: its own "installed" event does.
+TEST_F(ClientCliTest, InstallWhileAwaitingRebootWaitsForItsOwnEvent) {
+  const Status awaiting{UpdateState::kAwaitingReboot, "fw-1", std::nullopt, kT0};
+  {
+    std::lock_guard l(backend_.mu);
+    backend_.status = awaiting;
+    backend_.install_script = {awaiting, awaiting, awaiting};
+    backend_.pending_events = {{"installed", "app 3.0"}};
+  }
+  StartServer();
+  const auto r = Run({"install", Bundle().string()});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.out, "installed; reboot to start the new system\n");
+  std::lock_guard l(backend_.mu);
+  EXPECT_TRUE(backend_.status_script.empty());  // it followed past the first "awaiting_reboot"
+}
+
+TEST_F(ClientCliTest, InstallThatEndsWithoutAResultIsADeviceFailure) {
+  {
+    std::lock_guard l(backend_.mu);
+    backend_.status = Status{UpdateState::kIdle, std::nullopt, std::nullopt, kT0};
+    backend_.install_script = {Status{UpdateState::kInstalling, "fw-2", std::nullopt, kT0}};
+  }
+  StartServer();
+  const auto r = Run({"install", Bundle().string()});
+  EXPECT_EQ(r.code, kExitDevice) << r.err;
+  EXPECT_NE(r.err.find("without a result"), std::string::npos) << r.err;
+}
+
 TEST_F(ClientCliTest, InstallSendsAnAbsolutePath) {
   StartServer();
   {

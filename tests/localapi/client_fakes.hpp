@@ -47,7 +47,6 @@ class ScriptedBackend : public LocalApiBackend {
       if (status_script.empty()) FlushPending();
       return s;
     }
-    FlushPending();
     return status;
   }
   Result<std::vector<Notice>> Notices(const Peer&) override {
@@ -124,8 +123,9 @@ class ScriptedBackend : public LocalApiBackend {
       {"n1", "sec-2026-12", true, "Security update", "Fixes a flaw", kT0 + std::chrono::days(7)}};
   PolicySettings policy;
   std::vector<Event> events;
-  // Statuses GetStatus returns first, one per call; `pending_events` join the log once they are
-  // used up. Install starts `install_script`.
+  // Statuses GetStatus returns first, one per call; `pending_events` join the log when the last
+  // is returned. Install starts `install_script` (and adds `pending_events` at once when it is
+  // empty); CheckNow starts two polls of "checking".
   std::deque<Status> status_script;
   std::deque<Status> install_script;
   std::vector<std::pair<std::string, std::string>> pending_events;
