@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <ostream>
 
+#include "client_cli.hpp"
 #include "daemon_main.hpp"
 #include "upkeep/agent/agent.hpp"
 #include "upkeep/common/errc.hpp"
@@ -227,6 +228,17 @@ int ExitCodeFor(const Error& e) {
   return kExitDevice;
 }
 
+namespace {
+// install and status go through a running daemon, which owns the journal while it runs: an
+// install of a bundle file (not a repository URL, no explicit target or reboot flag), and status.
+bool DaemonCanServe(const Options& o, bool install, bool status) {
+  if (status) return true;
+  if (!install) return false;
+  return !o.source.starts_with("http://") && !o.source.starts_with("https://") &&
+         o.target.empty() && !o.reboot;
+}
+}  // namespace
+
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   return MainWithHookForTest(argc, argv, out, err, nullptr);
 }
@@ -253,6 +265,12 @@ int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, st
       app.add_subcommand("simulate-boot", "Simulated devices: power on (firmware boot counting)");
   auto* run = app.add_subcommand(
       "run", "The daemon: check, install and report on schedule; serve the local API");
+  // The commands that talk to a running daemon over its local API; install and status go to
+  // the daemon when one runs and act on the device directly otherwise.
+  ClientOptions client_options;
+  auto client = AddClientCommands(app, client_options);
+  AddClientOptions(*install, client_options);
+  AddClientOptions(*status, client_options);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -273,6 +291,21 @@ int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, st
   // Libraries return errors as values; should anything still throw, the caller gets an error in
   // the output format it asked for and an exit code, never an abort.
   try {
+    client_options.json = client_options.json || o.json;
+    if (client_options.socket.empty()) {
+      // The socket the configured daemon serves, when the configuration can be read.
+      if (auto c = LoadConfig(o.config)) client_options.socket = c->local_api.socket.string();
+    }
+    if (client->parsed()) return RunClientCommand(*client, out, err);
+    if (!hook && !o.dump_config && DaemonCanServe(o, install->parsed(), status->parsed())) {
+      client_options.silent_if_not_running = true;
+      std::error_code ec;
+      const auto bundle = std::filesystem::absolute(o.source, ec);
+      const int code = install->parsed()
+                           ? RunClientInstall(client_options, ec ? o.source : bundle.string(), out, err)
+                           : RunClientStatus(client_options, out, err);
+      if (code != kExitDaemonNotRunning) return code;
+    }
     return Run(o, reporter, out, err, app, hook);
   } catch (const std::exception& e) {
     return reporter.Fail(Error(common::Errc::Internal, e.what()));

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <ostream>
 #include <random>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "upkeep/common/log.hpp"
 #include "upkeep/common/utf8.hpp"
 #include "upkeep/localapi/credential_store.hpp"
+#include "upkeep/localapi/dbus.hpp"
 #include "upkeep/localapi/server.hpp"
 
 namespace upkeep::agent {
@@ -46,7 +48,23 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
   LocalFilesystem fs;
   SystemClock clock;
   SeededRandom random(Seed());
-  auto daemon = Daemon::Create(config, fs, clock, random);
+  // D-Bus signals follow the daemon's events (set once the service runs).
+  std::atomic<localapi::DbusService*> bus{nullptr};
+  Daemon* self = nullptr;
+  DaemonOptions options;
+  options.on_event = [&bus, &self](const localapi::Event& e) {
+    localapi::DbusService* service = bus.load();
+    if (service == nullptr || self == nullptr) return;
+    const localapi::Peer daemon_itself{};
+    if (e.type == "state") {
+      if (auto st = self->GetStatus(daemon_itself)) (void)service->EmitStatus(*st);
+    } else if (e.type == "notice") {
+      if (auto notices = self->Notices(daemon_itself)) {
+        for (const auto& n : *notices) (void)service->EmitNotice(n);
+      }
+    }
+  };
+  auto daemon = Daemon::Create(config, fs, clock, random, options);
   if (!daemon) return Fail(err, "start", daemon.error(), kDaemonExitConfig);
 
   localapi::LocalApiOptions api;
@@ -93,8 +111,16 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
     lan.credentials = &*credentials;
     api.lan = std::move(lan);
   }
+  self = daemon->get();
   auto server = localapi::LocalApiServer::Start(api, **daemon);
   if (!server) return Fail(err, "local API", server.error(), kDaemonExitRuntime);
+  std::unique_ptr<localapi::DbusService> dbus;
+  if (config.local_api.dbus) {
+    auto started = localapi::DbusService::Start({}, **daemon);
+    if (!started) return Fail(err, "D-Bus", started.error(), kDaemonExitRuntime);
+    dbus = std::move(*started);
+    bus.store(dbus.get());
+  }
 
   log::info("upkeep-agent running; local API on {}", config.local_api.socket.string());
   std::thread worker([&] { (*daemon)->Run(); });
@@ -103,6 +129,8 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
   log::info("signal {}: stopping", signal_number);
   (*daemon)->Stop();
   worker.join();
+  bus.store(nullptr);
+  if (dbus) dbus->Stop();
   (*server)->Stop(std::chrono::seconds(2));
   out << std::flush;
   return 0;

@@ -125,10 +125,16 @@ PolicyDict PolicyToDict(const PolicySettings& p) {
                     {"reboot_later", p.reboot_later}};
 }
 
-// Exactly the four keys, each once (a dict has no duplicates once read), nothing else.
+// Exactly the four keys, each once (a dict has no duplicates once read), and optionally
+// "confirm_security_off" (SetPolicy only: turning automatic security updates off); nothing else.
 std::optional<PolicySettings> PolicyFromDict(const PolicyDict& d) {
-  if (d.size() != 4) return std::nullopt;
   PolicySettings p;
+  std::size_t expected = 4;
+  if (const auto it = d.find("confirm_security_off"); it != d.end()) {
+    p.confirm_security_off = it->second;
+    expected = 5;
+  }
+  if (d.size() != expected) return std::nullopt;
   const auto take = [&d](const char* key, bool& field) {
     const auto it = d.find(key);
     if (it == d.end()) return false;

@@ -59,6 +59,14 @@ const char* ErrcName(int value) {
       return "Forbidden";
     case Errc::CannotUseBus:
       return "CannotUseBus";
+    case Errc::DaemonNotRunning:
+      return "DaemonNotRunning";
+    case Errc::ProtocolError:
+      return "ProtocolError";
+    case Errc::Timeout:
+      return "Timeout";
+    case Errc::Internal:
+      return "Internal";
   }
   return "Unknown";
 }
@@ -201,6 +209,9 @@ Result<PolicySettings> ParsePolicy(const Json& doc) {
   UPKEEP_ASSIGN_OR_RETURN(p.notifications, r.Bool("notifications"));
   UPKEEP_ASSIGN_OR_RETURN(p.security_auto_install, r.Bool("security_auto_install"));
   UPKEEP_ASSIGN_OR_RETURN(p.reboot_later, r.Bool("reboot_later"));
+  // PUT only: the explicit confirmation that turns automatic security updates off.
+  UPKEEP_ASSIGN_OR_RETURN(std::optional<bool> confirm, r.OptionalBool("confirm_security_off"));
+  p.confirm_security_off = confirm.value_or(false);
   UPKEEP_TRY(r.NoUnknownKeys());
   return p;
 }

@@ -32,6 +32,11 @@ enum class Errc {
   AlreadySet = 10,             // a credential exists already (generation happens once)
   Forbidden = 11,              // 403 forbidden: the backend refuses this peer (uid, gid) the action
   CannotUseBus = 20,  // D-Bus (dbus.hpp): the bus cannot be reached, the name cannot be taken
+  // The client's own (client.hpp):
+  DaemonNotRunning = 30,  // no socket at the path, or no process listening on it
+  ProtocolError = 31,     // an answer that is not what the API specifies
+  Timeout = 32,           // no complete answer in time
+  Internal = 33,          // 500 internal: the daemon failed
 };
 
 }  // namespace upkeep::localapi
