@@ -478,8 +478,9 @@ Result<AgentConfig> ParseConfigTable(const toml::table& root) {
   UPKEEP_TRY(repo.Path("ca_file", c.repository.ca_file));
   UPKEEP_TRY(repo.NoUnknownKeys());
   if (!c.repository.url.empty() && !c.repository.url.starts_with("http://") &&
-      !c.repository.url.starts_with("https://")) {
-    return Bad("repository.url", "must be an http:// or https:// URL");
+      !c.repository.url.starts_with("https://") && !c.repository.url.starts_with("/")) {
+    return Bad("repository.url",
+               "must be an http:// or https:// URL, or the absolute path of a local mirror");
   }
 
   Section slots(table("slots"), "slots");

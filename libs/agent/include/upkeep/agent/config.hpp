@@ -75,7 +75,8 @@ struct TrustConfig {
 };
 
 struct RepositoryConfig {
-  // Base URL of the image repository (metadata/ and targets/ below it); empty: offline only.
+  // Base URL of the image repository (metadata/ and targets/ below it), or the absolute path of
+  // a local mirror (a published repository directory); empty: offline bundles only.
   std::string url;
   // CA bundle (PEM) for an https repository; empty: the system's.
   std::filesystem::path ca_file;
