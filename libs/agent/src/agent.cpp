@@ -634,6 +634,7 @@ Result<Step> Agent::OnReverting(DeviceState& state, Command command) {
   if (boot_id != u.boot_id && booted == u.from_slot) return Move(Trigger::BootedOld, "reverted");
   if (command == Command::Rollback) return Move(Trigger::Cancel);
   UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+  if (command == Command::Commit) return NotOnTrial(u);
   return Step{};
 }
 
