@@ -432,7 +432,8 @@ TEST_F(AgentTest, RefusalsInEachStepOfASlotUpdate) {
 TEST_F(AgentTest, RefusalsWhileWritingAndRollbackAbandons) {
   testing::HttpTestServer server(repo_.www());
   for (const auto& e : fs::recursive_directory_iterator(repo_.www() / "targets")) {
-    if (e.path().string().ends_with(".payload")) fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+    if (e.path().string().ends_with(".payload"))
+      fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
   }
   device_.config.install.max_resumes = 1;
   EXPECT_ERRC(device_.Agent().Install(server.base_url(), ReleaseRepo::payload_target(release_)),
@@ -474,8 +475,9 @@ TEST_F(AgentTest, ModuleInstallIsJournalledAndRepeatIsAlreadyInstalled) {
   agent.store().SetAfterSaveHookForTest([&](unsigned) {
     const auto text = testing::ReadFileOrEmpty(agent.store().path());
     const auto doc = metadata::Json::parse(text);
-    journal.emplace_back(doc["update"].is_null() ? "idle" : doc["update"]["state"].get<std::string>(),
-                         doc["format"].get<std::uint64_t>());
+    journal.emplace_back(
+        doc["update"].is_null() ? "idle" : doc["update"]["state"].get<std::string>(),
+        doc["format"].get<std::uint64_t>());
   });
   ASSERT_TRUE(agent.Install(app.string(), "app/settings.conf").has_value());
   const std::vector<std::pair<std::string, std::uint64_t>> expected = {

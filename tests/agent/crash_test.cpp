@@ -8,12 +8,11 @@
 // settled and the next install possible.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -424,11 +423,11 @@ TEST_F(ModuleCrashTest, KilledDuringEveryModuleStage) {
     const fs::path marker = dir / "killed-once";
     const fs::path script = dir / "module.sh";
     const std::string real = std::string(UPKEEP_MODULE_BIN) + " file \"$@\"";
-    testing::WriteBytes(
-        script, "#!/bin/sh\nif [ \"$1\" = " + std::string(p.stage) + " ] && [ ! -e " +
-                    marker.string() + " ]; then\n  : > " + marker.string() + "\n" +
-                    (p.after ? "  " + real + " || exit 1\n" : std::string()) +
-                    "  kill -9 $PPID\n  exit 0\nfi\nexec " + real + "\n");
+    testing::WriteBytes(script, "#!/bin/sh\nif [ \"$1\" = " + std::string(p.stage) +
+                                    " ] && [ ! -e " + marker.string() + " ]; then\n  : > " +
+                                    marker.string() + "\n" +
+                                    (p.after ? "  " + real + " || exit 1\n" : std::string()) +
+                                    "  kill -9 $PPID\n  exit 0\nfi\nexec " + real + "\n");
     fs::permissions(script, fs::perms(0755));
     auto d = NewDevice(name + "-device", {script.string()});
     const Exit e = RunAgent(Args(*d, "install", 2), {});

@@ -132,9 +132,7 @@ class ScriptedFlow : public FlowHandlers {
   Result<Step> OnWritten(DeviceState& s, Command c) override { return Next(S::Written, s, c); }
   Result<Step> OnSwitched(DeviceState& s, Command c) override { return Next(S::Switched, s, c); }
   Result<Step> OnTrial(DeviceState& s, Command c) override { return Next(S::Trial, s, c); }
-  Result<Step> OnReverting(DeviceState& s, Command c) override {
-    return Next(S::Reverting, s, c);
-  }
+  Result<Step> OnReverting(DeviceState& s, Command c) override { return Next(S::Reverting, s, c); }
   Result<Step> OnModuleInstalling(DeviceState& s, Command c) override {
     return Next(S::ModuleInstalling, s, c);
   }
@@ -186,8 +184,9 @@ TEST(RunFlowTest, PersistsBeforeEachHandlerAndHandsTheCommandOnlyToTheFirst) {
   flow.script[S::Trial].push_back(Go(T::Cancel, "asked"));
   DeviceState state = Pending(S::Trial);
   ASSERT_TRUE(RunFlow(flow, state, Command::Rollback).has_value());
-  EXPECT_EQ(flow.calls, (std::vector<std::string>{"handle trial rollback", "persist reverting asked",
-                                                  "handle reverting continue"}));
+  EXPECT_EQ(flow.calls,
+            (std::vector<std::string>{"handle trial rollback", "persist reverting asked",
+                                      "handle reverting continue"}));
   EXPECT_EQ(state.update->state, S::Reverting);
 }
 
@@ -199,9 +198,9 @@ TEST(RunFlowTest, FirstStepThenHandlersUntilIdle) {
   DeviceState state = Pending(S::Idle);
   ASSERT_TRUE(RunFlow(flow, state, Command::Continue, Go(T::BeginModule)).has_value());
   EXPECT_EQ(flow.calls,
-            (std::vector<std::string>{"persist module_installing", "handle module_installing continue",
-                                      "persist module_committing",
-                                      "handle module_committing continue", "persist idle"}));
+            (std::vector<std::string>{
+                "persist module_installing", "handle module_installing continue",
+                "persist module_committing", "handle module_committing continue", "persist idle"}));
   EXPECT_FALSE(state.update.has_value());
 }
 
@@ -251,7 +250,8 @@ TEST(RunFlowTest, FailedJournalWriteStopsTheFlow) {
 // kMaxFlowSteps moves instead of spinning.
 TEST(RunFlowTest, EndlessSelfLoopIsFlowStuck) {
   ScriptedFlow flow;
-  for (unsigned i = 0; i < kMaxFlowSteps + 5; ++i) flow.script[S::Switched].push_back(Go(T::Switch));
+  for (unsigned i = 0; i < kMaxFlowSteps + 5; ++i)
+    flow.script[S::Switched].push_back(Go(T::Switch));
   DeviceState state = Pending(S::Switched);
   EXPECT_ERRC(RunFlow(flow, state, Command::Continue), Errc::FlowStuck);
   unsigned persisted = 0;

@@ -537,9 +537,9 @@ Result<Step> Agent::OnWriting(DeviceState& state, Command command) {
   o.resume_delay = config_.install.resume_delay;
   o.clock = &clock_;
   o.read_back = config_.slots.read_back;
-  auto report = install::InstallImage(in.index, *in.source.fetcher,
-                                      in.source.updater->TargetUrl(in.target, in.source.targets_url),
-                                      o);
+  auto report =
+      install::InstallImage(in.index, *in.source.fetcher,
+                            in.source.updater->TargetUrl(in.target, in.source.targets_url), o);
   if (!report) {
     // A transfer that keeps failing leaves the journal where it is, to resume later; anything
     // else (a rejected chunk, a bad slot) ends this update.
@@ -653,8 +653,8 @@ Result<Step> Agent::OnModuleInstalling(DeviceState& state, Command /*command*/) 
   for (const modules::Stage stage : {modules::Stage::Download, modules::Stage::Install}) {
     auto ran = modules::RunStage(spec, stage, ModuleWorkDir(u.component));
     if (!ran) {
-      return RollBackModule(u, std::string(modules::StageName(stage)) +
-                                   " failed: " + ran.error().ToString());
+      return RollBackModule(
+          u, std::string(modules::StageName(stage)) + " failed: " + ran.error().ToString());
     }
   }
   return Move(Trigger::ModuleInstalled);
@@ -675,8 +675,8 @@ Result<Step> Agent::OnModuleCommitting(DeviceState& state, Command /*command*/) 
     log::warn("component {}: committed, but Cleanup failed: {}", u.component,
               cleanup.error().ToString());
   }
-  state.components[u.component] = InstalledComponent{
-      u.version, u.target, u.image_sha256, u.image_size, u.security_version, ""};
+  state.components[u.component] =
+      InstalledComponent{u.version, u.target, u.image_sha256, u.image_size, u.security_version, ""};
   RaiseFloor(state, u.component, u.security_version, u.rollback_sequence);
   Step done = Move(Trigger::ModuleCommitted);
   done.extra = {{"component", u.component}};
@@ -687,8 +687,8 @@ Step Agent::RollBackModule(const PendingUpdate& u, const std::string& why) {
   const std::string message = "component " + u.component + ": " + why;
   std::optional<Error> failure;
   if (auto it = config_.components.find(u.component); it == config_.components.end()) {
-    failure = Error(modules::Errc::RollbackFailed,
-                    message + "; the component may be between versions");
+    failure =
+        Error(modules::Errc::RollbackFailed, message + "; the component may be between versions");
   } else {
     const modules::ModuleSpec spec = ModuleSpecOf(it->second);
     const fs::path work = ModuleWorkDir(u.component);
@@ -697,16 +697,15 @@ Step Agent::RollBackModule(const PendingUpdate& u, const std::string& why) {
       log::warn("component {}: Cleanup after Rollback failed: {}", u.component,
                 cleanup.error().ToString());
     }
-    failure = rolled ? Error(modules::Errc::RolledBack,
-                             message + "; rolled back to the previous version")
-                     : Error(modules::Errc::RollbackFailed,
-                             message + "; Rollback failed too: " + rolled.error().ToString());
+    failure =
+        rolled ? Error(modules::Errc::RolledBack, message + "; rolled back to the previous version")
+               : Error(modules::Errc::RollbackFailed,
+                       message + "; Rollback failed too: " + rolled.error().ToString());
   }
   const bool rolled_back = failure->code() == modules::Errc::RolledBack;
   Step s = Move(rolled_back ? Trigger::ModuleRolledBack : Trigger::Fail, failure->message());
-  s.extra = {{"component", u.component},
-             {"rolled_back", rolled_back},
-             {"error", failure->ToString()}};
+  s.extra = {
+      {"component", u.component}, {"rolled_back", rolled_back}, {"error", failure->ToString()}};
   // Only the caller that began this install hears of the failure; after a restart the journal
   // and the event log record it.
   if (module_update_id_ == u.id) s.error = Error(Errc::ModuleFailed, failure->ToString());

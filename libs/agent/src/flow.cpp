@@ -70,12 +70,12 @@ struct StateRow {
   StateHandler handler;
 };
 constexpr std::array<StateRow, 8> kHandlers = {{
-    {S::Idle, nullptr},                                   // nothing in progress
-    {S::Writing, &FlowHandlers::OnWriting},               // write the image (with a source)
-    {S::Written, &FlowHandlers::OnWritten},               // record the boot, then switch
-    {S::Switched, &FlowHandlers::OnSwitched},             // set the bootloader; read the reboot
-    {S::Trial, &FlowHandlers::OnTrial},                   // health checks on commit
-    {S::Reverting, &FlowHandlers::OnReverting},           // set the bootloader back
+    {S::Idle, nullptr},                          // nothing in progress
+    {S::Writing, &FlowHandlers::OnWriting},      // write the image (with a source)
+    {S::Written, &FlowHandlers::OnWritten},      // record the boot, then switch
+    {S::Switched, &FlowHandlers::OnSwitched},    // set the bootloader; read the reboot
+    {S::Trial, &FlowHandlers::OnTrial},          // health checks on commit
+    {S::Reverting, &FlowHandlers::OnReverting},  // set the bootloader back
     {S::ModuleInstalling, &FlowHandlers::OnModuleInstalling},  // Download, Install (or Rollback)
     {S::ModuleCommitting, &FlowHandlers::OnModuleCommitting},  // Commit, Cleanup
 }};

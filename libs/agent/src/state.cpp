@@ -33,9 +33,14 @@ constexpr std::array<std::pair<UpdateState, const char*>, 8> kStateNames = {{
     {UpdateState::ModuleCommitting, "module_committing"},
 }};
 constexpr std::array<UpdateState, kStateNames.size()> kAllStates = {
-    UpdateState::Idle,     UpdateState::Writing,          UpdateState::Written,
-    UpdateState::Switched, UpdateState::Trial,            UpdateState::Reverting,
-    UpdateState::ModuleInstalling, UpdateState::ModuleCommitting,
+    UpdateState::Idle,
+    UpdateState::Writing,
+    UpdateState::Written,
+    UpdateState::Switched,
+    UpdateState::Trial,
+    UpdateState::Reverting,
+    UpdateState::ModuleInstalling,
+    UpdateState::ModuleCommitting,
 };
 
 Error Corrupt(const std::string& what) {

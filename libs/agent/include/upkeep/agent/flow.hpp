@@ -23,18 +23,18 @@
 namespace upkeep::agent {
 
 enum class Trigger {
-  Begin,          // install asked for a release (new, or the same one again after a restart)
-  ImageVerified,  // the image is complete, synced and matches its digest
-  Fail,           // the install failed for good (verification error, bad slot, module failure
-                  // whose rollback failed too)
-  Switch,         // set the bootloader to try the new slot (again, if interrupted)
-  BootedNew,      // a new boot, running the new slot
-  BootedOld,      // a new boot, running the old slot (fallback, or after reverting)
-  HealthPassed,   // every health check passed on the trial system: commit
-  HealthFailed,   // a health check failed or timed out on the trial system
-  Cancel,         // the user or fleet asked to roll back
-  BeginModule,    // install asked for a module component's release (artifact verified, work
-                  // directory prepared)
+  Begin,             // install asked for a release (new, or the same one again after a restart)
+  ImageVerified,     // the image is complete, synced and matches its digest
+  Fail,              // the install failed for good (verification error, bad slot, module failure
+                     // whose rollback failed too)
+  Switch,            // set the bootloader to try the new slot (again, if interrupted)
+  BootedNew,         // a new boot, running the new slot
+  BootedOld,         // a new boot, running the old slot (fallback, or after reverting)
+  HealthPassed,      // every health check passed on the trial system: commit
+  HealthFailed,      // a health check failed or timed out on the trial system
+  Cancel,            // the user or fleet asked to roll back
+  BeginModule,       // install asked for a module component's release (artifact verified, work
+                     // directory prepared)
   ModuleInstalled,   // the module's Download and Install stages succeeded
   ModuleCommitted,   // the module's Commit stage succeeded: the new version is permanent
   ModuleRolledBack,  // a stage failed, or the install was interrupted, and the module's
@@ -67,8 +67,8 @@ enum class Command {
 
 // A handler's decision.
 struct Step {
-  std::optional<Trigger> trigger;  // the move to make; nullopt: stay (wait)
-  std::string detail;              // why, for the event and LastResult::detail
+  std::optional<Trigger> trigger;                   // the move to make; nullopt: stay (wait)
+  std::string detail;                               // why, for the event and LastResult::detail
   metadata::Json extra = metadata::Json::object();  // more event data
   std::optional<Error> error;  // returned to the caller once the move is persisted
 };
@@ -103,9 +103,10 @@ using StateHandler = Result<Step> (FlowHandlers::*)(DeviceState&, Command);
 inline constexpr unsigned kMaxFlowSteps = 16;
 
 // The driver. With `first`, that step (its trigger, detail and event data) is taken from the
-// journal's state before any handler runs (an install's Begin or BeginModule); then the handlers decide until one waits or the update is
-// Idle. Errors: the first handler or journal error; a Step's error after its move is persisted;
-// UpdatePending when a handler's trigger has no row; FlowStuck past kMaxFlowSteps moves.
+// journal's state before any handler runs (an install's Begin or BeginModule); then the handlers
+// decide until one waits or the update is Idle. Errors: the first handler or journal error; a
+// Step's error after its move is persisted; UpdatePending when a handler's trigger has no row;
+// FlowStuck past kMaxFlowSteps moves.
 [[nodiscard]] Result<void> RunFlow(FlowHandlers& handlers, DeviceState& state, Command command,
                                    std::optional<Step> first = std::nullopt);
 

@@ -21,7 +21,7 @@ namespace upkeep::agent {
 // Steps of an update, in order. The transitions between them, and the handler that acts in each
 // step, are the table in flow.cpp.
 enum class UpdateState {
-  Idle,       // nothing in progress
+  Idle,  // nothing in progress
   // The root filesystem, through the A/B slots.
   Writing,    // streaming the image into the inactive slot (durable_chunks says how far)
   Written,    // image complete, synced and verified in the inactive slot
