@@ -469,25 +469,27 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, ReleaseSource& s
 
 // --- Commands after the install ----------------------------------------------------------------
 
-Result<DeviceState> Agent::RunCommand(Command command) {
+// Each command first applies what the device tells (Continue), then acts on the step that
+// leaves: the command is meant for the update as it is now, not as it was before the reboot.
+Result<DeviceState> Agent::Reconcile() {
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, store_.Load());
   if (!state.update) return state;
-  UPKEEP_TRY(RunFlow(*this, state, command));
+  UPKEEP_TRY(RunFlow(*this, state, Command::Continue));
   return state;
 }
-
-Result<DeviceState> Agent::Reconcile() { return RunCommand(Command::Continue); }
 
 Result<DeviceState> Agent::Commit() {
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
   if (!state.update) return Error(Errc::NothingToCommit, "no update is on trial");
-  return RunCommand(Command::Commit);
+  UPKEEP_TRY(RunFlow(*this, state, Command::Commit));
+  return state;
 }
 
 Result<DeviceState> Agent::Rollback() {
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
   if (!state.update) return Error(Errc::NothingToRollBack, "no update is in progress");
-  return RunCommand(Command::Rollback);
+  UPKEEP_TRY(RunFlow(*this, state, Command::Rollback));
+  return state;
 }
 
 // --- The handlers: one per state of the flow (flow.cpp) -----------------------------------------

@@ -126,8 +126,6 @@ class Agent : private FlowHandlers {
                                      const Step& step) override;
   // A module stage failed (or the install was interrupted): Rollback, Cleanup, and the move.
   [[nodiscard]] Step RollBackModule(const PendingUpdate& u, const std::string& why);
-  // The loaded journal after a pass of the flow with `command`.
-  [[nodiscard]] Result<DeviceState> RunCommand(Command command);
   void Emit(const char* id, std::string message, metadata::Json data);
   [[nodiscard]] Result<std::string> BootedSlot() const;
   [[nodiscard]] Result<std::string> BootId() const;
