@@ -394,6 +394,103 @@ TEST_F(AgentTest, FailingModuleIsReportedAsModuleFailed) {
   EXPECT_TRUE(HasEvent(install::event::kModuleFailed));
 }
 
+// Every refusal of a command in each step of a slot update, with its exact code, and the
+// journal left where it was (flow.cpp: the command reaches the step's handler, which refuses).
+TEST_F(AgentTest, RefusalsInEachStepOfASlotUpdate) {
+  const auto bundle = repo_.Bundle({release_}, "u.upkb");
+  // Idle.
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NothingToCommit);
+  EXPECT_ERRC(device_.Agent().Rollback(), Errc::NothingToRollBack);
+  // Switched, before the reboot.
+  ASSERT_TRUE(device_.Agent().Install(bundle.string(), std::nullopt));
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NotRebooted);
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::UpdatePending);
+  // Trial.
+  EXPECT_EQ(device_.Boot(), "b");
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::UpdatePending);
+  // Reverting (rollback asked on the trial system): commit and install are refused, a second
+  // rollback changes nothing, and the next boot finishes it.
+  auto reverting = device_.Agent().Rollback();
+  ASSERT_TRUE(reverting.has_value()) << reverting.error().ToString();
+  ASSERT_TRUE(reverting->update.has_value());
+  EXPECT_EQ(reverting->update->state, UpdateState::Reverting);
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NothingToCommit);
+  EXPECT_ERRC(device_.Agent().Install(bundle.string(), std::nullopt), Errc::UpdatePending);
+  auto again = device_.Agent().Rollback();
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->update->state, UpdateState::Reverting);
+  EXPECT_EQ(device_.Boot(), "a");
+  auto done = device_.Agent().Reconcile();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_FALSE(done->update.has_value());
+  EXPECT_EQ(done->last->outcome, "rolled_back");
+  ExpectOldSystemUntouched();
+}
+
+// While the image is being written (an interrupted download), commit is refused, a module
+// install waits for the slot update, and rollback abandons the write.
+TEST_F(AgentTest, RefusalsWhileWritingAndRollbackAbandons) {
+  testing::HttpTestServer server(repo_.www());
+  for (const auto& e : fs::recursive_directory_iterator(repo_.www() / "targets")) {
+    if (e.path().string().ends_with(".payload"))
+      fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+  }
+  device_.config.install.max_resumes = 1;
+  EXPECT_ERRC(device_.Agent().Install(server.base_url(), ReleaseRepo::payload_target(release_)),
+              install::Errc::PayloadTruncated);
+  EXPECT_ERRC(device_.Agent().Commit(), Errc::NothingToCommit);
+
+  repo_.AddFile("app/settings.conf", "mode=secure\n", metadata::Component::Configuration, "3");
+  repo_.Publish();
+  ModuleConfig module;
+  module.command = {UPKEEP_MODULE_BIN, "file"};
+  module.args_json = metadata::Json{{"dest", (tmp_ / "settings.conf").string()}}.dump();
+  device_.config.components["app"] = module;
+  const auto app = repo_.BundleTargets({"app/settings.conf"}, "app.upkb");
+  EXPECT_ERRC(device_.Agent().Install(app.string(), "app/settings.conf"), Errc::UpdatePending);
+  EXPECT_FALSE(fs::exists(tmp_ / "settings.conf"));
+
+  auto abandoned = device_.Agent().Rollback();
+  ASSERT_TRUE(abandoned.has_value()) << abandoned.error().ToString();
+  EXPECT_FALSE(abandoned->update.has_value());
+  EXPECT_EQ(abandoned->last->outcome, "cancelled");
+  // Now the module installs.
+  ASSERT_TRUE(device_.Agent().Install(app.string(), "app/settings.conf").has_value());
+  ExpectOldSystemUntouched();
+}
+
+// A module install goes through the journal: module_installing and module_committing are
+// persisted (journal format 2) before the module runs, and the end is recorded as committed;
+// the same release again is AlreadyInstalled.
+TEST_F(AgentTest, ModuleInstallIsJournalledAndRepeatIsAlreadyInstalled) {
+  repo_.AddFile("app/settings.conf", "mode=secure\n", metadata::Component::Configuration, "3", 4);
+  repo_.Publish();
+  ModuleConfig module;
+  module.command = {UPKEEP_MODULE_BIN, "file"};
+  module.args_json = metadata::Json{{"dest", (tmp_ / "settings.conf").string()}}.dump();
+  device_.config.components["app"] = module;
+  const auto app = repo_.BundleTargets({"app/settings.conf"}, "app.upkb");
+  auto agent = device_.Agent();
+  std::vector<std::pair<std::string, std::uint64_t>> journal;
+  agent.store().SetAfterSaveHookForTest([&](unsigned) {
+    const auto text = testing::ReadFileOrEmpty(agent.store().path());
+    const auto doc = metadata::Json::parse(text);
+    journal.emplace_back(
+        doc["update"].is_null() ? "idle" : doc["update"]["state"].get<std::string>(),
+        doc["format"].get<std::uint64_t>());
+  });
+  ASSERT_TRUE(agent.Install(app.string(), "app/settings.conf").has_value());
+  const std::vector<std::pair<std::string, std::uint64_t>> expected = {
+      {"module_installing", 2}, {"module_committing", 2}, {"idle", 1}};
+  EXPECT_EQ(journal, expected);
+  auto state = device_.Agent().store().Load();
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(state->last->outcome, "committed");
+  EXPECT_EQ(state->security.at("app").security_version, 4u);
+  EXPECT_TRUE(HasEvent(install::event::kInstallStarted));
+  EXPECT_ERRC(device_.Agent().Install(app.string(), "app/settings.conf"), Errc::AlreadyInstalled);
+}
+
 // The flow table: one row per (state, trigger), and every step has a way back to idle.
 TEST(FlowTest, TransitionTableIsDeterministicAndEveryStateCanFinish) {
   std::set<std::pair<UpdateState, Trigger>> seen;

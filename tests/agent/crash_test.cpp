@@ -2,23 +2,28 @@
 // every journal write, at image offsets and at random moments, then run again. After every kill,
 // and after every restart, the device must be in exactly one of: old slot active, new slot on
 // trial boot, new slot active and committed. It must never point the firmware at an incomplete
-// image, and the journal must always load.
+// image, and the journal must always load. Module installs get the same treatment: killed after
+// every journal write and in the middle of every module stage, the component ends at its old
+// version (rolled back) or the new one (committed) once the agent runs again, with the journal
+// settled and the next install possible.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "simulated_device.hpp"
+#include "test_util.hpp"
 #include "upkeep/agent/state.hpp"
+#include "upkeep/metadata/canonical_json.hpp"
 
 extern char** environ;
 
@@ -265,6 +270,174 @@ TEST_F(CrashTest, RandomKillPoints) {
     FinishUpdate(*d);
   }
   EXPECT_GT(killed, points / 3);
+}
+
+// --- Module installs ------------------------------------------------------------------------
+
+// A device whose component "app" (the shipped file module, dest app.conf) runs version 1; the
+// releases 1, 2 and 3 are signed, each in a bundle of its own.
+class ModuleCrashTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new testing::TempDir();
+    repo_ = new ReleaseRepo(tmp_->path() / "release");
+    for (int v = 1; v <= 3; ++v) {
+      repo_->AddFile(Target(v), Content(v), metadata::Component::Application, std::to_string(v),
+                     static_cast<std::uint64_t>(v));
+    }
+    repo_->Publish();
+  }
+  static void TearDownTestSuite() {
+    delete repo_;
+    delete tmp_;
+  }
+  static std::string Target(int v) { return "app/app-" + std::to_string(v) + ".conf"; }
+  static std::string Content(int v) { return "setting=" + std::to_string(v) + "\n"; }
+  static fs::path BundleOf(int v) {
+    const fs::path b = tmp_->path() / "release" / ("app-" + std::to_string(v) + ".upkb");
+    if (!fs::exists(b)) repo_->BundleTargets({Target(v)}, b.filename().string());
+    return b;
+  }
+  static fs::path Dest(const SimulatedDevice& d) { return d.dir() / "app.conf"; }
+
+  // `command` replaces the module's command (a wrapper around the shipped module).
+  std::unique_ptr<SimulatedDevice> NewDevice(const std::string& name,
+                                             std::vector<std::string> command = {}) {
+    auto d = std::make_unique<SimulatedDevice>(tmp_->path() / name, repo_->root_path(),
+                                               MakeImage(4096, 3));
+    ModuleConfig module;
+    module.command = {UPKEEP_MODULE_BIN, "file"};
+    module.args_json = metadata::Json{{"dest", Dest(*d).string()}}.dump();
+    module.target_namespace = "app/";  // written out explicitly: agent.toml is read back
+    d->config.components["app"] = module;
+    d->Boot();
+    auto first = d->Agent().Install(BundleOf(1).string(), Target(1));
+    EXPECT_TRUE(first.has_value()) << first.error().ToString();
+    if (!command.empty()) d->config.components["app"].command = std::move(command);
+    testing::WriteBytes(d->dir() / "agent.toml", DumpConfig(d->config));
+    return d;
+  }
+  static std::vector<std::string> Args(const SimulatedDevice& d, const std::string& command,
+                                       int version = 0) {
+    std::vector<std::string> a = {"-c", (d.dir() / "agent.toml").string(), command};
+    if (command == "install") a.push_back(BundleOf(version).string());
+    return a;
+  }
+
+  // Right after a kill: the journal loads; a settled journal agrees with the file; an install
+  // in progress is one of the module states and the journal still records version 1.
+  static void ExpectConsistent(SimulatedDevice& d, const std::string& where) {
+    SCOPED_TRACE(where);
+    auto state = d.Agent().store().Load();
+    ASSERT_TRUE(state.has_value()) << "journal: " << state.error().ToString();
+    ASSERT_TRUE(state->components.contains("app"));
+    const std::string recorded = state->components.at("app").version;
+    if (state->update) {
+      EXPECT_TRUE(IsModuleState(state->update->state)) << ToString(state->update->state);
+      EXPECT_EQ(recorded, "1");
+    } else {
+      EXPECT_EQ(testing::ReadFileOrEmpty(Dest(d)), Content(std::stoi(recorded)));
+    }
+  }
+
+  // After the agent ran again (status): settled at version 1 (rolled back) or 2 (committed),
+  // file and journal agreeing. Returns the version.
+  static int ExpectSettled(SimulatedDevice& d, const std::string& where) {
+    SCOPED_TRACE(where);
+    auto state = d.Agent().store().Load();
+    EXPECT_TRUE(state.has_value());
+    if (!state) return 0;
+    EXPECT_FALSE(state->update.has_value());
+    const std::string recorded = state->components.at("app").version;
+    EXPECT_TRUE(recorded == "1" || recorded == "2") << recorded;
+    EXPECT_EQ(testing::ReadFileOrEmpty(Dest(d)), Content(recorded == "2" ? 2 : 1));
+    EXPECT_EQ(state->security.at("app").security_version, recorded == "2" ? 2u : 1u);
+    if (recorded == "1") {
+      EXPECT_TRUE(state->last.has_value() && state->last->outcome == "rolled_back");
+    }
+    return recorded == "2" ? 2 : 1;
+  }
+
+  // Version 2 installs (or is already there), then version 3 installs: nothing is left stuck.
+  static void ExpectLaterInstallsWork(SimulatedDevice& d) {
+    const Exit again = RunAgent(Args(d, "install", 2), {});
+    EXPECT_TRUE(again.code == 0 || again.code == 5) << "install 2 exit " << again.code;
+    const Exit third = RunAgent(Args(d, "install", 3), {});
+    EXPECT_EQ(third.code, 0);
+    auto state = d.Agent().store().Load();
+    ASSERT_TRUE(state.has_value());
+    EXPECT_FALSE(state->update.has_value());
+    EXPECT_EQ(state->components.at("app").version, "3");
+    EXPECT_EQ(testing::ReadFileOrEmpty(Dest(d)), Content(3));
+  }
+
+  static testing::TempDir* tmp_;
+  static ReleaseRepo* repo_;
+};
+
+testing::TempDir* ModuleCrashTest::tmp_ = nullptr;
+ReleaseRepo* ModuleCrashTest::repo_ = nullptr;
+
+// SIGKILL right after each journal write of a module install, then the agent runs again
+// (status): the component is at version 1, rolled back, or 2, committed; never stuck.
+// docs/formats/update-module.md, "Interrupted installations".
+TEST_F(ModuleCrashTest, KilledAfterEveryJournalWriteOfModuleInstall) {
+  unsigned steps = 0;
+  std::set<int> outcomes;
+  for (unsigned n = 1; n < 16; ++n) {
+    SCOPED_TRACE("journal write " + std::to_string(n));
+    auto d = NewDevice("module-" + std::to_string(n));
+    const Exit e = RunAgent(Args(*d, "install", 2),
+                            {"UPKEEP_KILL_AFTER_JOURNAL_WRITES_FOR_TEST=" + std::to_string(n)});
+    ExpectConsistent(*d, "after the kill");
+    EXPECT_EQ(RunAgent(Args(*d, "status"), {}).code, 0);
+    outcomes.insert(ExpectSettled(*d, "after the restart"));
+    ExpectLaterInstallsWork(*d);
+    if (!e.killed) {
+      EXPECT_EQ(e.code, 0);
+      break;  // past the last journal write of the install
+    }
+    ++steps;
+  }
+  // module_installing, module_committing, idle.
+  EXPECT_EQ(steps, 3u);
+  EXPECT_EQ(outcomes, (std::set<int>{1, 2}));
+}
+
+// The agent killed while a module stage runs (the module kills its parent, before or after
+// doing the stage's work): an interrupted Download or Install is rolled back, an interrupted
+// Commit is finished.
+TEST_F(ModuleCrashTest, KilledDuringEveryModuleStage) {
+  struct Point {
+    const char* stage;
+    bool after;
+    int expected;
+  };
+  const Point points[] = {{"Download", false, 1}, {"Download", true, 1}, {"Install", false, 1},
+                          {"Install", true, 1},   {"Commit", false, 2},  {"Commit", true, 2}};
+  for (const Point& p : points) {
+    const std::string name = std::string("stage-") + p.stage + (p.after ? "-after" : "-before");
+    SCOPED_TRACE(name);
+    const fs::path dir = tmp_->path() / name;
+    fs::create_directories(dir);
+    const fs::path marker = dir / "killed-once";
+    const fs::path script = dir / "module.sh";
+    const std::string real = std::string(UPKEEP_MODULE_BIN) + " file \"$@\"";
+    testing::WriteBytes(script, "#!/bin/sh\nif [ \"$1\" = " + std::string(p.stage) +
+                                    " ] && [ ! -e " + marker.string() + " ]; then\n  : > " +
+                                    marker.string() + "\n" +
+                                    (p.after ? "  " + real + " || exit 1\n" : std::string()) +
+                                    "  kill -9 $PPID\n  exit 0\nfi\nexec " + real + "\n");
+    fs::permissions(script, fs::perms(0755));
+    auto d = NewDevice(name + "-device", {script.string()});
+    const Exit e = RunAgent(Args(*d, "install", 2), {});
+    EXPECT_TRUE(e.killed);
+    ASSERT_TRUE(fs::exists(marker));
+    ExpectConsistent(*d, "after the kill");
+    EXPECT_EQ(RunAgent(Args(*d, "status"), {}).code, 0);
+    EXPECT_EQ(ExpectSettled(*d, "after the restart"), p.expected);
+    ExpectLaterInstallsWork(*d);
+  }
 }
 
 }  // namespace

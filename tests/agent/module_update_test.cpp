@@ -1,9 +1,11 @@
 // Repeated updates of one module component through the real Agent: every version replaces the
 // previous one, a failed update leaves the last good version in place (content and journal),
-// and the next update still works.
+// and the next update still works. An install interrupted in either journalled step
+// (module_installing, module_committing) is finished or rolled back at the next start.
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -13,7 +15,9 @@
 #include "simulated_device.hpp"
 #include "test_util.hpp"
 #include "upkeep/agent/agent.hpp"
+#include "upkeep/install/events.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
+#include "upkeep/modules/module.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -106,10 +110,197 @@ class ModuleUpdateTest : public ::testing::Test {
               static_cast<std::uint64_t>(version));
   }
 
+  // Leaves the device as an agent killed while installing app/<file> at `version` would: the
+  // release signed, the work directory prepared, the module run through `stages`, and the
+  // journal at `state`.
+  void Interrupt(const std::string& file, const std::string& bytes, int version, UpdateState state,
+                 const std::vector<modules::Stage>& stages) {
+    const std::string target = "app/" + file;
+    repo_.AddFile(target, bytes, metadata::Component::Application, std::to_string(version),
+                  static_cast<std::uint64_t>(version));
+    repo_.Publish();
+    const fs::path artifact = tmp_ / file;
+    testing::WriteBytes(artifact, bytes);
+    modules::ComponentHeader header;
+    header.component = "app";
+    header.version = std::to_string(version);
+    header.target = target;
+    header.module_args_json = device_.config.components["app"].args_json;
+    const fs::path work = device_.config.device.data_dir / "modules" / "app";
+    const fs::path artifacts[] = {artifact};
+    ASSERT_TRUE(modules::PrepareWorkDir(work, header, artifacts).has_value());
+    modules::ModuleSpec spec;
+    spec.command = device_.config.components["app"].command;
+    for (const auto stage : stages) {
+      auto ran = modules::RunStage(spec, stage, work);
+      ASSERT_TRUE(ran.has_value()) << ran.error().ToString();
+    }
+    auto agent = device_.Agent();
+    auto journal = agent.store().Load();
+    ASSERT_TRUE(journal.has_value());
+    PendingUpdate u;
+    u.state = state;
+    u.id = "0123456789abcdef0123456789abcdef";
+    u.component = "app";
+    u.target = target;
+    u.version = std::to_string(version);
+    u.security_version = static_cast<std::uint64_t>(version);
+    u.image_size = bytes.size();
+    journal->update = u;
+    ASSERT_TRUE(agent.store().Save(*journal).has_value());
+  }
+
+  // After the restart: nothing in progress, `last` says `outcome` for `version`.
+  void ExpectSettled(const std::string& outcome, int version) {
+    auto journal = device_.Agent().store().Load();
+    ASSERT_TRUE(journal.has_value());
+    EXPECT_FALSE(journal->update.has_value());
+    ASSERT_TRUE(journal->last.has_value());
+    EXPECT_EQ(journal->last->outcome, outcome);
+    EXPECT_EQ(journal->last->version, std::to_string(version));
+  }
+
+  bool HasEvent(const char* id) const {
+    return std::find(device_.events.begin(), device_.events.end(), id) != device_.events.end();
+  }
+
+  // Two good file versions of "app" at `dest`.
+  void TwoFileVersions(const fs::path& dest) {
+    fs::create_directories(dest.parent_path());
+    UseModule("file", {{"dest", dest.string()}});
+    for (int v = 1; v <= 2; ++v) {
+      ASSERT_TRUE(
+          Release("app-" + std::to_string(v) + ".conf", "setting=" + std::to_string(v) + "\n", v)
+              .has_value());
+    }
+  }
+
   testing::TempDir tmp_;
   ReleaseRepo repo_;
   SimulatedDevice device_;
 };
+
+// An agent that died while the module's Install stage ran (the new file already in place) is
+// rolled back at the next start: the old file, the old journal entry, `last` rolled_back, and a
+// module.failed event; the next update installs normally (docs/formats/update-module.md).
+TEST_F(ModuleUpdateTest, InterruptedInstallIsRolledBackAtRestart) {
+  const fs::path dest = tmp_ / "etc" / "app.conf";
+  TwoFileVersions(dest);
+  Interrupt("app-3.conf", "setting=3\n", 3, UpdateState::ModuleInstalling,
+            {modules::Stage::Download, modules::Stage::Install});
+  ASSERT_EQ(ReadFileOrEmpty(dest), "setting=3\n");
+  device_.events.clear();
+  auto reconciled = device_.Agent().Reconcile();
+  ASSERT_TRUE(reconciled.has_value()) << reconciled.error().ToString();
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=2\n");
+  ExpectSettled("rolled_back", 3);
+  ExpectJournal(2);
+  EXPECT_TRUE(HasEvent(install::event::kModuleFailed));
+  auto next = Release("app-4.conf", "setting=4\n", 4);
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=4\n");
+  ExpectJournal(4);
+}
+
+// Killed right after the journal named the install, before any stage: the Rollback stage finds
+// nothing to undo; the same release then installs when asked again.
+TEST_F(ModuleUpdateTest, InterruptedBeforeAnyStageIsRolledBackAndCanBeRetried) {
+  const fs::path dest = tmp_ / "etc" / "app.conf";
+  TwoFileVersions(dest);
+  Interrupt("app-3.conf", "setting=3\n", 3, UpdateState::ModuleInstalling, {});
+  // The next install reconciles first, then installs the release again.
+  const auto bundle = repo_.BundleTargets({"app/app-3.conf"}, "app-3-again.upkb");
+  auto again = device_.Agent().Install(bundle.string(), "app/app-3.conf");
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=3\n");
+  ExpectSettled("committed", 3);
+  ExpectJournal(3);
+}
+
+// Killed once Install had succeeded (journal module_committing, before or after the Commit
+// stage ran): the next start runs Commit (again) and records the new version and its floor.
+TEST_F(ModuleUpdateTest, InterruptedCommitIsFinishedAtRestart) {
+  const fs::path dest = tmp_ / "etc" / "app.conf";
+  TwoFileVersions(dest);
+  Interrupt("app-3.conf", "setting=3\n", 3, UpdateState::ModuleCommitting,
+            {modules::Stage::Download, modules::Stage::Install});
+  device_.events.clear();
+  auto status = device_.Agent().Status();  // status applies it too
+  ASSERT_TRUE(status.has_value()) << status.error().ToString();
+  EXPECT_FALSE(status->state.update.has_value());
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=3\n");
+  ExpectSettled("committed", 3);
+  ExpectJournal(3);
+  EXPECT_TRUE(HasEvent(install::event::kModuleInstalled));
+
+  Interrupt("app-4.conf", "setting=4\n", 4, UpdateState::ModuleCommitting,
+            {modules::Stage::Download, modules::Stage::Install, modules::Stage::Commit});
+  ASSERT_TRUE(device_.Agent().Reconcile().has_value());
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=4\n");
+  ExpectSettled("committed", 4);
+  ExpectJournal(4);
+  // The committed version's backup is gone: a rollback now would not bring version 3 back.
+  EXPECT_FALSE(fs::exists(device_.config.device.data_dir / "modules" / "app" / "file.backup"));
+}
+
+// The dir module interrupted mid-install: the previous tree comes back whole.
+TEST_F(ModuleUpdateTest, InterruptedDirInstallRestoresTheTree) {
+  const fs::path dest = tmp_ / "srv" / "app";
+  fs::create_directories(dest.parent_path());
+  UseModule("dir", {{"dest", dest.string()}});
+  for (int v = 1; v <= 2; ++v) {
+    ASSERT_TRUE(Release("tree-" + std::to_string(v) + ".tar", TreeVersion(v), v).has_value());
+  }
+  Interrupt("tree-3.tar", TreeVersion(3), 3, UpdateState::ModuleInstalling,
+            {modules::Stage::Download, modules::Stage::Install});
+  ExpectTreeVersion(dest, 3, 3);
+  ASSERT_TRUE(device_.Agent().Reconcile().has_value());
+  ExpectTreeVersion(dest, 2, 3);
+  ExpectSettled("rolled_back", 3);
+  ExpectJournal(2);
+}
+
+// A Rollback that fails at the restart does not leave the journal stuck: `last` says failed
+// (the component may be between versions) and the next update installs.
+TEST_F(ModuleUpdateTest, FailedRecoveryRollbackIsRecordedAndDoesNotBlock) {
+  const fs::path dest = tmp_ / "etc" / "app.conf";
+  TwoFileVersions(dest);
+  Interrupt("app-3.conf", "setting=3\n", 3, UpdateState::ModuleInstalling,
+            {modules::Stage::Install});
+  const fs::path script = tmp_ / "fail-at-rollback.sh";
+  testing::WriteBytes(script, std::string("#!/bin/sh\n") +
+                                  "if [ \"$1\" = Rollback ]; then echo forced; exit 1; fi\n"
+                                  "exec " +
+                                  UPKEEP_MODULE_BIN + " file \"$@\"\n");
+  fs::permissions(script, fs::perms(0755));
+  device_.config.components["app"].command = {script.string()};
+  device_.events.clear();
+  ASSERT_TRUE(device_.Agent().Reconcile().has_value());
+  ExpectSettled("failed", 3);
+  ExpectJournal(2);  // the journal records only committed versions
+  EXPECT_TRUE(HasEvent(install::event::kModuleFailed));
+  UseModule("file", {{"dest", dest.string()}});
+  auto next = Release("app-4.conf", "setting=4\n", 4);
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_EQ(ReadFileOrEmpty(dest), "setting=4\n");
+  ExpectJournal(4);
+}
+
+// A component whose module was removed from the configuration while its install was
+// interrupted: nothing can run, the journal records the failure and moves on.
+TEST_F(ModuleUpdateTest, InterruptedInstallOfUnconfiguredComponentIsRecordedAsFailed) {
+  const fs::path dest = tmp_ / "etc" / "app.conf";
+  TwoFileVersions(dest);
+  Interrupt("app-3.conf", "setting=3\n", 3, UpdateState::ModuleCommitting,
+            {modules::Stage::Install});
+  device_.config.components.clear();
+  ASSERT_TRUE(device_.Agent().Reconcile().has_value());
+  ExpectSettled("failed", 3);
+  auto journal = device_.Agent().store().Load();
+  ASSERT_TRUE(journal.has_value());
+  EXPECT_NE(journal->last->detail.find("between versions"), std::string::npos)
+      << journal->last->detail;
+}
 
 // Three updates of a dir component in a row each replace the tree: a later update is neither
 // skipped (stale swap state taken as done) nor recorded without its content.

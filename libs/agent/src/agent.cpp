@@ -52,6 +52,13 @@ std::unique_ptr<install::Bootloader> MakeBootloader(const BootloaderConfig& c, F
   return std::make_unique<install::Bootloader>(std::move(env), o);
 }
 
+modules::ModuleSpec ModuleSpecOf(const ModuleConfig& module) {
+  modules::ModuleSpec spec;
+  spec.command = module.command;
+  spec.timeout = module.timeout;
+  return spec;
+}
+
 }  // namespace
 
 Result<std::string> ComponentFor(const AgentConfig& config, const metadata::TargetFile& target,
@@ -115,35 +122,29 @@ void Agent::Emit(const char* id, std::string message, Json data) {
   if (extra_sink_) extra_sink_(e);
 }
 
-Result<void> Agent::Advance(DeviceState& state, Trigger trigger, const std::string& detail,
-                            const Json& extra) {
+Result<void> Agent::Persist(DeviceState& state, const Transition& row, const Step& step) {
   const UpdateState from = state.update ? state.update->state : UpdateState::Idle;
-  UPKEEP_ASSIGN_OR_RETURN(const Transition* t, FindTransition(from, trigger));
-  PendingUpdate previous = state.update.value_or(PendingUpdate{});
-  if (t->to == UpdateState::Idle) {
-    if (from != UpdateState::Idle) {
-      std::string outcome = "failed";
-      if (trigger == Trigger::HealthPassed) outcome = "committed";
-      if (trigger == Trigger::BootedOld) outcome = "rolled_back";
-      if (trigger == Trigger::Cancel) outcome = "cancelled";
-      state.last = LastResult{outcome, previous.target, previous.version, detail};
+  const PendingUpdate previous = state.update.value_or(PendingUpdate{});
+  if (row.to == UpdateState::Idle) {
+    if (row.outcome != nullptr) {
+      state.last = LastResult{row.outcome, previous.target, previous.version, step.detail};
     }
     state.update.reset();
   } else {
-    state.update->state = t->to;
+    state.update->state = row.to;
   }
   UPKEEP_TRY(store_.Save(state));
-  if (t->event != nullptr) {
+  if (row.event != nullptr) {
     Json data = {{"from", ToString(from)},
-                 {"to", ToString(t->to)},
+                 {"to", ToString(row.to)},
                  {"target", previous.target},
                  {"version", previous.version},
                  {"update_id", previous.id}};
-    if (!detail.empty()) data["detail"] = detail;
-    data.update(extra);
-    Emit(t->event,
-         std::string(ToString(trigger)) + ": " + ToString(from) + " -> " + ToString(t->to) +
-             (detail.empty() ? "" : " (" + detail + ")"),
+    if (!step.detail.empty()) data["detail"] = step.detail;
+    data.update(step.extra);
+    Emit(row.event,
+         std::string(ToString(row.trigger)) + ": " + ToString(from) + " -> " + ToString(row.to) +
+             (step.detail.empty() ? "" : " (" + step.detail + ")"),
          std::move(data));
   }
   return Ok();
@@ -333,6 +334,15 @@ Result<InstallOutcome> Agent::InstallTarget(ReleaseSource& source,
   return InstallModule(state, source, target, m, component);
 }
 
+// --- Install: choose the step to begin with, then run the flow --------------------------------
+
+struct Agent::RootfsInstall {
+  ReleaseSource& source;
+  const metadata::TargetFile& target;
+  const install::ChunkIndex& index;
+  InstallOutcome& outcome;
+};
+
 Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, ReleaseSource& source,
                                             const metadata::TargetFile& target,
                                             const metadata::UpdateMetadata& m) {
@@ -371,6 +381,8 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, ReleaseSource& s
   const bool same = state.update && state.update->target == target.path &&
                     state.update->image_sha256 == index.image_sha256 &&
                     state.update->to_slot == to_slot;
+  Step begin;
+  begin.trigger = Trigger::Begin;
   if (!same) {
     // A different release replaces an unfinished one: its partial image is simply overwritten.
     PendingUpdate p;  // state Idle: Begin moves it to Writing
@@ -385,10 +397,7 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, ReleaseSource& s
     p.image_sha256 = index.image_sha256;
     p.image_size = index.image_size;
     state.update = std::move(p);
-    UPKEEP_TRY(
-        Advance(state, Trigger::Begin, "", {{"slot", to_slot}, {"image_size", index.image_size}}));
-  } else {
-    UPKEEP_TRY(Advance(state, Trigger::Begin));
+    begin.extra = {{"slot", to_slot}, {"image_size", index.image_size}};
   }
 
   InstallOutcome outcome;
@@ -396,51 +405,12 @@ Result<InstallOutcome> Agent::InstallRootfs(DeviceState& state, ReleaseSource& s
   outcome.version = m.version;
   outcome.component = kRootfs;
   outcome.to_slot = to_slot;
-  if (state.update->state == UpdateState::Writing) {
-    install::ImageInstallOptions o;
-    o.target = SlotPath(to_slot);
-    o.target_capacity = config_.slots.file_size;
-    if (config_.install.reuse_chunks) {
-      o.reuse_from = SlotPath(booted);
-      if (auto it = state.components.find(kRootfs); it != state.components.end()) {
-        o.reuse_scan_bytes = it->second.image_size;
-      }
-    }
-    o.start_chunk = static_cast<std::size_t>(state.update->durable_chunks);
-    o.checkpoint_bytes = config_.install.checkpoint_mib << 20;
-    o.on_checkpoint = [&](std::size_t durable) -> Result<void> {
-      state.update->durable_chunks = durable;
-      return store_.Save(state);
-    };
-    o.on_progress = progress_;
-    o.on_event = [this](const install::Event& e) { Emit(e.id.c_str(), e.message, e.data); };
-    o.max_resumes = config_.install.max_resumes;
-    o.resume_delay = config_.install.resume_delay;
-    o.clock = &clock_;
-    o.read_back = config_.slots.read_back;
-    auto report = install::InstallImage(index, *source.fetcher,
-                                        source.updater->TargetUrl(target, source.targets_url), o);
-    if (!report) {
-      // A transfer that keeps failing leaves the journal where it is, to resume later; anything
-      // else (a rejected chunk, a bad slot) ends this update.
-      if (report.error().code() != install::Errc::DownloadFailed &&
-          report.error().code() != install::Errc::PayloadTruncated) {
-        UPKEEP_TRY(Advance(state, Trigger::Fail, report.error().ToString()));
-      } else {
-        Emit(install::event::kInstallFailed, report.error().message(),
-             {{"target", target.path}, {"error", report.error().ToString()}, {"resumable", true}});
-      }
-      return report.error();
-    }
-    outcome.report = *report;
-    state.update->durable_chunks = index.chunks.size();
-    UPKEEP_TRY(Advance(state, Trigger::ImageVerified));
-  }
-  // Switch: journal first (with this boot's ID), then the bootloader; both are repeatable.
-  UPKEEP_ASSIGN_OR_RETURN(state.update->boot_id, BootId());
-  UPKEEP_TRY(Advance(state, Trigger::Switch));
-  UPKEEP_TRY(bootloader_->StartTrial(to_slot, state.update->id));
-  outcome.reboot_required = true;
+  RootfsInstall install{source, target, index, outcome};
+  rootfs_install_ = &install;
+  auto ran = RunFlow(*this, state, Command::Continue, std::move(begin));
+  rootfs_install_ = nullptr;
+  if (!ran) return ran.error();
+  outcome.reboot_required = state.update && state.update->state == UpdateState::Switched;
   return outcome;
 }
 
@@ -456,7 +426,6 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, ReleaseSource& s
     return Error(Errc::UpdatePending, "a root filesystem update is in progress");
   }
   // The artifact is verified in full (length and hashes) before the module sees it.
-  const fs::path work = config_.device.data_dir / "modules" / component;
   const fs::path download = config_.device.data_dir / "work";
   UPKEEP_ASSIGN_OR_RETURN(const fs::path file,
                           source.updater->DownloadTarget(target, source.targets_url, download));
@@ -466,32 +435,31 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, ReleaseSource& s
   header.target = target.path;
   header.module_args_json = it->second.args_json;
   const fs::path artifacts[] = {file};
-  UPKEEP_TRY(modules::PrepareWorkDir(fs_, work, header, artifacts));
-  modules::ModuleSpec spec;
-  spec.command = it->second.command;
-  spec.timeout = it->second.timeout;
-  Emit(install::event::kInstallStarted,
-       "installing " + target.path + " with the " + component + " module",
-       {{"target", target.path}, {"version", m.version}, {"component", component}});
-  auto installed = modules::InstallComponent(spec, work);
+  // Before the journal names the install: a crash here leaves the journal idle, and the next
+  // install prepares the work directory afresh.
+  auto prepared = modules::PrepareWorkDir(fs_, ModuleWorkDir(component), header, artifacts);
   (void)fs_.Remove(file);
-  if (!installed) {
-    state.last = LastResult{"failed", target.path, m.version, installed.error().ToString()};
-    UPKEEP_TRY(store_.Save(state));
-    Emit(install::event::kModuleFailed, installed.error().message(),
-         {{"target", target.path},
-          {"component", component},
-          {"rolled_back", installed.error().code() == modules::Errc::RolledBack},
-          {"error", installed.error().ToString()}});
-    return Error(Errc::ModuleFailed, installed.error().ToString());
+  if (!prepared) return prepared.error();
+
+  PendingUpdate p;  // state Idle: BeginModule moves it to ModuleInstalling
+  p.id = RandomId();
+  p.component = component;
+  p.target = target.path;
+  p.version = m.version;
+  p.security_version = m.security_version;
+  p.rollback_sequence = m.authorised_rollback_sequence;
+  if (auto sha = target.hashes.find("sha256"); sha != target.hashes.end()) {
+    p.image_sha256 = sha->second;
   }
-  state.components[component] = InstalledComponent{
-      m.version, target.path, target.hashes.begin()->second, target.length, m.security_version, ""};
-  RaiseFloor(state, component, m.security_version, m.authorised_rollback_sequence);
-  state.last = LastResult{"committed", target.path, m.version, ""};
-  UPKEEP_TRY(store_.Save(state));
-  Emit(install::event::kModuleInstalled, component + " " + m.version + " installed",
-       {{"target", target.path}, {"component", component}, {"version", m.version}});
+  p.image_size = target.length;
+  module_update_id_ = p.id;
+  state.update = std::move(p);
+  Step begin;
+  begin.trigger = Trigger::BeginModule;
+  begin.extra = {{"component", component}};
+  auto ran = RunFlow(*this, state, Command::Continue, std::move(begin));
+  module_update_id_.clear();
+  if (!ran) return ran.error();
   InstallOutcome outcome;
   outcome.target = target.path;
   outcome.version = m.version;
@@ -499,49 +467,251 @@ Result<InstallOutcome> Agent::InstallModule(DeviceState& state, ReleaseSource& s
   return outcome;
 }
 
+// --- Commands after the install ----------------------------------------------------------------
+
+// Each command first applies what the device tells (Continue), then acts on the step that
+// leaves: the command is meant for the update as it is now, not as it was before the reboot.
 Result<DeviceState> Agent::Reconcile() {
   UPKEEP_ASSIGN_OR_RETURN(DeviceState state, store_.Load());
   if (!state.update) return state;
+  UPKEEP_TRY(RunFlow(*this, state, Command::Continue));
+  return state;
+}
+
+Result<DeviceState> Agent::Commit() {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
+  if (!state.update) return Error(Errc::NothingToCommit, "no update is on trial");
+  UPKEEP_TRY(RunFlow(*this, state, Command::Commit));
+  return state;
+}
+
+Result<DeviceState> Agent::Rollback() {
+  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
+  if (!state.update) return Error(Errc::NothingToRollBack, "no update is in progress");
+  UPKEEP_TRY(RunFlow(*this, state, Command::Rollback));
+  return state;
+}
+
+// --- The handlers: one per state of the flow (flow.cpp) -----------------------------------------
+
+namespace {
+
+Error NotOnTrial(const PendingUpdate& u) {
+  return Error(Errc::NothingToCommit,
+               std::string("the update is ") + ToString(u.state) + ", not on trial");
+}
+
+Step Move(Trigger trigger, std::string detail = "") {
+  Step s;
+  s.trigger = trigger;
+  s.detail = std::move(detail);
+  return s;
+}
+
+}  // namespace
+
+// Writing the image into the inactive slot, from the source an Install gave. Without one (a
+// restart) the journal waits here for the next Install of the same release, which resumes.
+Result<Step> Agent::OnWriting(DeviceState& state, Command command) {
+  if (command == Command::Rollback) return Move(Trigger::Cancel, "abandoned before the switch");
+  if (command == Command::Commit) return NotOnTrial(*state.update);
+  if (rootfs_install_ == nullptr) return Step{};
+  RootfsInstall& in = *rootfs_install_;
+  const std::string booted = state.update->from_slot;
+  install::ImageInstallOptions o;
+  o.target = SlotPath(state.update->to_slot);
+  o.target_capacity = config_.slots.file_size;
+  if (config_.install.reuse_chunks) {
+    o.reuse_from = SlotPath(booted);
+    if (auto it = state.components.find(kRootfs); it != state.components.end()) {
+      o.reuse_scan_bytes = it->second.image_size;
+    }
+  }
+  o.start_chunk = static_cast<std::size_t>(state.update->durable_chunks);
+  o.checkpoint_bytes = config_.install.checkpoint_mib << 20;
+  o.on_checkpoint = [&](std::size_t durable) -> Result<void> {
+    state.update->durable_chunks = durable;
+    return store_.Save(state);
+  };
+  o.on_progress = progress_;
+  o.on_event = [this](const install::Event& e) { Emit(e.id.c_str(), e.message, e.data); };
+  o.max_resumes = config_.install.max_resumes;
+  o.resume_delay = config_.install.resume_delay;
+  o.clock = &clock_;
+  o.read_back = config_.slots.read_back;
+  auto report =
+      install::InstallImage(in.index, *in.source.fetcher,
+                            in.source.updater->TargetUrl(in.target, in.source.targets_url), o);
+  if (!report) {
+    // A transfer that keeps failing leaves the journal where it is, to resume later; anything
+    // else (a rejected chunk, a bad slot) ends this update.
+    if (report.error().code() != install::Errc::DownloadFailed &&
+        report.error().code() != install::Errc::PayloadTruncated) {
+      Step fail = Move(Trigger::Fail, report.error().ToString());
+      fail.error = report.error();
+      return fail;
+    }
+    Emit(install::event::kInstallFailed, report.error().message(),
+         {{"target", in.target.path}, {"error", report.error().ToString()}, {"resumable", true}});
+    return report.error();
+  }
+  in.outcome.report = *report;
+  state.update->durable_chunks = in.index.chunks.size();
+  return Move(Trigger::ImageVerified);
+}
+
+// The image is complete: an Install records this boot's ID and switches; a restart waits for
+// the next Install (the switch needs no source, but only an Install asks for it).
+Result<Step> Agent::OnWritten(DeviceState& state, Command command) {
+  if (command == Command::Rollback) return Move(Trigger::Cancel, "abandoned before the switch");
+  if (command == Command::Commit) return NotOnTrial(*state.update);
+  if (rootfs_install_ == nullptr) return Step{};
+  UPKEEP_ASSIGN_OR_RETURN(state.update->boot_id, BootId());
+  return Move(Trigger::Switch);
+}
+
+// Journal first (with the boot's ID), then the bootloader: repeated until the device reboots,
+// and the reboot tells which slot came up.
+Result<Step> Agent::OnSwitched(DeviceState& state, Command command) {
   PendingUpdate& u = *state.update;
-  if (u.state == UpdateState::Writing || u.state == UpdateState::Written) return state;
   UPKEEP_ASSIGN_OR_RETURN(const std::string booted, BootedSlot());
   UPKEEP_ASSIGN_OR_RETURN(const std::string boot_id, BootId());
-  const bool rebooted = boot_id != u.boot_id;
-  switch (u.state) {
-    case UpdateState::Switched:
-      if (!rebooted) {
-        UPKEEP_TRY(bootloader_->StartTrial(u.to_slot, u.id));  // finish an interrupted switch
-      } else if (booted == u.to_slot) {
-        u.boot_id = boot_id;
-        UPKEEP_TRY(Advance(state, Trigger::BootedNew));
-      } else {
-        UPKEEP_ASSIGN_OR_RETURN(const std::string marker, bootloader_->TrialUpdateId());
-        if (marker == u.id) {
-          UPKEEP_TRY(Advance(state, Trigger::BootedOld, "the new slot did not boot"));
-        } else {
-          // The switch never reached the boot environment before the reboot: switch now.
-          u.boot_id = boot_id;
-          UPKEEP_TRY(Advance(state, Trigger::Switch));
-          UPKEEP_TRY(bootloader_->StartTrial(u.to_slot, u.id));
-        }
-      }
-      break;
-    case UpdateState::Trial:
-      if (rebooted && booted == u.from_slot) {
-        UPKEEP_TRY(Advance(state, Trigger::BootedOld, "the firmware fell back during the trial"));
-      }
-      break;
-    case UpdateState::Reverting:
-      if (booted == u.from_slot && rebooted) {
-        UPKEEP_TRY(Advance(state, Trigger::BootedOld, "reverted"));
-      } else {
-        UPKEEP_TRY(bootloader_->Revert(u.from_slot));
-      }
-      break;
-    default:
-      break;
+  if (boot_id != u.boot_id) {
+    if (booted == u.to_slot) {
+      u.boot_id = boot_id;
+      return Move(Trigger::BootedNew);
+    }
+    UPKEEP_ASSIGN_OR_RETURN(const std::string marker, bootloader_->TrialUpdateId());
+    if (marker == u.id) return Move(Trigger::BootedOld, "the new slot did not boot");
+    // The switch never reached the boot environment before the reboot: switch now.
+    u.boot_id = boot_id;
+    return Move(Trigger::Switch);
   }
-  return state;
+  if (command == Command::Rollback) {
+    UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+    return Move(Trigger::Cancel, "reverted before the reboot");
+  }
+  UPKEEP_TRY(bootloader_->StartTrial(u.to_slot, u.id));  // (again, if interrupted)
+  if (command == Command::Commit) {
+    return Error(Errc::NotRebooted, "reboot into slot " + u.to_slot + " first");
+  }
+  return Step{};
+}
+
+// On trial: a fallback by the firmware ends the update; Commit runs the health checks and makes
+// the slot permanent (bootloader first: if the journal write is lost, the next commit finds the
+// slot already permanent and records it again) or sets the bootloader back.
+Result<Step> Agent::OnTrial(DeviceState& state, Command command) {
+  const PendingUpdate u = *state.update;
+  UPKEEP_ASSIGN_OR_RETURN(const std::string booted, BootedSlot());
+  UPKEEP_ASSIGN_OR_RETURN(const std::string boot_id, BootId());
+  if (boot_id != u.boot_id && booted == u.from_slot) {
+    return Move(Trigger::BootedOld, "the firmware fell back during the trial");
+  }
+  if (command == Command::Rollback) {
+    UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+    return Move(Trigger::Cancel, "rollback requested");
+  }
+  if (command != Command::Commit) return Step{};
+  if (auto health = RunHealthChecks(); !health) {
+    UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+    Step failed = Move(Trigger::HealthFailed, health.error().message());
+    failed.error = health.error();
+    return failed;
+  }
+  Emit(install::event::kHealthPassed, "health checks passed on slot " + u.to_slot,
+       {{"slot", u.to_slot}, {"checks", config_.health.commands.size()}});
+  UPKEEP_TRY(bootloader_->Commit());
+  state.components[kRootfs] = InstalledComponent{u.version,    u.target,           u.image_sha256,
+                                                 u.image_size, u.security_version, u.to_slot};
+  RaiseFloor(state, kRootfs, u.security_version, u.rollback_sequence);
+  return Move(Trigger::HealthPassed);
+}
+
+// Back to the old slot: the bootloader is set back until the device boots it.
+Result<Step> Agent::OnReverting(DeviceState& state, Command command) {
+  const PendingUpdate& u = *state.update;
+  UPKEEP_ASSIGN_OR_RETURN(const std::string booted, BootedSlot());
+  UPKEEP_ASSIGN_OR_RETURN(const std::string boot_id, BootId());
+  if (boot_id != u.boot_id && booted == u.from_slot) return Move(Trigger::BootedOld, "reverted");
+  if (command == Command::Rollback) return Move(Trigger::Cancel);
+  UPKEEP_TRY(bootloader_->Revert(u.from_slot));
+  if (command == Command::Commit) return NotOnTrial(u);
+  return Step{};
+}
+
+fs::path Agent::ModuleWorkDir(const std::string& component) const {
+  return config_.device.data_dir / "modules" / component;
+}
+
+// The module's Download and Install stages, for the install this process began. Found here on
+// a restart, the install was interrupted (the module may have changed anything): Rollback.
+Result<Step> Agent::OnModuleInstalling(DeviceState& state, Command /*command*/) {
+  const PendingUpdate& u = *state.update;
+  if (module_update_id_ != u.id) return RollBackModule(u, "the install was interrupted");
+  auto it = config_.components.find(u.component);
+  if (it == config_.components.end()) return RollBackModule(u, "no module configured");
+  const modules::ModuleSpec spec = ModuleSpecOf(it->second);
+  for (const modules::Stage stage : {modules::Stage::Download, modules::Stage::Install}) {
+    auto ran = modules::RunStage(spec, stage, ModuleWorkDir(u.component));
+    if (!ran) {
+      return RollBackModule(
+          u, std::string(modules::StageName(stage)) + " failed: " + ran.error().ToString());
+    }
+  }
+  return Move(Trigger::ModuleInstalled);
+}
+
+// The module's Commit (idempotent: after a restart it runs again), then Cleanup; the component
+// and its floor are recorded with the move to Idle.
+Result<Step> Agent::OnModuleCommitting(DeviceState& state, Command /*command*/) {
+  const PendingUpdate u = *state.update;
+  auto it = config_.components.find(u.component);
+  if (it == config_.components.end()) return RollBackModule(u, "no module configured");
+  const modules::ModuleSpec spec = ModuleSpecOf(it->second);
+  const fs::path work = ModuleWorkDir(u.component);
+  if (auto committed = modules::RunStage(spec, modules::Stage::Commit, work); !committed) {
+    return RollBackModule(u, "Commit failed: " + committed.error().ToString());
+  }
+  if (auto cleanup = modules::RunStage(spec, modules::Stage::Cleanup, work); !cleanup) {
+    log::warn("component {}: committed, but Cleanup failed: {}", u.component,
+              cleanup.error().ToString());
+  }
+  state.components[u.component] =
+      InstalledComponent{u.version, u.target, u.image_sha256, u.image_size, u.security_version, ""};
+  RaiseFloor(state, u.component, u.security_version, u.rollback_sequence);
+  Step done = Move(Trigger::ModuleCommitted);
+  done.extra = {{"component", u.component}};
+  return done;
+}
+
+Step Agent::RollBackModule(const PendingUpdate& u, const std::string& why) {
+  const std::string message = "component " + u.component + ": " + why;
+  std::optional<Error> failure;
+  if (auto it = config_.components.find(u.component); it == config_.components.end()) {
+    failure =
+        Error(modules::Errc::RollbackFailed, message + "; the component may be between versions");
+  } else {
+    const modules::ModuleSpec spec = ModuleSpecOf(it->second);
+    const fs::path work = ModuleWorkDir(u.component);
+    auto rolled = modules::RunStage(spec, modules::Stage::Rollback, work);
+    if (auto cleanup = modules::RunStage(spec, modules::Stage::Cleanup, work); !cleanup) {
+      log::warn("component {}: Cleanup after Rollback failed: {}", u.component,
+                cleanup.error().ToString());
+    }
+    failure =
+        rolled ? Error(modules::Errc::RolledBack, message + "; rolled back to the previous version")
+               : Error(modules::Errc::RollbackFailed,
+                       message + "; Rollback failed too: " + rolled.error().ToString());
+  }
+  const bool rolled_back = failure->code() == modules::Errc::RolledBack;
+  Step s = Move(rolled_back ? Trigger::ModuleRolledBack : Trigger::Fail, failure->message());
+  s.extra = {
+      {"component", u.component}, {"rolled_back", rolled_back}, {"error", failure->ToString()}};
+  // Only the caller that began this install hears of the failure; after a restart the journal
+  // and the event log record it.
+  if (module_update_id_ == u.id) s.error = Error(Errc::ModuleFailed, failure->ToString());
+  return s;
 }
 
 Result<void> Agent::RunHealthChecks() {
@@ -569,61 +739,12 @@ Result<void> Agent::RunHealthChecks() {
   return Ok();
 }
 
-Result<DeviceState> Agent::Commit() {
-  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
-  if (!state.update) return Error(Errc::NothingToCommit, "no update is on trial");
-  if (state.update->state == UpdateState::Switched) {
-    return Error(Errc::NotRebooted, "reboot into slot " + state.update->to_slot + " first");
-  }
-  if (state.update->state != UpdateState::Trial) {
-    return Error(Errc::NothingToCommit,
-                 std::string("the update is ") + ToString(state.update->state) + ", not on trial");
-  }
-  const PendingUpdate u = *state.update;
-  if (auto health = RunHealthChecks(); !health) {
-    UPKEEP_TRY(bootloader_->Revert(u.from_slot));
-    UPKEEP_TRY(Advance(state, Trigger::HealthFailed, health.error().message()));
-    return health.error();
-  }
-  Emit(install::event::kHealthPassed, "health checks passed on slot " + u.to_slot,
-       {{"slot", u.to_slot}, {"checks", config_.health.commands.size()}});
-  // Bootloader first: if the journal write is lost, the next commit finds the trial slot already
-  // permanent and records it again.
-  UPKEEP_TRY(bootloader_->Commit());
-  state.components[kRootfs] = InstalledComponent{u.version,    u.target,           u.image_sha256,
-                                                 u.image_size, u.security_version, u.to_slot};
-  RaiseFloor(state, kRootfs, u.security_version, u.rollback_sequence);
-  UPKEEP_TRY(Advance(state, Trigger::HealthPassed));
-  return state;
-}
-
-Result<DeviceState> Agent::Rollback() {
-  UPKEEP_ASSIGN_OR_RETURN(DeviceState state, Reconcile());
-  if (!state.update) return Error(Errc::NothingToRollBack, "no update is in progress");
-  const PendingUpdate u = *state.update;
-  switch (u.state) {
-    case UpdateState::Writing:
-    case UpdateState::Written:
-      UPKEEP_TRY(Advance(state, Trigger::Cancel, "abandoned before the switch"));
-      break;
-    case UpdateState::Switched:
-      UPKEEP_TRY(bootloader_->Revert(u.from_slot));
-      UPKEEP_TRY(Advance(state, Trigger::Cancel, "reverted before the reboot"));
-      break;
-    default:  // Trial, Reverting: back to the old slot at the next boot
-      UPKEEP_TRY(bootloader_->Revert(u.from_slot));
-      UPKEEP_TRY(Advance(state, Trigger::Cancel, "rollback requested"));
-      break;
-  }
-  return state;
-}
-
 Result<StatusReport> Agent::Status() {
   StatusReport r;
   r.config = config_;
   // What the current boot says about a pending update is applied first, so status is current.
   UPKEEP_ASSIGN_OR_RETURN(r.state, store_.Load());
-  if (r.state.update && BootedSlot() && BootId()) {
+  if (r.state.update && (IsModuleState(r.state.update->state) || (BootedSlot() && BootId()))) {
     UPKEEP_ASSIGN_OR_RETURN(r.state, Reconcile());
   }
   auto boot = bootloader_->Status();

@@ -49,6 +49,8 @@ const char* ErrcName(int value) {
       return "AlreadyInstalled";
     case Errc::TargetOutsideNamespace:
       return "TargetOutsideNamespace";
+    case Errc::FlowStuck:
+      return "FlowStuck";
     case Errc::PolicyCorrupt:
       return "PolicyCorrupt";
     case Errc::PolicyWriteFailed:

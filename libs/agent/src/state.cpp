@@ -15,17 +15,33 @@ namespace {
 
 using metadata::Json;
 
+// Format 2 adds the module states; it is written only while a module install is in progress, so
+// that an agent knowing format 1 only (an older root filesystem the firmware fell back to) still
+// reads every journal a root filesystem update leaves.
 constexpr std::uint64_t kStateFormat = 1;
+constexpr std::uint64_t kModuleStateFormat = 2;
 constexpr std::uint64_t kMaxStateBytes = 4 << 20;
 
-constexpr std::array<std::pair<UpdateState, const char*>, 6> kStateNames = {{
+constexpr std::array<std::pair<UpdateState, const char*>, 8> kStateNames = {{
     {UpdateState::Idle, "idle"},
     {UpdateState::Writing, "writing"},
     {UpdateState::Written, "written"},
     {UpdateState::Switched, "switched"},
     {UpdateState::Trial, "trial"},
     {UpdateState::Reverting, "reverting"},
+    {UpdateState::ModuleInstalling, "module_installing"},
+    {UpdateState::ModuleCommitting, "module_committing"},
 }};
+constexpr std::array<UpdateState, kStateNames.size()> kAllStates = {
+    UpdateState::Idle,
+    UpdateState::Writing,
+    UpdateState::Written,
+    UpdateState::Switched,
+    UpdateState::Trial,
+    UpdateState::Reverting,
+    UpdateState::ModuleInstalling,
+    UpdateState::ModuleCommitting,
+};
 
 Error Corrupt(const std::string& what) {
   return Error(Errc::JournalCorrupt, "state.json: " + what);
@@ -39,7 +55,9 @@ constexpr metadata::StringRules kAnyString{.allow_empty = true};
 Result<DeviceState> Read(const Json& doc) {
   UPKEEP_ASSIGN_OR_RETURN(JsonReader r, JsonReader::Of(doc, metadata::Errc::InvalidMetadata, ""));
   UPKEEP_ASSIGN_OR_RETURN(const std::uint64_t format, r.Uint("format"));
-  if (format != kStateFormat) return r.Fail("format", "unknown format " + std::to_string(format));
+  if (format != kStateFormat && format != kModuleStateFormat) {
+    return r.Fail("format", "unknown format " + std::to_string(format));
+  }
   DeviceState s;
   UPKEEP_ASSIGN_OR_RETURN(JsonReader components, r.Object("components"));
   for (const auto& [name, value] : components.json().items()) {
@@ -68,7 +86,8 @@ Result<DeviceState> Read(const Json& doc) {
     PendingUpdate p;
     UPKEEP_ASSIGN_OR_RETURN(const std::string state, u.String("state"));
     const auto parsed = UpdateStateFromString(state);
-    if (!parsed || *parsed == UpdateState::Idle) {
+    if (!parsed || *parsed == UpdateState::Idle ||
+        (IsModuleState(*parsed) && format < kModuleStateFormat)) {
       return u.Fail("state", "unknown update state " + state);
     }
     p.state = *parsed;
@@ -126,7 +145,8 @@ Json ToJson(const DeviceState& s) {
     security[name] = {{"security_version", f.security_version},
                       {"rollback_sequence", f.rollback_sequence}};
   }
-  Json doc = {{"format", kStateFormat},
+  const bool module_update = s.update && IsModuleState(s.update->state);
+  Json doc = {{"format", module_update ? kModuleStateFormat : kStateFormat},
               {"components", components},
               {"security", security},
               {"update", nullptr},
@@ -163,6 +183,12 @@ const char* ToString(UpdateState s) {
     if (state == s) return name;
   }
   return "unknown";
+}
+
+std::span<const UpdateState> AllUpdateStates() { return kAllStates; }
+
+bool IsModuleState(UpdateState s) {
+  return s == UpdateState::ModuleInstalling || s == UpdateState::ModuleCommitting;
 }
 
 std::optional<UpdateState> UpdateStateFromString(std::string_view s) {

@@ -1,8 +1,9 @@
 #pragma once
 
-// The device agent's operations: install a release into the inactive slot and switch to it,
-// report status, commit or roll back after the reboot. Every step moves the journal along the
-// transition table (flow.hpp) before acting, so each operation can be repeated after a crash and
+// The device agent's operations: install a release into the inactive slot and switch to it (or
+// through a component's update module), report status, commit or roll back after the reboot.
+// Each operation runs the update flow (flow.hpp): the journal moves along the transition table
+// before the handler of the new step acts, so each operation can be repeated after a crash and
 // picks up where the journal says. `upkeep-agent` calls these; the daemon will too.
 
 #include <filesystem>
@@ -54,11 +55,11 @@ struct ReleaseSource {
   std::unique_ptr<metadata::Updater> updater;
 };
 
-class Agent {
+class Agent : private FlowHandlers {
  public:
   Agent(AgentConfig config, Filesystem& fs, const Clock& clock);
   Agent(Agent&&) noexcept;
-  ~Agent();
+  ~Agent() override;
 
   // Lifecycle events (also appended to data_dir/events.jsonl).
   void SetEventSink(install::EventSink sink) { extra_sink_ = std::move(sink); }
@@ -95,7 +96,8 @@ class Agent {
   // Abandons or reverts the update in progress. NothingToRollBack when there is none.
   [[nodiscard]] Result<DeviceState> Rollback();
   // Applies what the current boot tells about a pending update (trial started, firmware fell
-  // back, revert finished). Install, Commit and Rollback call it first.
+  // back, revert finished) and finishes an interrupted module install (Commit again once Install
+  // had succeeded, otherwise the module's Rollback). Install, Commit and Rollback call it first.
   [[nodiscard]] Result<DeviceState> Reconcile();
   // The state after Reconcile (when the booted slot and boot ID can be read).
   [[nodiscard]] Result<StatusReport> Status();
@@ -108,11 +110,22 @@ class Agent {
   [[nodiscard]] std::filesystem::path SlotPath(const std::string& slot) const;
 
  private:
-  // Moves the journal along the transition table, saves it, and emits the row's event (with
-  // `extra` fields in its data).
-  [[nodiscard]] Result<void> Advance(DeviceState& state, Trigger trigger,
-                                     const std::string& detail = "",
-                                     const metadata::Json& extra = metadata::Json::object());
+  struct RootfsInstall;  // what the Writing and Written handlers install from (agent.cpp)
+
+  // The flow's handlers (flow.cpp names which state each serves).
+  [[nodiscard]] Result<Step> OnWriting(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnWritten(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnSwitched(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnTrial(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnReverting(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnModuleInstalling(DeviceState& state, Command command) override;
+  [[nodiscard]] Result<Step> OnModuleCommitting(DeviceState& state, Command command) override;
+  // Moves the journal along `row`, saves it, and emits the row's event (with the step's detail
+  // and extra fields in its data).
+  [[nodiscard]] Result<void> Persist(DeviceState& state, const Transition& row,
+                                     const Step& step) override;
+  // A module stage failed (or the install was interrupted): Rollback, Cleanup, and the move.
+  [[nodiscard]] Step RollBackModule(const PendingUpdate& u, const std::string& why);
   void Emit(const char* id, std::string message, metadata::Json data);
   [[nodiscard]] Result<std::string> BootedSlot() const;
   [[nodiscard]] Result<std::string> BootId() const;
@@ -128,6 +141,7 @@ class Agent {
                                                      const metadata::UpdateMetadata& m,
                                                      const std::string& component);
   [[nodiscard]] Result<void> RunHealthChecks();
+  [[nodiscard]] std::filesystem::path ModuleWorkDir(const std::string& component) const;
   void RaiseFloor(DeviceState& state, const std::string& component, std::uint64_t security_version,
                   std::optional<std::uint64_t> rollback_sequence);
 
@@ -138,6 +152,10 @@ class Agent {
   std::unique_ptr<install::Bootloader> bootloader_;
   install::EventSink extra_sink_;
   std::function<void(const install::ImageProgress&)> progress_;
+  // Set while Install runs the flow: the root filesystem release being written, and the module
+  // update this process began (an update without it in a module state was interrupted).
+  RootfsInstall* rootfs_install_ = nullptr;
+  std::string module_update_id_;
 };
 
 // The component a release installs, decided by the target's path: the root filesystem's

@@ -38,6 +38,7 @@ enum class Errc {
   AlreadyInstalled = 25,         // the release is what the device already runs
   TargetOutsideNamespace = 26,   // the target's path lies in no component's namespace, or its
                                  // update metadata claims another component than its path
+  FlowStuck = 30,                // the update flow kept moving past its step bound (a defect)
   // Update policy and check schedule (policy.hpp, schedule.hpp; docs/policy.md)
   PolicyCorrupt = 40,         // the policy file does not parse or holds impossible values
   PolicyWriteFailed = 41,     // the policy file cannot be written

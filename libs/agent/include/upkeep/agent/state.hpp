@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "upkeep/common/filesystem.hpp"
@@ -17,17 +18,26 @@
 
 namespace upkeep::agent {
 
-// Steps of an update, in order. The transitions between them are the table in flow.hpp.
+// Steps of an update, in order. The transitions between them, and the handler that acts in each
+// step, are the table in flow.cpp.
 enum class UpdateState {
-  Idle,       // nothing in progress
+  Idle,  // nothing in progress
+  // The root filesystem, through the A/B slots.
   Writing,    // streaming the image into the inactive slot (durable_chunks says how far)
   Written,    // image complete, synced and verified in the inactive slot
   Switched,   // bootloader set to try the new slot; reboot requested
   Trial,      // running the new slot on trial; health checks decide
   Reverting,  // bootloader set back to the old slot; reboot requested
+  // A module component (docs/formats/update-module.md).
+  ModuleInstalling,  // the verified artifact is in the work directory; Download and Install run
+  ModuleCommitting,  // Install succeeded: the module's Commit (then Cleanup) runs
 };
 [[nodiscard]] const char* ToString(UpdateState s);
 [[nodiscard]] std::optional<UpdateState> UpdateStateFromString(std::string_view s);
+// Every state, Idle first.
+[[nodiscard]] std::span<const UpdateState> AllUpdateStates();
+// True for the states of a module component's install.
+[[nodiscard]] bool IsModuleState(UpdateState s);
 
 struct InstalledComponent {
   std::string version;
@@ -43,6 +53,8 @@ struct SecurityFloor {
   std::uint64_t rollback_sequence = 0;  // highest authorised-rollback sequence used
 };
 
+// The update in progress. A module component's uses component, target, version, the security
+// fields and image_sha256/image_size (of the artifact); the slot and boot fields stay empty.
 struct PendingUpdate {
   UpdateState state = UpdateState::Idle;
   std::string id;  // random; also written to the boot environment at the switch
