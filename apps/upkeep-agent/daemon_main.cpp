@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <charconv>
 #include <ostream>
 #include <random>
 #include <thread>
@@ -101,7 +102,10 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
     localapi::LanOptions lan;
     const auto colon = config.local_api.lan_listen.rfind(':');
     lan.address = config.local_api.lan_listen.substr(0, colon);
-    lan.port = static_cast<std::uint16_t>(std::stoul(config.local_api.lan_listen.substr(colon + 1)));
+    std::uint32_t port = 0;  // checked by the configuration parser: 1..65535
+    const std::string digits = config.local_api.lan_listen.substr(colon + 1);
+    std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    lan.port = static_cast<std::uint16_t>(port);
     auto cert = fs.ReadFile(config.local_api.lan_certificate, kMaxPem);
     if (!cert) return Fail(err, "local_api.lan_certificate", cert.error(), kDaemonExitConfig);
     auto key = fs.ReadFile(config.local_api.lan_key, kMaxPem);

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <charconv>
 #include <cstdio>
 #include <set>
 #include <sstream>
@@ -419,7 +420,8 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
         mode.find_first_not_of("01234567") != std::string::npos) {
       return Bad("local_api.mode", "must be an octal mode like \"0660\"");
     }
-    c.local_api.mode = static_cast<std::uint32_t>(std::stoul(mode, nullptr, 8));
+    c.local_api.mode = 0;
+    for (const char ch : mode) c.local_api.mode = c.local_api.mode * 8 + static_cast<std::uint32_t>(ch - '0');
     if ((c.local_api.mode & 0007) != 0) {
       return Bad("local_api.mode", "must not give other users access");
     }
@@ -432,10 +434,14 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
   UPKEEP_TRY(api.NoUnknownKeys());
   if (!c.local_api.lan_listen.empty()) {
     const auto colon = c.local_api.lan_listen.rfind(':');
-    if (colon == std::string::npos || colon == 0 ||
-        c.local_api.lan_listen.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
-        colon + 1 == c.local_api.lan_listen.size()) {
-      return Bad("local_api.lan_listen", "must be ADDRESS:PORT");
+    std::uint32_t port = 0;
+    if (colon != std::string::npos) {
+      const std::string_view digits = std::string_view(c.local_api.lan_listen).substr(colon + 1);
+      const auto parsed = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+      if (parsed.ec != std::errc() || parsed.ptr != digits.data() + digits.size()) port = 0;
+    }
+    if (colon == std::string::npos || colon == 0 || port == 0 || port > 65535) {
+      return Bad("local_api.lan_listen", "must be ADDRESS:PORT (port 1-65535)");
     }
     if (c.local_api.lan_certificate.empty() || c.local_api.lan_key.empty()) {
       return Bad("local_api.lan_certificate", "lan_listen needs lan_certificate and lan_key");
@@ -652,7 +658,7 @@ std::string DumpConfig(const AgentConfig& c) {
   for (const auto& [name, m] : c.components) {
     toml::table t{{"module", argv(m.command)},
                   {"timeout_seconds", static_cast<std::int64_t>(m.timeout.count())},
-                  {"namespace", m.target_namespace}};
+                  {"namespace", m.target_namespace.empty() ? name + "/" : m.target_namespace}};
     // args_json was written by ParseConfig; parse without exceptions all the same.
     InsertJson(t, "args", metadata::Json::parse(m.args_json, nullptr, false));
     components.insert(name, std::move(t));

@@ -42,7 +42,8 @@ std::string UpdateIdFor(const std::string& target, const std::string& version) {
 }
 
 std::string ErrorCode(const Error& e) {
-  return std::string(e.code().category().name()) + "." + std::to_string(e.code().value());
+  const std::error_code code = e.code();
+  return std::string(code.category().name()) + "." + std::to_string(code.value());  // nothrow: error_code
 }
 
 std::uint64_t UnixSeconds(Clock::TimePoint t) {
@@ -75,7 +76,8 @@ class ClientSender final : public OutboxSender {
     if (e.code().category() != std::error_code(deviceapi::Errc::BadRequest).category()) {
       return true;  // network, timeout, TLS
     }
-    switch (static_cast<deviceapi::Errc>(e.code().value())) {
+    const int value = e.code().value();  // nothrow: error_code
+    switch (static_cast<deviceapi::Errc>(value)) {
       case deviceapi::Errc::BadRequest:
       case deviceapi::Errc::TooLarge:
       case deviceapi::Errc::InvalidArgument:
