@@ -296,7 +296,19 @@ int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, st
       // The socket the configured daemon serves, when the configuration can be read.
       if (auto c = LoadConfig(o.config)) client_options.socket = c->local_api.socket.string();
     }
-    if (client->parsed()) return RunClientCommand(*client, out, err);
+    if (client->parsed()) {
+      // check and policy also work without a daemon, on the device directly.
+      const bool alone = (client->check != nullptr && client->check->parsed()) ||
+                         (client->policy != nullptr && client->policy->parsed());
+      client_options.silent_if_not_running = alone;
+      const int code = RunClientCommand(*client, out, err);
+      if (!alone || code != kExitDaemonNotRunning) return code;
+      auto config = LoadConfig(o.config);
+      if (!config) return reporter.Fail(config.error());
+      if (client->check->parsed()) return RunStandaloneCheck(*config, o.json || client_options.json, out, err);
+      return RunStandalonePolicy(*config, client->policy_key, client->policy_value,
+                                 client->confirm, o.json || client_options.json, out, err);
+    }
     if (!hook && !o.dump_config && DaemonCanServe(o, install->parsed(), status->parsed())) {
       client_options.silent_if_not_running = true;
       std::error_code ec;

@@ -17,6 +17,7 @@
 #include "upkeep/localapi/credential_store.hpp"
 #include "upkeep/localapi/dbus.hpp"
 #include "upkeep/localapi/server.hpp"
+#include "upkeep/metadata/json_text.hpp"
 
 namespace upkeep::agent {
 
@@ -30,7 +31,7 @@ std::uint64_t Seed() {
 }
 
 int Fail(std::ostream& err, const std::string& what, const Error& e, int code) {
-  err << "upkeep-agent run: " << what << ": " << PrintableText(e.ToString()) << "\n";
+  err << "upkeep-agent: " << what << ": " << PrintableText(e.ToString()) << "\n";
   return code;
 }
 
@@ -137,6 +138,76 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
   if (dbus) dbus->Stop();
   (*server)->Stop(std::chrono::seconds(2));
   out << std::flush;
+  return 0;
+}
+
+namespace {
+
+metadata::Json PolicySettingsJson(const PolicyState& p) {
+  return metadata::Json{{"auto_install", p.auto_install},
+                        {"notifications", p.notifications},
+                        {"security_auto_install", p.security_auto_install},
+                        {"reboot_later", p.reboot_later}};
+}
+
+std::string OnOff(bool b) { return b ? "on" : "off"; }
+
+}  // namespace
+
+int RunStandaloneCheck(const AgentConfig& config, bool json, std::ostream& out,
+                       std::ostream& err) {
+  LocalFilesystem fs;
+  SystemClock clock;
+  SeededRandom random(Seed());
+  auto daemon = Daemon::Create(config, fs, clock, random);
+  if (!daemon) return Fail(err, "check", daemon.error(), kDaemonExitConfig);
+  auto r = (*daemon)->CheckAndDeliver();
+  if (!r) return Fail(err, "check", r.error(), kDaemonExitRuntime);
+  if (json) {
+    out << metadata::DumpJson(metadata::Json{{"not_modified", r->not_modified},
+                                             {"offered", r->offered},
+                                             {"installed", r->installed},
+                                             {"rejected", r->rejected},
+                                             {"waiting", r->waiting}})
+        << "\n";
+  } else {
+    out << (r->not_modified ? "nothing new" : std::to_string(r->offered.size()) + " offered") << ", "
+        << r->installed.size() << " installed, " << r->rejected.size() << " rejected, "
+        << r->waiting.size() << " waiting\n";
+  }
+  return r->rejected.empty() ? 0 : 2;
+}
+
+int RunStandalonePolicy(const AgentConfig& config, const std::string& key, const std::string& value,
+                        bool confirm, bool json, std::ostream& out, std::ostream& err) {
+  LocalFilesystem fs;
+  if (auto made = fs.CreateDirectories(config.device.data_dir); !made) {
+    return Fail(err, "policy", made.error(), kDaemonExitRuntime);
+  }
+  auto policy = Policy::Load(fs, config.device.data_dir / "policy.json", config.policy);
+  if (!policy) return Fail(err, "policy", policy.error(), kDaemonExitRuntime);
+  if (!key.empty()) {
+    const bool on = value == "on";
+    Result<void> r = Ok();
+    if (key == "auto-install") {
+      r = policy->SetAutoInstall(on);
+    } else if (key == "notifications") {
+      r = policy->SetNotifications(on);
+    } else if (key == "security-auto-install") {
+      r = policy->SetSecurityAutoInstall(on, confirm);
+    } else {
+      r = policy->SetRebootLater(on);
+    }
+    if (!r) return Fail(err, "policy", r.error(), r.error().code() == Errc::ConfirmationRequired ? 1 : 7);
+  }
+  const PolicyState& p = policy->state();
+  if (json) {
+    out << metadata::DumpJson(PolicySettingsJson(p)) << "\n";
+  } else {
+    out << "auto-install: " << OnOff(p.auto_install) << "\nnotifications: " << OnOff(p.notifications)
+        << "\nsecurity-auto-install: " << OnOff(p.security_auto_install)
+        << "\nreboot-later: " << OnOff(p.reboot_later) << "\n";
+  }
   return 0;
 }
 

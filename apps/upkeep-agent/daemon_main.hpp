@@ -1,6 +1,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <string>
 
 #include "upkeep/agent/config.hpp"
 
@@ -13,5 +14,12 @@ inline constexpr int kDaemonExitRuntime = 7;  // the socket, data directory or j
 // `upkeep-agent run`: the daemon (libs/agent/daemon.hpp) with its local API, until a
 // termination signal.
 int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err);
+
+// `upkeep-agent check` and `policy` when no daemon runs: the same work on the device directly.
+// Returns an exit code (docs/agent.md).
+int RunStandaloneCheck(const AgentConfig& config, bool json, std::ostream& out, std::ostream& err);
+// `policy` (key empty: show) or `policy set KEY on|off [--confirm]` on data_dir/policy.json.
+int RunStandalonePolicy(const AgentConfig& config, const std::string& key, const std::string& value,
+                        bool confirm, bool json, std::ostream& out, std::ostream& err);
 
 }  // namespace upkeep::agent

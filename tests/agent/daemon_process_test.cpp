@@ -194,6 +194,25 @@ TEST_F(DaemonProcessTest, BundleInstallThroughDaemonAndTamperedBundleSaysOnlyRej
   EXPECT_EQ(daemon.Stop(), 0) << daemon.log();
 }
 
+TEST_F(DaemonProcessTest, CheckAndPolicyWorkWithoutDaemon) {
+  WriteConfig(repo_->www().string());
+  const CliResult off = Cli({"policy", "set", "auto-install", "off"});
+  EXPECT_EQ(off.code, 0) << off.output;
+  EXPECT_NE(off.output.find("auto-install: off"), std::string::npos) << off.output;
+  const CliResult refused = Cli({"policy", "set", "security-auto-install", "off"});
+  EXPECT_EQ(refused.code, 1) << refused.output;
+  const CliResult shown = Cli({"--json", "policy"});
+  EXPECT_EQ(shown.code, 0) << shown.output;
+  EXPECT_NE(shown.output.find("\"auto_install\":false"), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("\"security_auto_install\":true"), std::string::npos) << shown.output;
+  // A security release installs with automatic feature updates off.
+  const CliResult check = Cli({"check"});
+  EXPECT_EQ(check.code, 0) << check.output;
+  EXPECT_NE(check.output.find("1 installed"), std::string::npos) << check.output;
+  EXPECT_TRUE(device_->Slot("b") == new_image_);
+  EXPECT_TRUE(fs::exists(dir_.path() / "rebooted"));
+}
+
 TEST_F(DaemonProcessTest, BadConfigurationEndsWithMessageAndExitCode) {
   WriteConfig(repo_->www().string());
   std::ofstream(config(), std::ios::app) << "[daemon]\nunknown_key = 1\n";

@@ -219,14 +219,15 @@ Clock::TimePoint Daemon::Tick() {
     check_requested_ = false;
   }
   Clock::TimePoint now = clock_.Now();
-  if (requested) schedule_.RequestNow(now);
   const bool decision_due = next_decision_ && *next_decision_ <= now;
-  if (decision_due && awaiting_reboot_) {
-    next_decision_.reset();
-    MaybeReboot(*awaiting_reboot_);
-  } else if (decision_due) {
-    next_decision_.reset();
+  if (requested || (decision_due && !awaiting_reboot_)) {
+    // Decide again from a full answer: a 304 would carry nothing to decide on.
+    etag_.clear();
     schedule_.RequestNow(now);
+  }
+  if (decision_due) {
+    next_decision_.reset();
+    if (awaiting_reboot_) MaybeReboot(*awaiting_reboot_);
   }
   if (schedule_.Due(now)) {
     auto result = CheckOnce();
@@ -244,6 +245,23 @@ Clock::TimePoint Daemon::Tick() {
   if (next_decision_) next = std::min(next, *next_decision_);
   if (outbox_retry_) next = std::min(next, *outbox_retry_);
   return next;
+}
+
+Result<CheckResult> Daemon::CheckAndDeliver() {
+  if (!booted_) {
+    booted_ = true;
+    schedule_.OnBoot(clock_.Now());
+    AfterBoot();
+  }
+  auto result = CheckOnce();
+  if (result) {
+    schedule_.OnSuccess(clock_.Now(), hint_);
+  } else {
+    schedule_.OnFailure(clock_.Now());
+  }
+  if (auto saved = SaveSchedule(); !saved) log::warn("{}", saved.error().ToString());
+  DeliverOutbox();
+  return result;
 }
 
 void Daemon::Run() {

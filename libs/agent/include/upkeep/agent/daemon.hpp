@@ -100,6 +100,9 @@ class Daemon final : public localapi::LocalApiBackend {
 
   // One check now, on the calling thread (tests; Tick calls it when due).
   [[nodiscard]] Result<CheckResult> CheckOnce();
+  // What `upkeep-agent check` does when no daemon runs: the after-start work (commit or roll back
+  // a trial), one check, the schedule updated, then queued reports and incidents delivered.
+  [[nodiscard]] Result<CheckResult> CheckAndDeliver();
 
   [[nodiscard]] Agent& agent() { return agent_; }
   // nullopt when the policy file is damaged (no automatic installs until it is reset).
