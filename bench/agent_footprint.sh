@@ -267,7 +267,7 @@ done
 echo "supervisor floor (ADR 0008: the local API alone, no libcurl, no update code), idle:" \
   "RSS $(mib "$sup_rss") MiB, private $(mib "$sup_anon") MiB, file-backed $(mib "$sup_file") MiB"
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "MET" : "MISSED"}'; }
-row() { printf '%-56s %-14s %s\n' "$1" "$2" "$3"; }
+row() { printf '%-60s %-14s %s\n' "$1" "$2" "$3"; }
 stripped_mib=$(awk -v b="$stripped" 'BEGIN {printf "%.2f", b / 1048576}')
 row "target" "measured" "verdict"
 row "stripped binary <= 4 MiB" "$stripped_mib MiB" "$(verdict "$stripped_mib" 4)"

@@ -1,8 +1,8 @@
 // agent_footprint_supervisor: a lower bound for the supervisor process of
 // docs/adr/0008-agent-daemon-footprint.md, for bench/agent_footprint.sh. It serves the local API
-// (upkeep::localapi as it is, so linked with OpenSSL for the optional LAN listener, which stays
-// off) on a Unix socket with a backend that answers GET /v1/status, and links neither libcurl
-// nor the agent's update code. After --seconds idle it prints
+// (upkeep::localapi as it is: the optional LAN listener stays off, but its TLS context is created
+// all the same) on a Unix socket with a backend that answers GET /v1/status, and links neither
+// libcurl nor the agent's update code. After --seconds idle it prints
 //   mem VmRSS_KiB RssAnon_KiB RssFile_KiB RssShmem_KiB
 // What the real supervisor adds (schedule, policy, outbox, configuration) is small beside this.
 
