@@ -9,7 +9,7 @@
 #   systemd_unit_test.sh UNIT_FILE AGENT_BINARY
 set -euo pipefail
 unit="$1"
-agent="$2"
+agent="$(realpath "$2")"
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "SKIP: systemd-analyze is not installed"
   exit 77
