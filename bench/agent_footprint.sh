@@ -9,9 +9,11 @@
 # (a check that fails, a daemon that does not start) does (exit 1).
 #
 # The simulated device: file slots, the file bootloader, release 1.0 installed and committed; the
-# image repository is a local directory holding 1.0 for this hardware and 2.0 for another one, so
-# every check verifies the metadata and finds nothing newer. No server: the local API listens on
-# a Unix socket in the temporary directory, nothing else listens.
+# image repository holds 1.0 for this hardware and 2.0 for another one, so every check verifies
+# the metadata and finds nothing newer. `upkeep-agent run` reads it over HTTPS from 127.0.0.1
+# (python3's http.server with a throw-away certificate, a port the kernel picks: the only
+# listener besides the local API's Unix sockets in the temporary directory); the cycles read the
+# published directory directly, then the same HTTPS server. No fleet server.
 #   bench/agent_footprint.sh
 #   UPKEEP_PRESET=release         build measured (default release: what ships; dev also works)
 #   UPKEEP_BENCH_CYCLES=10000     check cycles on the fake clock
@@ -162,7 +164,7 @@ cp -a "$dev" "$work/device-fresh"
 
 # --- The daemon, idle --------------------------------------------------------------------------
 # Started, it runs the boot check at once (boot delay 0), finds nothing newer and waits for the
-# next day's window. Measured once the check is recorded (schedule.json) and a few seconds passed.
+# next period's window. Measured once the check is recorded (schedule.json) and a few seconds passed.
 "$agent" -c "$dev/agent.toml" run >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 checked=""
