@@ -217,7 +217,6 @@ cycles() {
     cat "$out" "$work/cycles-$name.err" >&2
     fail "agent_footprint_cycles ($name) exited $rc (1: a check failed, 2: out of time)"
   fi
-  local f
   f() { awk -v l="$1" -v f="$2" '$1 == "mem" && $2 == l {print $f}' "$out" | tail -n 1; }
   printf -v "${name}_boot_rss" '%s' "$(f boot 4)"
   printf -v "${name}_boot_anon" '%s' "$(f boot 5)"
@@ -255,16 +254,16 @@ v() { local n="${1}_$2"; echo "${!n}"; }
 for run in $runs; do
   label=$([ "$run" = dir ] && echo "the published directory" || echo "HTTPS on 127.0.0.1")
   echo "agent_footprint_cycles, repository read from $label (the same Daemon and local API on a" \
-    "fake clock), after its boot check: RSS $(mib "$(v $run boot_rss)") MiB," \
-    "private $(mib "$(v $run boot_anon)") MiB, file-backed $(mib "$(v $run boot_file)") MiB"
-  echo "after $cycles cycles RSS: $(mib "$(v $run end_rss)") MiB"
-  echo "after $cycles cycles private: $(mib "$(v $run end_anon)") MiB"
-  echo "after $cycles cycles file-backed: $(mib "$(v $run end_file)") MiB"
-  echo "growth over $cycles cycles: RSS $(signed_kib $(($(v $run end_rss) - $(v $run boot_rss)))) KiB," \
-    "private $(signed_kib $(($(v $run end_anon) - $(v $run boot_anon)))) KiB," \
-    "file-backed $(signed_kib $(($(v $run end_file) - $(v $run boot_file)))) KiB"
-  echo "  checks: $(v $run ok) succeeded, $(v $run failed) failed, in $(v $run elapsed) s;" \
-    "private KiB at the boot check and every $warmup cycles: $(v $run samples)"
+    "fake clock), after its boot check: RSS $(mib "$(v "$run" boot_rss)") MiB," \
+    "private $(mib "$(v "$run" boot_anon)") MiB, file-backed $(mib "$(v "$run" boot_file)") MiB"
+  echo "after $cycles cycles RSS: $(mib "$(v "$run" end_rss)") MiB"
+  echo "after $cycles cycles private: $(mib "$(v "$run" end_anon)") MiB"
+  echo "after $cycles cycles file-backed: $(mib "$(v "$run" end_file)") MiB"
+  echo "growth over $cycles cycles: RSS $(signed_kib $(($(v "$run" end_rss) - $(v "$run" boot_rss)))) KiB," \
+    "private $(signed_kib $(($(v "$run" end_anon) - $(v "$run" boot_anon)))) KiB," \
+    "file-backed $(signed_kib $(($(v "$run" end_file) - $(v "$run" boot_file)))) KiB"
+  echo "  checks: $(v "$run" ok) succeeded, $(v "$run" failed) failed, in $(v "$run" elapsed) s;" \
+    "private KiB at the boot check and every $warmup cycles: $(v "$run" samples)"
 done
 echo "supervisor floor (ADR 0008: the local API alone, no libcurl, no update code), idle:" \
   "RSS $(mib "$sup_rss") MiB, private $(mib "$sup_anon") MiB, file-backed $(mib "$sup_file") MiB"
@@ -276,11 +275,11 @@ row "stripped binary <= 4 MiB" "$stripped_mib MiB" "$(verdict "$stripped_mib" 4)
 row "idle private <= 2 MiB" "$(mib "$idle_anon") MiB" "$(verdict "$(mib "$idle_anon")" 2)"
 row "idle RSS <= 12 MiB" "$(mib "$idle_rss") MiB" "$(verdict "$(mib "$idle_rss")" 12)"
 for run in $runs; do
-  row "after $cycles cycles ($run): private <= 2 MiB" "$(mib "$(v $run end_anon)") MiB" \
-    "$(verdict "$(mib "$(v $run end_anon)")" 2)"
-  row "after $cycles cycles ($run): RSS <= 12 MiB" "$(mib "$(v $run end_rss)") MiB" \
-    "$(verdict "$(mib "$(v $run end_rss)")" 12)"
-  growth=$(($(v $run end_anon) - $(v $run warm_anon)))
+  row "after $cycles cycles ($run): private <= 2 MiB" "$(mib "$(v "$run" end_anon)") MiB" \
+    "$(verdict "$(mib "$(v "$run" end_anon)")" 2)"
+  row "after $cycles cycles ($run): RSS <= 12 MiB" "$(mib "$(v "$run" end_rss)") MiB" \
+    "$(verdict "$(mib "$(v "$run" end_rss)")" 12)"
+  growth=$(($(v "$run" end_anon) - $(v "$run" warm_anon)))
   row "no growth ($run): private, cycle $warmup to $cycles, <= +$growth_kib KiB" \
     "$(signed_kib $growth) KiB" "$(verdict "$growth" "$growth_kib")"
 done
