@@ -8,7 +8,8 @@
 # from the bundle with upkeep-agent, reboots into it and commits it; refuses a tampered bundle;
 # falls back from a release that never comes up; and refuses an older security version. Last, the
 # fleet server on SQLite enrols devices, imports the signed security release, and rolls it out to
-# simulated devices through a campaign; a failing feature release pauses its own campaign.
+# simulated devices through a campaign; a failing feature release pauses its own campaign; and the
+# agent daemon keeps a device up to date by itself, from enrolment to the committed release.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 upkeep_setup_and_build
 
@@ -254,6 +255,76 @@ fleet admin campaigns create summer-1 --release summer --group field --phases 10
 "$sim" --state "$work/fleet" run --image-repo "$base/release" \
   --image-root "$work/www/release/metadata/1.root.json" --model demo-cam --fail-percent 50 | tail -n 4
 fleet admin campaigns list
+
+say "16. The agent daemon keeps a device up to date by itself"
+# A device with the daemon (upkeep-agent run): it enrols with a one-time token, checks in, verifies
+# the director's answer against the image repository, shows the notice, installs into its
+# inactive slot, asks for the reboot; after the reboot it health-checks, commits and reports.
+home="$work/home-cam"
+mkdir -p "$home"
+head -c 4000000 /dev/urandom >"$home/slot-a"
+: >"$home/slot-b"
+printf 'upkeep_slot=a\n' >"$home/bootenv"
+fleet admin token create --model demo-cam --group home >"$home/token"
+fleet admin campaigns create fix-home --release spring-fix --group home --phases 100 --soak-hours 0
+cat >"$home/agent.toml" <<TOML
+[device]
+hardware = "demo-cam"
+model = "Demo Cam 2"
+serial = "HOME-0001"
+support_until = "2031-12-31"
+data_dir = "$home/data"
+[trust]
+root = "$work/www/release/metadata/1.root.json"
+[repository]
+url = "$base/release"
+[server]
+url = "https://127.0.0.1:$port"
+ca_file = "$srv/device-ca.pem"
+token_file = "$home/token"
+[slots]
+a = "$home/slot-a"
+b = "$home/slot-b"
+[bootloader]
+type = "file"
+env = "$home/bootenv"
+cmdline = "$home/cmdline"
+boot_id = "$home/boot_id"
+reboot_command = ["/bin/sh", "-c", "touch $home/reboot-requested"]
+[health]
+commands = [["/bin/true"]]
+[schedule]
+boot_delay_min_seconds = 0
+boot_delay_max_seconds = 5
+[notices]
+command = ["/bin/sh", "-c", "cat > $home/notice.json"]
+[local_api]
+socket = "$home/agent.sock"
+TOML
+h() { "$agent" -c "$home/agent.toml" "$@"; }
+wait_for() {  # FILE: at most 60 s
+  for _ in $(seq 1 600); do [ -e "$1" ] && return 0; sleep 0.1; done
+  echo "demo: $1 did not appear" >&2; return 1
+}
+h simulate-boot
+"$agent" -c "$home/agent.toml" --log-level warn run & daemon_pid=$!
+wait_for "$home/reboot-requested"
+echo "-- the notice the device's screen would show (from the signed update metadata):"
+node -e 'const n=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log("  "+n.text)' "$home/notice.json"
+h status
+h notices
+kill "$daemon_pid"; wait "$daemon_pid" || true
+h simulate-boot                     # the reboot: the firmware tries slot b
+"$agent" -c "$home/agent.toml" --log-level warn run & daemon_pid=$!
+for _ in $(seq 1 600); do
+  grep -q '"committed"' "$home/data/state.json" 2>/dev/null && break; sleep 0.1
+done
+h --json status | head -n 1 | cut -c1-200
+h check --wait --timeout 60 || true
+kill "$daemon_pid"; wait "$daemon_pid" || true
+echo "-- the fleet server saw the commit:"
+fleet admin campaigns list
+
 kill "$server_pid"; wait "$server_pid" || true
 
 say "Done: every accepted file was verified; every attack above was refused."
