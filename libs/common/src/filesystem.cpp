@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <atomic>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "upkeep/common/errc.hpp"
@@ -123,15 +125,23 @@ Result<void> LocalFilesystem::SyncDirectory(const fs::path& dir) { return FsyncD
 Result<void> LocalFilesystem::ReadChunks(const fs::path& path, const ChunkSink& sink) const {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return IoError("open", path, errno);
-  std::vector<char> buf(1 << 20);
+  // The buffer fits the file (at most 1 MiB): reading a 1 KiB metadata file must not allocate
+  // and touch a megabyte that the allocator then keeps.
+  struct stat st {};
+  std::size_t size = std::size_t{1} << 20;
+  if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0) {
+    size = std::clamp<std::size_t>(static_cast<std::size_t>(st.st_size) + 1, 4096, size);
+  }
+  std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
+  if (!buf) return Error(common::Errc::IoError, "read " + path.string() + ": out of memory");
   for (;;) {
-    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    const ssize_t n = ::read(fd.get(), buf.get(), size);
     if (n < 0) {
       if (errno == EINTR) continue;
       return IoError("read", path, errno);
     }
     if (n == 0) return Ok();
-    UPKEEP_TRY(sink(std::span<const char>(buf.data(), static_cast<std::size_t>(n))));
+    UPKEEP_TRY(sink(std::span<const char>(buf.get(), static_cast<std::size_t>(n))));
   }
 }
 

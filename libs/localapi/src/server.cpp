@@ -518,7 +518,9 @@ struct LocalApiServer::Impl {
   asio::io_context io;
   unix_stream::acceptor acceptor{io};
   tcp::acceptor lan_acceptor{io};
-  ssl::context tls{ssl::context::tls_server};
+  // Created only for a LAN listener: an unused TLS context alone keeps megabytes of OpenSSL
+  // state resident in a daemon that runs all the time.
+  std::optional<ssl::context> tls;
   std::uint16_t lan_port = 0;
   std::mutex credentials_mutex;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -739,7 +741,7 @@ void LocalApiServer::Impl::AcceptLan() {
             peer.gid = static_cast<gid_t>(-1);
             peer.lan = true;
             auto session = std::make_shared<Session<TlsStream>>(
-                TlsStream(beast::tcp_stream(std::move(socket)), tls), peer, *this);
+                TlsStream(beast::tcp_stream(std::move(socket)), *tls), peer, *this);
             Track(session);
             session->Run();
           }
@@ -753,15 +755,20 @@ namespace {
 Result<void> StartLan(LocalApiServer::Impl& impl, const LanOptions& lan) {
   if (lan.credentials == nullptr) return Error(Errc::CannotListen, "lan: no credential store");
   boost::system::error_code ec;
-  impl.tls.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+  try {
+    impl.tls.emplace(ssl::context::tls_server);
+  } catch (const std::exception& e) {
+    return Error(Errc::CannotListen, std::string("lan: cannot create a TLS context: ") + e.what());
+  }
+  impl.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                            ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
                            ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
                        ec);
-  if (!ec && SSL_CTX_set_min_proto_version(impl.tls.native_handle(), TLS1_2_VERSION) != 1) {
+  if (!ec && SSL_CTX_set_min_proto_version(impl.tls->native_handle(), TLS1_2_VERSION) != 1) {
     return Error(Errc::CannotListen, "lan: cannot configure TLS");
   }
-  if (!ec) impl.tls.use_certificate_chain(asio::buffer(lan.certificate_pem), ec);
-  if (!ec) impl.tls.use_private_key(asio::buffer(lan.private_key_pem), ssl::context::pem, ec);
+  if (!ec) impl.tls->use_certificate_chain(asio::buffer(lan.certificate_pem), ec);
+  if (!ec) impl.tls->use_private_key(asio::buffer(lan.private_key_pem), ssl::context::pem, ec);
   if (ec) return Error(Errc::CannotListen, "lan: TLS identity: " + ec.message());
   auto address = asio::ip::make_address(lan.address, ec);
   if (ec) return Error(Errc::CannotListen, "lan: address " + lan.address + ": " + ec.message());
