@@ -65,7 +65,7 @@ std::string PolicyText(const localapi::PolicySettings& p) {
 }
 
 Json StatusJson(const localapi::Status& s) {
-  Json j = {{"state", localapi::UpdateStateName(s.state)},
+  Json j = {{"state", localapi::ToString(s.state)},
             {"update_id", s.update_id ? Json(*s.update_id) : Json(nullptr)},
             {"progress", nullptr},
             {"last_check", OptionalTime(s.last_check)}};
@@ -82,7 +82,7 @@ unsigned Percent(const localapi::Progress& p) {
 }
 
 std::string StatusText(const localapi::Status& s) {
-  std::string t = std::string("state: ") + localapi::UpdateStateName(s.state);
+  std::string t = std::string("state: ") + localapi::ToString(s.state);
   if (s.update_id) t += " (update " + OneLine(*s.update_id) + ")";
   t += "\n";
   if (s.progress) {
@@ -185,7 +185,7 @@ class Printer {
     shown_ = true;
     last_state_ = s.state;
     last_percent_ = percent;
-    const char* state = localapi::UpdateStateName(s.state);
+    const char* state = localapi::ToString(s.state);
     if (json_) {
       Json j = {{"type", "progress"}, {"state", state}, {"done", nullptr}, {"total", nullptr}};
       if (s.progress) {
@@ -301,7 +301,7 @@ int RunCheck(const ClientCommands& c, Printer& p) {
     if (st->state == localapi::UpdateState::kChecking) {
       seen_checking = true;
     } else if (seen_checking || st->last_check != before->last_check) {
-      std::string text = std::string("check finished: ") + localapi::UpdateStateName(st->state);
+      std::string text = std::string("check finished: ") + localapi::ToString(st->state);
       if (st->update_id) text += " (update " + OneLine(*st->update_id) + ")";
       p.Result(StatusJson(*st), text + "\n");
       return kExitOk;
@@ -628,7 +628,7 @@ int RunClientInstall(const ClientOptions& o, const std::string& bundle, std::ost
       std::string text = "installed";
       text += reboot ? "; reboot to start the new system\n" : "\n";
       p.Result(Json{{"install_id", accepted->install_id},
-                    {"state", localapi::UpdateStateName(st->state)},
+                    {"state", localapi::ToString(st->state)},
                     {"reboot_required", reboot}},
                text);
       return kExitOk;

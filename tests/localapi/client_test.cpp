@@ -120,7 +120,7 @@ TEST_F(LocalApiClientTest, EveryStateNameRoundTrips) {
     }
     auto s = Client().GetStatus();
     ASSERT_TRUE(s.has_value()) << s.error().ToString();
-    EXPECT_EQ(s->state, state) << UpdateStateName(state);
+    EXPECT_EQ(s->state, state) << ToString(state);
   }
 }
 

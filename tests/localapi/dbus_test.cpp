@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "recording_backend.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 #include "upkeep/localapi/server.hpp"
@@ -40,7 +41,7 @@ namespace fs = std::filesystem;
 using upkeep::testing::TempDir;
 
 constexpr auto kWait = std::chrono::seconds(5);
-const Clock::TimePoint kT0 = std::chrono::sys_days(std::chrono::year(2026) / 12 / 7);
+using testing::kT0;
 
 // The dbus-daemon binary on PATH (or in /usr/bin), or empty.
 std::string FindProgram(const std::string& name) {
@@ -167,36 +168,18 @@ void WriteOpenBusConfig(const fs::path& config, const fs::path& socket) {
 )";
 }
 
-class FakeBackend : public LocalApiBackend {
+class FakeBackend : public testing::RecordingBackend {
  public:
-  Result<DeviceInfo> Device(const Peer& peer) override {
-    Record(peer, "device");
-    return DeviceInfo{"Acme Thermostat T2", "rev-c", {{"firmware", "1.4.2"}, {"app", "2.0.0"}}};
-  }
+  FakeBackend() { last_event = 5; }
   Result<SupportInfo> Support(const Peer& peer) override {
     Record(peer, "support");
     return SupportInfo{kT0 + std::chrono::days(365), false};
-  }
-  Result<Status> GetStatus(const Peer& peer) override {
-    Record(peer, "status");
-    return Status{UpdateState::kDownloading, "sec-2026-12", Progress{512, 2048}, kT0};
   }
   Result<std::vector<Notice>> Notices(const Peer& peer) override {
     Record(peer, "notices");
     return std::vector<Notice>{
         {"n1", "sec-2026-12", true, "Security update", "Fixes a flaw", kT0 + std::chrono::days(7)},
         {"n2", "feat-1", false, "New feature", "Dark mode", std::nullopt}};
-  }
-  Result<PolicySettings> GetPolicy(const Peer& peer) override {
-    Record(peer, "get_policy");
-    std::lock_guard l(mu);
-    return policy;
-  }
-  Result<PolicySettings> SetPolicy(const Peer& peer, const PolicySettings& s) override {
-    Record(peer, "set_policy");
-    std::lock_guard l(mu);
-    policy = s;
-    return policy;
   }
   Result<void> CheckNow(const Peer& peer) override {
     Record(peer, "check");
@@ -220,34 +203,8 @@ class FakeBackend : public LocalApiBackend {
       return Error(Errc::Rejected, "signature of target app.img by key 1234 does not verify");
     return InstallAccepted{"install-1"};
   }
-  Result<std::vector<Event>> Events(const Peer& peer, std::uint64_t after,
-                                    std::size_t max) override {
-    Record(peer, "events");
-    std::lock_guard l(mu);
-    last_max = max;
-    std::vector<Event> out;
-    for (std::uint64_t s = after + 1; s <= 5 && out.size() < max; ++s)
-      out.push_back(Event{s, kT0 + std::chrono::seconds(s), "state", "step " + std::to_string(s)});
-    return out;
-  }
-
-  void Record(const Peer& peer, const std::string& call) {
-    std::lock_guard l(mu);
-    calls.push_back(call);
-    last_peer = peer;
-  }
-  std::vector<std::string> Calls() {
-    std::lock_guard l(mu);
-    return calls;
-  }
-
-  std::mutex mu;
-  std::vector<std::string> calls;
-  Peer last_peer;
-  PolicySettings policy;
   std::string bundle_bytes;
   std::string install_path;
-  std::size_t last_max = 0;
   bool fail_install = false;
   std::optional<Errc> check_error;
   std::function<void()> on_check;  // set before the first call

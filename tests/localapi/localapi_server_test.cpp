@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "recording_backend.hpp"
 #include "test_util.hpp"
 #include "test_pki.hpp"
 #include "upkeep/common/scratch_dir.hpp"
@@ -29,37 +30,18 @@ namespace {
 using metadata::Json;
 using namespace std::chrono_literals;
 
-const Clock::TimePoint kT0 = std::chrono::sys_days(std::chrono::year(2026) / 12 / 7);
+using testing::kT0;
 
-class FakeBackend : public LocalApiBackend {
+class FakeBackend : public testing::RecordingBackend {
  public:
-  Result<DeviceInfo> Device(const Peer& peer) override {
-    Record(peer, "device");
-    return DeviceInfo{"Acme Thermostat T2", "rev-c", {{"firmware", "1.4.2"}, {"app", "2.0.0"}}};
-  }
   Result<SupportInfo> Support(const Peer& peer) override {
     Record(peer, "support");
     return SupportInfo{kT0 + std::chrono::days(365 * 5), false};
-  }
-  Result<Status> GetStatus(const Peer& peer) override {
-    Record(peer, "status");
-    return Status{UpdateState::kDownloading, "sec-2026-12", Progress{512, 2048}, kT0};
   }
   Result<std::vector<Notice>> Notices(const Peer& peer) override {
     Record(peer, "notices");
     return std::vector<Notice>{
         {"n1", "sec-2026-12", true, "Security update", "Fixes a flaw", kT0 + std::chrono::days(7)}};
-  }
-  Result<PolicySettings> GetPolicy(const Peer& peer) override {
-    Record(peer, "get_policy");
-    std::lock_guard l(mu);
-    return policy;
-  }
-  Result<PolicySettings> SetPolicy(const Peer& peer, const PolicySettings& s) override {
-    Record(peer, "set_policy");
-    std::lock_guard l(mu);
-    policy = s;
-    return policy;
   }
   Result<void> CheckNow(const Peer& peer) override {
     Record(peer, "check");
@@ -83,29 +65,6 @@ class FakeBackend : public LocalApiBackend {
       return Error(Errc::Rejected, "signature of target app.img by key 1234 does not verify");
     return InstallAccepted{"install-1"};
   }
-  Result<std::vector<Event>> Events(const Peer& peer, std::uint64_t after,
-                                    std::size_t max) override {
-    Record(peer, "events");
-    std::vector<Event> out;
-    for (std::uint64_t s = after + 1; s <= 3 && out.size() < max; ++s)
-      out.push_back(Event{s, kT0 + std::chrono::seconds(s), "state", "step " + std::to_string(s)});
-    return out;
-  }
-
-  void Record(const Peer& peer, const std::string& call) {
-    std::lock_guard l(mu);
-    calls.push_back(call);
-    last_peer = peer;
-  }
-  std::vector<std::string> Calls() {
-    std::lock_guard l(mu);
-    return calls;
-  }
-
-  std::mutex mu;
-  std::vector<std::string> calls;
-  Peer last_peer;
-  PolicySettings policy;
   std::string bundle_bytes;
   bool fail_install = false;
   bool refuse_check = false;

@@ -338,29 +338,11 @@ Result<std::string> Get(const LocalApiClientOptions& o, std::string_view target)
 
 // ---- Answer parsers ----
 
-const char* UpdateStateName(UpdateState state) {
-  switch (state) {
-    case UpdateState::kIdle:
-      return "idle";
-    case UpdateState::kChecking:
-      return "checking";
-    case UpdateState::kDownloading:
-      return "downloading";
-    case UpdateState::kVerifying:
-      return "verifying";
-    case UpdateState::kInstalling:
-      return "installing";
-    case UpdateState::kAwaitingReboot:
-      return "awaiting_reboot";
-  }
-  return "idle";
-}
-
 std::optional<UpdateState> ParseUpdateState(std::string_view name) {
   for (const auto s : {UpdateState::kIdle, UpdateState::kChecking, UpdateState::kDownloading,
                        UpdateState::kVerifying, UpdateState::kInstalling,
                        UpdateState::kAwaitingReboot}) {
-    if (name == UpdateStateName(s)) return s;
+    if (name == ToString(s)) return s;
   }
   return std::nullopt;
 }

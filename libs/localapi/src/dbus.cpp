@@ -79,24 +79,6 @@ std::string TimeOrEmpty(const std::optional<Clock::TimePoint>& t) {
   return t ? FormatTime(*t) : std::string();
 }
 
-const char* StateName(UpdateState s) {
-  switch (s) {
-    case UpdateState::kIdle:
-      return "idle";
-    case UpdateState::kChecking:
-      return "checking";
-    case UpdateState::kDownloading:
-      return "downloading";
-    case UpdateState::kVerifying:
-      return "verifying";
-    case UpdateState::kInstalling:
-      return "installing";
-    case UpdateState::kAwaitingReboot:
-      return "awaiting_reboot";
-  }
-  return "idle";
-}
-
 using StatusDict = std::map<std::string, sdbus::Variant>;
 using NoticeStruct =
     sdbus::Struct<std::string, std::string, bool, std::string, std::string, std::string>;
@@ -104,7 +86,7 @@ using PolicyDict = std::map<std::string, bool>;
 
 StatusDict StatusToDict(const Status& s) {
   StatusDict d;
-  d["state"] = sdbus::Variant(std::string(StateName(s.state)));
+  d["state"] = sdbus::Variant(std::string(ToString(s.state)));
   if (s.update_id) d["update_id"] = sdbus::Variant(Out(*s.update_id));
   if (s.progress)
     d["progress"] = sdbus::Variant(

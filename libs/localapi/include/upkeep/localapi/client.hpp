@@ -95,7 +95,6 @@ class LocalApiClient {
 [[nodiscard]] Error ParseErrorAnswer(unsigned status, std::string_view body);
 
 // The API's state names ("idle", "awaiting_reboot", ...) and back.
-[[nodiscard]] const char* UpdateStateName(UpdateState state);
 [[nodiscard]] std::optional<UpdateState> ParseUpdateState(std::string_view name);
 
 }  // namespace upkeep::localapi
