@@ -94,11 +94,10 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
       // the device's set-up screen or label printer.
       auto secret = credentials->GenerateOnce();
       if (!secret) return Fail(err, "LAN credential", secret.error(), kDaemonExitRuntime);
-      ::umask(0077);
-      if (auto w = fs.WriteFileAtomic(config.device.data_dir / "lan-credential.txt", *secret + "\n");
-          !w) {
-        return Fail(err, "LAN credential", w.error(), kDaemonExitRuntime);
-      }
+      const mode_t previous = ::umask(0077);
+      auto w = fs.WriteFileAtomic(config.device.data_dir / "lan-credential.txt", *secret + "\n");
+      ::umask(previous);
+      if (!w) return Fail(err, "LAN credential", w.error(), kDaemonExitRuntime);
     }
     localapi::LanOptions lan;
     const auto colon = config.local_api.lan_listen.rfind(':');
@@ -128,6 +127,9 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
   }
 
   log::info("upkeep-agent running; local API on {}", config.local_api.socket.string());
+  if (api.lan) {
+    log::info("LAN API on {}:{}", api.lan->address, (*server)->lan_port());
+  }
   std::thread worker([&] { (*daemon)->Run(); });
   int signal_number = 0;
   sigwait(&signals, &signal_number);

@@ -85,6 +85,94 @@ TEST(ConfigTest, RejectsBadValues) {
 // Each component owns a namespace of target paths: the root filesystem "rootfs/" and a module
 // component "<name>/" unless configured; namespaces must be whole path segments and disjoint, so
 // every target belongs to at most one component.
+// The daemon's sections (docs/agent-daemon.md): every value read, printed by --dump-config and
+// read back the same.
+TEST(ConfigTest, ParsesDaemonSectionsAndDumpsThemBack) {
+  auto c = ParseConfig(std::string(kMinimal) + R"(
+[server]
+url = "https://fleet.example.com"
+ca_file = "/etc/upkeep/fleet-ca.pem"
+token_file = "/etc/upkeep/enrol.token"
+[schedule]
+boot_delay_min_seconds = 10
+boot_delay_max_seconds = 20
+period_seconds = 43200
+window_start_seconds = 3600
+window_length_seconds = 7200
+backoff_base_seconds = 30
+backoff_cap_seconds = 3600
+[policy]
+security_postpone_cap_hours = 72
+reboot_deadline_hours = 12
+maintenance_window = "23:00-02:30"
+utc_offset_minutes = -300
+[notices]
+command = ["/usr/bin/show-notice", "--json"]
+timeout_seconds = 5
+[local_api]
+socket = "/run/upkeep/agent.sock"
+mode = "0660"
+group = "upkeep"
+dbus = true
+lan_listen = "0.0.0.0:8443"
+lan_certificate = "/etc/upkeep/lan.pem"
+lan_key = "/etc/upkeep/lan.key"
+[daemon]
+low_priority = false
+)");
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(c->server.url, "https://fleet.example.com");
+  EXPECT_EQ(c->schedule.period, std::chrono::hours(12));
+  EXPECT_EQ(c->schedule.window_length, std::chrono::hours(2));
+  EXPECT_EQ(c->policy.security_postpone_cap, std::chrono::hours(72));
+  ASSERT_TRUE(c->policy.maintenance_window.has_value());
+  EXPECT_EQ(c->policy.maintenance_window->start, std::chrono::minutes(23 * 60));
+  EXPECT_EQ(c->policy.maintenance_window->length, std::chrono::minutes(210));
+  EXPECT_EQ(c->policy.maintenance_window->utc_offset, std::chrono::minutes(-300));
+  EXPECT_EQ(c->notices.command.size(), 2u);
+  EXPECT_EQ(c->local_api.mode, 0660u);
+  EXPECT_TRUE(c->local_api.dbus);
+  EXPECT_FALSE(c->daemon.low_priority);
+  auto again = ParseConfig(DumpConfig(*c));
+  ASSERT_TRUE(again) << again.error().ToString() << "\n" << DumpConfig(*c);
+  EXPECT_EQ(DumpConfig(*again), DumpConfig(*c));
+}
+
+TEST(ConfigTest, RejectsBadDaemonValuesNamingTheKey) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[server]\nurl = \"http://fleet\"\nca_file = \"/ca\"\n", "server.url"},
+      {"[server]\nurl = \"https://fleet\"\n", "server.ca_file"},
+      {"[server]\nurl = \"https://f\"\nca_file = \"/ca\"\nmanufacturer_key = \"/k\"\n",
+       "server.manufacturer_key"},
+      {"[schedule]\nperiod_seconds = 10\n", "schedule.period_seconds"},
+      {"[schedule]\nboot_delay_min_seconds = 50\nboot_delay_max_seconds = 10\n", "schedule"},
+      {"[policy]\nmaintenance_window = \"25:00-02:00\"\n", "policy.maintenance_window"},
+      {"[policy]\nmaintenance_window = \"02:00-02:00\"\n", "policy.maintenance_window"},
+      {"[policy]\nutc_offset_minutes = 60\n", "policy.utc_offset_minutes"},
+      {"[policy]\nsecurity_postpone_cap_hours = 0\n", "policy.security_postpone_cap_hours"},
+      {"[local_api]\nmode = \"0666\"\n", "local_api.mode"},
+      {"[local_api]\nmode = \"rw\"\n", "local_api.mode"},
+      {"[local_api]\nsocket = \"agent.sock\"\n", "local_api.socket"},
+      {"[local_api]\nlan_listen = \"0.0.0.0:99999\"\nlan_certificate = \"/c\"\nlan_key = \"/k\"\n",
+       "local_api.lan_listen"},
+      {"[local_api]\nlan_listen = \"0.0.0.0:8443\"\n", "local_api.lan_certificate"},
+      {"[daemon]\nlow_priority = 1\n", "daemon.low_priority"},
+      {"[device]\nsupport_until = \"31.12.2031\"\n", "device.support_until"},
+  };
+  for (const auto& [text, key] : cases) {
+    std::string config = kMinimal;
+    if (std::string_view(text).starts_with("[device]")) {
+      config.replace(config.find("[device]\n"), 9, std::string("[device]\n") + (text + 9));
+    } else {
+      config += text;
+    }
+    auto c = ParseConfig(config);
+    ASSERT_FALSE(c) << text;
+    EXPECT_EQ(c.error().code(), Errc::InvalidConfig) << text;
+    EXPECT_NE(c.error().message().find(key), std::string::npos) << c.error().message();
+  }
+}
+
 TEST(ConfigTest, ComponentNamespacesDefaultAndMustBeDisjoint) {
   const std::string modules = std::string(kMinimal) +
                               "[components.cam]\nmodule = [\"/m\"]\nnamespace = \"apps/cam/\"\n"

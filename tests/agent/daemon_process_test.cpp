@@ -8,13 +8,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "simulated_device.hpp"
+#include "test_pki.hpp"
 #include "temp_dir.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/modules/module.hpp"
+#include "upkeep/transport/http_client.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -58,6 +62,7 @@ class DaemonProcess {
     pid_ = -1;
     return status_;
   }
+  [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] std::string log() const {
     std::ifstream in(log_);
     return std::string((std::istreambuf_iterator<char>(in)), {});
@@ -68,6 +73,24 @@ class DaemonProcess {
   pid_t pid_ = -1;
   int status_ = -1;
 };
+
+// The nice values of a process's threads (/proc/PID/task/*/stat, field 19).
+std::vector<int> ThreadNiceValues(pid_t pid) {
+  std::vector<int> out;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+      if (i == 19) out.push_back(std::atoi(field.c_str()));
+    }
+  }
+  return out;
+}
 
 struct CliResult {
   int code = -1;
@@ -90,7 +113,7 @@ class DaemonProcessTest : public ::testing::Test {
   }
 
   // The device's configuration as a TOML file, with the daemon's sections.
-  void WriteConfig(const std::string& repository_url) {
+  void WriteConfig(const std::string& repository_url, const std::string& local_api_extra = "") {
     const auto& c = device_->config;
     std::ofstream out(config());
     out << "[device]\nhardware = 'sim-cam'\nmodel = 'Sim Cam 2'\ndata_dir = '"
@@ -105,6 +128,7 @@ class DaemonProcessTest : public ::testing::Test {
         << "[health]\ncommands = [['/bin/true']]\n"
         << "[schedule]\nboot_delay_min_seconds = 0\nboot_delay_max_seconds = 0\n"
         << "[local_api]\nsocket = '" << socket().string() << "'\nmode = '0600'\n"
+        << local_api_extra
         << "[daemon]\nlow_priority = true\n";
   }
 
@@ -146,6 +170,10 @@ TEST_F(DaemonProcessTest, RunInstallsFromRepositoryRebootsCommitsAndStopsOnSigte
     EXPECT_EQ(fs::status(socket()).permissions() & fs::perms::all,
               fs::perms::owner_read | fs::perms::owner_write);
     ASSERT_TRUE(WaitForState("awaiting_reboot")) << daemon.log();
+    // The work thread runs at idle priority; the local API threads do not.
+    const std::vector<int> nice = ThreadNiceValues(daemon.pid());
+    EXPECT_NE(std::find(nice.begin(), nice.end(), 19), nice.end());
+    EXPECT_NE(std::find(nice.begin(), nice.end(), 0), nice.end());
     for (int i = 0; i < 100 && !fs::exists(dir_.path() / "rebooted"); ++i) {
       std::this_thread::sleep_for(20ms);
     }
@@ -211,6 +239,58 @@ TEST_F(DaemonProcessTest, CheckAndPolicyWorkWithoutDaemon) {
   EXPECT_NE(check.output.find("1 installed"), std::string::npos) << check.output;
   EXPECT_TRUE(device_->Slot("b") == new_image_);
   EXPECT_TRUE(fs::exists(dir_.path() / "rebooted"));
+}
+
+// The companion-app listener (EN 303 645 5.3-13/5.3-16, no default password): the daemon
+// generates the credential once, keeps only its hash, shows it once in a root-only file; a request
+// without it, or with a wrong one, is refused.
+TEST_F(DaemonProcessTest, LanListenerAcceptsOnlyTheGeneratedCredential) {
+  testing::TestPki pki;
+  testing::WriteBytes(dir_.path() / "lan.pem", pki.server.certificate_pem);
+  testing::WriteBytes(dir_.path() / "lan.key", pki.server.key_pem);
+  WriteConfig("", "lan_listen = '127.0.0.1:0'\nlan_certificate = '" +
+                      (dir_.path() / "lan.pem").string() + "'\nlan_key = '" +
+                      (dir_.path() / "lan.key").string() + "'\n");
+  DaemonProcess daemon(config(), socket(), dir_.path() / "daemon.log");
+  ASSERT_TRUE(fs::exists(socket())) << daemon.log();
+  std::string log;
+  for (int i = 0; i < 200 && log.find("LAN API on 127.0.0.1:") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(25ms);
+    log = daemon.log();
+  }
+  const auto at = log.find("LAN API on 127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string port = log.substr(at + 21, log.find_first_not_of("0123456789", at + 21) - at - 21);
+  const fs::path shown = device_->config.device.data_dir / "lan-credential.txt";
+  ASSERT_TRUE(fs::exists(shown));
+  EXPECT_EQ(fs::status(shown).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  std::ifstream in(shown);
+  std::string credential;
+  std::getline(in, credential);
+  ASSERT_GE(credential.size(), 20u);
+  // Only the hash is stored.
+  std::ifstream store(device_->config.device.data_dir / "lan-credential.json");
+  const std::string stored((std::istreambuf_iterator<char>(store)), {});
+  EXPECT_EQ(stored.find(credential), std::string::npos);
+  EXPECT_NE(stored.find("argon2id"), std::string::npos) << stored;
+
+  transport::HttpClientOptions o;
+  o.server_ca_pem = pki.server_ca.certificate_pem;
+  auto client = transport::HttpClient::Create(o);
+  ASSERT_TRUE(client) << client.error().ToString();
+  const std::string url = "https://127.0.0.1:" + port + "/v1/status";
+  auto ok = (*client)->Get(url, {{"Authorization", "Bearer " + credential}});
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok->status, 200u) << ok->body;
+  EXPECT_NE(ok->body.find("\"state\""), std::string::npos) << ok->body;
+  auto wrong = (*client)->Get(url, {{"Authorization", "Bearer not-the-credential-at-all"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401u) << wrong->body;
+  auto none = (*client)->Get(url);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401u) << none->body;
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.log();
 }
 
 TEST_F(DaemonProcessTest, BadConfigurationEndsWithMessageAndExitCode) {

@@ -434,15 +434,16 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
   UPKEEP_TRY(api.NoUnknownKeys());
   if (!c.local_api.lan_listen.empty()) {
     const auto colon = c.local_api.lan_listen.rfind(':');
-    std::uint32_t port = 0;
-    if (colon != std::string::npos) {
+    bool valid = false;
+    if (colon != std::string::npos && colon > 0) {
+      // Port 0: a free port, logged at start (for tests and set-up tools).
+      std::uint32_t port = 0;
       const std::string_view digits = std::string_view(c.local_api.lan_listen).substr(colon + 1);
       const auto parsed = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-      if (parsed.ec != std::errc() || parsed.ptr != digits.data() + digits.size()) port = 0;
+      valid = !digits.empty() && parsed.ec == std::errc() &&
+              parsed.ptr == digits.data() + digits.size() && port <= 65535;
     }
-    if (colon == std::string::npos || colon == 0 || port == 0 || port > 65535) {
-      return Bad("local_api.lan_listen", "must be ADDRESS:PORT (port 1-65535)");
-    }
+    if (!valid) return Bad("local_api.lan_listen", "must be ADDRESS:PORT (port 0-65535)");
     if (c.local_api.lan_certificate.empty() || c.local_api.lan_key.empty()) {
       return Bad("local_api.lan_certificate", "lan_listen needs lan_certificate and lan_key");
     }
