@@ -89,6 +89,8 @@ TEST(ConfigTest, RejectsBadValues) {
 // read back the same.
 TEST(ConfigTest, ParsesDaemonSectionsAndDumpsThemBack) {
   auto c = ParseConfig(std::string(kMinimal) + R"(
+[repository]
+url = "https://updates.example.com/fw"
 [server]
 url = "https://fleet.example.com"
 ca_file = "/etc/upkeep/fleet-ca.pem"
@@ -142,8 +144,10 @@ TEST(ConfigTest, RejectsBadDaemonValuesNamingTheKey) {
   const std::pair<const char*, const char*> cases[] = {
       {"[server]\nurl = \"http://fleet\"\nca_file = \"/ca\"\n", "server.url"},
       {"[server]\nurl = \"https://fleet\"\n", "server.ca_file"},
-      {"[server]\nurl = \"https://f\"\nca_file = \"/ca\"\nmanufacturer_key = \"/k\"\n",
+      {"[repository]\nurl = \"https://r\"\n[server]\nurl = \"https://f\"\nca_file = \"/ca\"\n"
+       "manufacturer_key = \"/k\"\n",
        "server.manufacturer_key"},
+      {"[server]\nurl = \"https://f\"\nca_file = \"/ca\"\n", "repository.url"},
       {"[schedule]\nperiod_seconds = 10\n", "schedule.period_seconds"},
       {"[schedule]\nboot_delay_min_seconds = 50\nboot_delay_max_seconds = 10\n", "schedule"},
       {"[policy]\nmaintenance_window = \"25:00-02:00\"\n", "policy.maintenance_window"},

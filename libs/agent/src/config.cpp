@@ -353,6 +353,11 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
   if (!c.server.url.empty()) {
     if (!c.server.url.starts_with("https://")) return Bad("server.url", "must be an https:// URL");
     if (c.server.ca_file.empty()) return Bad("server.ca_file", "required with server.url");
+    if (c.repository.url.empty()) {
+      return Bad("repository.url",
+                 "required with server.url: the director's choices are verified against the "
+                 "image repository");
+    }
     if (c.server.manufacturer_certificate.empty() != c.server.manufacturer_key.empty()) {
       return Bad("server.manufacturer_key", "the certificate and its key go together");
     }

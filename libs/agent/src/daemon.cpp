@@ -505,10 +505,12 @@ Result<CheckResult> Daemon::CheckWithServer() {
     }
   }
   if (failure) {
-    // A network problem is retried quietly; anything that failed verification is an incident.
-    const bool network = failure->code().category() == std::error_code(common::Errc::NetworkError).category() ||
-                         failure->code() == metadata::Errc::FetchFailed;
-    if (!network) {
+    // A network problem is retried quietly, and so is a problem of the device itself (files,
+    // configuration); anything that failed verification is an incident.
+    const bool not_verification =
+        failure->code().category() == std::error_code(common::Errc::NetworkError).category() ||
+        failure->code() == metadata::Errc::FetchFailed || failure->code() == Errc::InvalidConfig;
+    if (!not_verification) {
       QueueIncident("verification_failed", "network", "", *failure);
       Publish("rejected", kRejected);
     }
