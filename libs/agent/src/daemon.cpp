@@ -1,5 +1,6 @@
 #include "upkeep/agent/daemon.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -268,6 +269,8 @@ void Daemon::Run() {
   if (config_.daemon.low_priority) LowerPriority();
   for (;;) {
     const Clock::TimePoint next = Tick();
+    // A check's buffers (TLS, metadata, chunks) are freed; give the pages back while idle.
+    (void)::malloc_trim(0);
     std::unique_lock lock(mutex_);
     if (stop_) return;
     if (check_requested_ || !bundles_.empty()) continue;
