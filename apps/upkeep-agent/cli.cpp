@@ -158,8 +158,10 @@ std::string StateText(const DeviceState& s) {
     t += "security floor " + name + ": " + std::to_string(f.security_version) + "\n";
   }
   if (s.update) {
-    t += "update: " + s.update->version + " " + ToString(s.update->state) + " (slot " +
-         s.update->from_slot + " -> " + s.update->to_slot + ")\n";
+    t += "update: " + s.update->version + " " + ToString(s.update->state) +
+         (s.update->to_slot.empty()
+              ? " (component " + s.update->component + ")\n"
+              : " (slot " + s.update->from_slot + " -> " + s.update->to_slot + ")\n");
   } else {
     t += "update: none\n";
   }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cli_run.hpp"
+#include "daemon_fixture.hpp"
 #include "server_process.hpp"
 #include "simulated_device.hpp"
 #include "temp_dir.hpp"
@@ -127,14 +128,8 @@ class DaemonIntegrationTest : public ::testing::Test {
   // The daemon as `upkeep-agent run` builds it, with its local API on a socket; a reboot only
   // records that it was asked for.
   void StartDaemon() {
-    DaemonOptions o;
-    o.reboot = [this]() -> Result<void> {
-      ++reboots_;
-      return Ok();
-    };
-    auto d = Daemon::Create(device_->config, fs_, clock_, random_, o);
-    ASSERT_TRUE(d) << d.error().ToString();
-    daemon_ = std::move(*d);
+    daemon_ = testing::CountingRebootsDaemon(device_->config, fs_, clock_, random_, reboots_);
+    ASSERT_TRUE(daemon_);
     localapi::LocalApiOptions api;
     api.socket_path = device_->config.local_api.socket;
     auto s = localapi::LocalApiServer::Start(api, *daemon_);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon_fixture.hpp"
 #include "simulated_device.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
@@ -39,14 +40,8 @@ class DaemonTest : public ::testing::Test {
   }
 
   void Start() {
-    DaemonOptions o;
-    o.reboot = [this]() -> Result<void> {
-      ++reboots_;
-      return Ok();
-    };
-    auto d = Daemon::Create(device_->config, fs_, clock_, random_, o);
-    ASSERT_TRUE(d) << d.error().ToString();
-    daemon_ = std::move(*d);
+    daemon_ = testing::CountingRebootsDaemon(device_->config, fs_, clock_, random_, reboots_);
+    ASSERT_TRUE(daemon_);
   }
 
   testing::TempDir dir_;

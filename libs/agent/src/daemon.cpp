@@ -268,7 +268,14 @@ Result<CheckResult> Daemon::CheckAndDeliver() {
 void Daemon::Run() {
   if (config_.daemon.low_priority) LowerPriority();
   for (;;) {
-    const Clock::TimePoint next = Tick();
+    // Libraries return errors as values; should anything still throw, the daemon logs it and
+    // retries after the backoff instead of ending (the journal keeps every step).
+    Clock::TimePoint next = clock_.Now() + config_.schedule.backoff_base;
+    try {
+      next = Tick();
+    } catch (const std::exception& e) {
+      log::error("work loop: {}", e.what());
+    }
     // A check's buffers (TLS, metadata, chunks) are freed; give the pages back while idle.
     (void)::malloc_trim(0);
     std::unique_lock lock(mutex_);
