@@ -282,9 +282,10 @@ void Daemon::Run() {
     if (stop_) return;
     if (check_requested_ || !bundles_.empty()) continue;
     // Real time: the clock's "now" and the wait are both wall-clock based; a bounded wait keeps
-    // a changed system time from stalling the loop.
+    // a changed system time from stalling the loop, and waiting at least a second (deadlines are
+    // whole seconds) keeps anything due from making it spin.
     const std::chrono::seconds wait = std::clamp<std::chrono::seconds>(
-        next - clock_.Now(), std::chrono::seconds(0), std::chrono::minutes(10));
+        next - clock_.Now(), std::chrono::seconds(1), std::chrono::minutes(10));
     wake_.wait_for(lock, wait, [this] { return stop_ || check_requested_ || !bundles_.empty(); });
     if (stop_) return;
   }
@@ -429,12 +430,21 @@ Result<deviceapi::DeviceClient*> Daemon::Client() {
     if (!enrolled->director_root) {
       return Error(deviceapi::Errc::ProtocolError, "the server sent no director root at enrolment");
     }
-    UPKEEP_TRY(fs_.CreateDirectories(config_.device.data_dir / "director"));
-    UPKEEP_TRY(fs_.WriteFileAtomic(config_.device.data_dir / "director" / "root.json",
-                                   *enrolled->director_root));
+    // The identity first: the token is spent now, and the director root travels inside it.
     UPKEEP_TRY(deviceapi::SaveIdentity(fs_, dir, *enrolled));
     Publish("enrolled", "the device is registered with its fleet server");
     identity = std::move(*enrolled);
+  }
+  // The director root the device pins from enrolment on (written again if a power cut came
+  // between the identity and it).
+  const fs::path pinned = config_.device.data_dir / "director" / "root.json";
+  UPKEEP_ASSIGN_OR_RETURN(const bool has_root, fs_.Exists(pinned));
+  if (!has_root) {
+    if (!identity->director_root) {
+      return Error(deviceapi::Errc::InvalidIdentity, "the stored identity holds no director root");
+    }
+    UPKEEP_TRY(fs_.CreateDirectories(pinned.parent_path()));
+    UPKEEP_TRY(fs_.WriteFileAtomic(pinned, *identity->director_root));
   }
   UPKEEP_ASSIGN_OR_RETURN(client_, deviceapi::DeviceClient::ForIdentity(*identity));
   device_id_ = identity->device_id;
