@@ -307,17 +307,19 @@ int MainWithHookForTest(int argc, const char* const* argv, std::ostream& out, st
       if (!alone || code != kExitDaemonNotRunning) return code;
       auto config = LoadConfig(o.config);
       if (!config) return reporter.Fail(config.error());
-      if (client->check->parsed()) return RunStandaloneCheck(*config, o.json || client_options.json, out, err);
-      return RunStandalonePolicy(*config, client->policy_key, client->policy_value,
-                                 client->confirm, o.json || client_options.json, out, err);
+      if (client->check->parsed())
+        return RunStandaloneCheck(*config, o.json || client_options.json, out, err);
+      return RunStandalonePolicy(*config, client->policy_key, client->policy_value, client->confirm,
+                                 o.json || client_options.json, out, err);
     }
     if (!hook && !o.dump_config && DaemonCanServe(o, install->parsed(), status->parsed())) {
       client_options.silent_if_not_running = true;
       std::error_code ec;
       const auto bundle = std::filesystem::absolute(o.source, ec);
-      const int code = install->parsed()
-                           ? RunClientInstall(client_options, ec ? o.source : bundle.string(), out, err)
-                           : RunClientStatus(client_options, out, err);
+      const int code =
+          install->parsed()
+              ? RunClientInstall(client_options, ec ? o.source : bundle.string(), out, err)
+              : RunClientStatus(client_options, out, err);
       if (code != kExitDaemonNotRunning) return code;
     }
     return Run(o, reporter, out, err, app, hook);

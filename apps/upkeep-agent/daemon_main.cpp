@@ -86,7 +86,8 @@ int RunDaemon(const AgentConfig& config, std::ostream& out, std::ostream& err) {
   }
   std::optional<localapi::CredentialStore> credentials;
   if (!config.local_api.lan_listen.empty()) {
-    auto store = localapi::CredentialStore::Open(config.device.data_dir / "lan-credential.json", clock);
+    auto store =
+        localapi::CredentialStore::Open(config.device.data_dir / "lan-credential.json", clock);
     if (!store) return Fail(err, "LAN credential", store.error(), kDaemonExitRuntime);
     credentials.emplace(std::move(*store));
     if (!credentials->has_credential()) {
@@ -156,8 +157,7 @@ std::string OnOff(bool b) { return b ? "on" : "off"; }
 
 }  // namespace
 
-int RunStandaloneCheck(const AgentConfig& config, bool json, std::ostream& out,
-                       std::ostream& err) {
+int RunStandaloneCheck(const AgentConfig& config, bool json, std::ostream& out, std::ostream& err) {
   LocalFilesystem fs;
   SystemClock clock;
   SeededRandom random(Seed());
@@ -173,8 +173,8 @@ int RunStandaloneCheck(const AgentConfig& config, bool json, std::ostream& out,
                                              {"waiting", r->waiting}})
         << "\n";
   } else {
-    out << (r->not_modified ? "nothing new" : std::to_string(r->offered.size()) + " offered") << ", "
-        << r->installed.size() << " installed, " << r->rejected.size() << " rejected, "
+    out << (r->not_modified ? "nothing new" : std::to_string(r->offered.size()) + " offered")
+        << ", " << r->installed.size() << " installed, " << r->rejected.size() << " rejected, "
         << r->waiting.size() << " waiting\n";
   }
   return r->rejected.empty() ? 0 : 2;
@@ -200,13 +200,15 @@ int RunStandalonePolicy(const AgentConfig& config, const std::string& key, const
     } else {
       r = policy->SetRebootLater(on);
     }
-    if (!r) return Fail(err, "policy", r.error(), r.error().code() == Errc::ConfirmationRequired ? 1 : 7);
+    if (!r)
+      return Fail(err, "policy", r.error(), r.error().code() == Errc::ConfirmationRequired ? 1 : 7);
   }
   const PolicyState& p = policy->state();
   if (json) {
     out << metadata::DumpJson(PolicySettingsJson(p)) << "\n";
   } else {
-    out << "auto-install: " << OnOff(p.auto_install) << "\nnotifications: " << OnOff(p.notifications)
+    out << "auto-install: " << OnOff(p.auto_install)
+        << "\nnotifications: " << OnOff(p.notifications)
         << "\nsecurity-auto-install: " << OnOff(p.security_auto_install)
         << "\nreboot-later: " << OnOff(p.reboot_later) << "\n";
   }

@@ -87,11 +87,12 @@ class DaemonIntegrationTest : public ::testing::Test {
                      repo_->root_path().string(), "--target", kTarget})
                   .code,
               server::kExitOk);
-    ASSERT_EQ(Admin({"campaigns", "create", "fix", "--release", "fix", "--group", "lab",
-                     "--phases", "100", "--soak-hours", "0"})
+    ASSERT_EQ(Admin({"campaigns", "create", "fix", "--release", "fix", "--group", "lab", "--phases",
+                     "100", "--soak-hours", "0"})
                   .code,
               server::kExitOk);
-    CliRun token = Admin({"admin", "token", "create", "--model", "sim-cam", "--group", "lab"}, false);
+    CliRun token =
+        Admin({"admin", "token", "create", "--model", "sim-cam", "--group", "lab"}, false);
     ASSERT_EQ(token.code, server::kExitOk) << token.err;
     std::ofstream(dir_.path() / "token") << token.out;
     server_ = std::make_unique<testing::ServerProcess>(UPKEEP_SERVER_BINARY, config_);

@@ -2,8 +2,8 @@
 // driven by the same binary's commands (`status`, `install`, `check`), stopped with SIGTERM.
 // No fleet server: a local image repository and an offline bundle.
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "simulated_device.hpp"
-#include "test_pki.hpp"
 #include "temp_dir.hpp"
+#include "test_pki.hpp"
 #include "upkeep/metadata/canonical_json.hpp"
 #include "upkeep/modules/module.hpp"
 #include "upkeep/transport/http_client.hpp"
@@ -29,8 +29,7 @@ using namespace std::chrono_literals;
 // `upkeep-agent -c CONFIG run`, output to a log file, until Stop (SIGTERM).
 class DaemonProcess {
  public:
-  DaemonProcess(const fs::path& config, const fs::path& socket, const fs::path& log)
-      : log_(log) {
+  DaemonProcess(const fs::path& config, const fs::path& socket, const fs::path& log) : log_(log) {
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -128,8 +127,7 @@ class DaemonProcessTest : public ::testing::Test {
         << "[health]\ncommands = [['/bin/true']]\n"
         << "[schedule]\nboot_delay_min_seconds = 0\nboot_delay_max_seconds = 0\n"
         << "[local_api]\nsocket = '" << socket().string() << "'\nmode = '0600'\n"
-        << local_api_extra
-        << "[daemon]\nlow_priority = true\n";
+        << local_api_extra << "[daemon]\nlow_priority = true\n";
   }
 
   CliResult Cli(std::vector<std::string> args) {
@@ -260,7 +258,8 @@ TEST_F(DaemonProcessTest, LanListenerAcceptsOnlyTheGeneratedCredential) {
   }
   const auto at = log.find("LAN API on 127.0.0.1:");
   ASSERT_NE(at, std::string::npos) << log;
-  const std::string port = log.substr(at + 21, log.find_first_not_of("0123456789", at + 21) - at - 21);
+  const std::string port =
+      log.substr(at + 21, log.find_first_not_of("0123456789", at + 21) - at - 21);
   const fs::path shown = device_->config.device.data_dir / "lan-credential.txt";
   ASSERT_TRUE(fs::exists(shown));
   EXPECT_EQ(fs::status(shown).permissions() & fs::perms::all,

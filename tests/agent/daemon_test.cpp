@@ -3,13 +3,14 @@
 // update holds only until the cap, failed checks back off, "check now" checks at once. Every
 // step is a Tick() at a chosen time: nothing sleeps.
 
+#include "upkeep/agent/daemon.hpp"
+
 #include <gtest/gtest.h>
 
 #include "daemon_fixture.hpp"
 #include "simulated_device.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
-#include "upkeep/agent/daemon.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -214,7 +215,8 @@ TEST(CheckInCountersTest, RoundTripAndStrictParsing) {
   EXPECT_ERRC(ParseCheckInCounters("{\"counter\":1}"), Errc::JournalCorrupt);
   EXPECT_ERRC(ParseCheckInCounters("{\"counter\":1,\"accepted_counter\":2,\"x\":3}"),
               Errc::JournalCorrupt);
-  EXPECT_ERRC(ParseCheckInCounters("{\"counter\":-1,\"accepted_counter\":2}"), Errc::JournalCorrupt);
+  EXPECT_ERRC(ParseCheckInCounters("{\"counter\":-1,\"accepted_counter\":2}"),
+              Errc::JournalCorrupt);
   EXPECT_ERRC(ParseCheckInCounters("\xff"), Errc::JournalCorrupt);
 }
 

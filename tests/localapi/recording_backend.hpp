@@ -19,18 +19,21 @@ class RecordingBackend : public localapi::LocalApiBackend {
  public:
   Result<localapi::DeviceInfo> Device(const localapi::Peer& peer) override {
     Record(peer, "device");
-    return localapi::DeviceInfo{"Acme Thermostat T2", "rev-c", {{"firmware", "1.4.2"}, {"app", "2.0.0"}}};
+    return localapi::DeviceInfo{
+        "Acme Thermostat T2", "rev-c", {{"firmware", "1.4.2"}, {"app", "2.0.0"}}};
   }
   Result<localapi::Status> GetStatus(const localapi::Peer& peer) override {
     Record(peer, "status");
-    return localapi::Status{localapi::UpdateState::kDownloading, "sec-2026-12", localapi::Progress{512, 2048}, kT0};
+    return localapi::Status{localapi::UpdateState::kDownloading, "sec-2026-12",
+                            localapi::Progress{512, 2048}, kT0};
   }
   Result<localapi::PolicySettings> GetPolicy(const localapi::Peer& peer) override {
     Record(peer, "get_policy");
     std::lock_guard l(mu);
     return policy;
   }
-  Result<localapi::PolicySettings> SetPolicy(const localapi::Peer& peer, const localapi::PolicySettings& s) override {
+  Result<localapi::PolicySettings> SetPolicy(const localapi::Peer& peer,
+                                             const localapi::PolicySettings& s) override {
     Record(peer, "set_policy");
     std::lock_guard l(mu);
     policy = s;
@@ -38,13 +41,14 @@ class RecordingBackend : public localapi::LocalApiBackend {
   }
   // Events 1..last_event, `after` and `max` applied.
   Result<std::vector<localapi::Event>> Events(const localapi::Peer& peer, std::uint64_t after,
-                                    std::size_t max) override {
+                                              std::size_t max) override {
     Record(peer, "events");
     std::lock_guard l(mu);
     last_max = max;
     std::vector<localapi::Event> out;
     for (std::uint64_t s = after + 1; s <= last_event && out.size() < max; ++s) {
-      out.push_back(localapi::Event{s, kT0 + std::chrono::seconds(s), "state", "step " + std::to_string(s)});
+      out.push_back(
+          localapi::Event{s, kT0 + std::chrono::seconds(s), "state", "step " + std::to_string(s)});
     }
     return out;
   }

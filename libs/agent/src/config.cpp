@@ -306,8 +306,8 @@ bool IsDate(std::string_view s) {
   return month >= 1 && month <= 12 && day >= 1 && day <= 31;
 }
 
-Result<void> Seconds(Section& s, std::string_view key, std::chrono::seconds& out,
-                     std::uint64_t min, std::uint64_t max) {
+Result<void> Seconds(Section& s, std::string_view key, std::chrono::seconds& out, std::uint64_t min,
+                     std::uint64_t max) {
   std::uint64_t v = static_cast<std::uint64_t>(out.count());
   UPKEEP_TRY(s.Uint(key, v, min, max));
   out = std::chrono::seconds(static_cast<std::int64_t>(v));
@@ -426,7 +426,8 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
       return Bad("local_api.mode", "must be an octal mode like \"0660\"");
     }
     c.local_api.mode = 0;
-    for (const char ch : mode) c.local_api.mode = c.local_api.mode * 8 + static_cast<std::uint32_t>(ch - '0');
+    for (const char ch : mode)
+      c.local_api.mode = c.local_api.mode * 8 + static_cast<std::uint32_t>(ch - '0');
     if ((c.local_api.mode & 0007) != 0) {
       return Bad("local_api.mode", "must not give other users access");
     }
@@ -462,9 +463,9 @@ Result<void> ParseDaemonSections(AgentConfig& c, TableOf table) {
 
 Result<AgentConfig> ParseConfigTable(const toml::table& root) {
   AgentConfig c;
-  const std::set<std::string> sections = {
-      "device", "trust",      "repository", "slots",  "bootloader", "health",   "install",
-      "components", "server", "schedule", "policy", "notices", "local_api", "daemon"};
+  const std::set<std::string> sections = {"device", "trust",   "repository", "slots",  "bootloader",
+                                          "health", "install", "components", "server", "schedule",
+                                          "policy", "notices", "local_api",  "daemon"};
   for (const auto& [k, v] : root) {
     if (!sections.contains(std::string(k.str())))
       return Bad(std::string(k.str()), "unknown section");
@@ -637,10 +638,10 @@ std::string DumpConfig(const AgentConfig& c) {
     return a;
   };
   auto secs = [](std::chrono::seconds v) { return static_cast<std::int64_t>(v.count()); };
-  toml::table policy{
-      {"security_postpone_cap_hours",
-       static_cast<std::int64_t>(c.policy.security_postpone_cap.count() / 3600)},
-      {"reboot_deadline_hours", static_cast<std::int64_t>(c.policy.reboot_deadline.count() / 3600)}};
+  toml::table policy{{"security_postpone_cap_hours",
+                      static_cast<std::int64_t>(c.policy.security_postpone_cap.count() / 3600)},
+                     {"reboot_deadline_hours",
+                      static_cast<std::int64_t>(c.policy.reboot_deadline.count() / 3600)}};
   if (c.policy.maintenance_window) {
     const auto& w = *c.policy.maintenance_window;
     const auto end = (w.start + w.length).count() % (24 * 60);
@@ -673,8 +674,8 @@ std::string DumpConfig(const AgentConfig& c) {
       {"device",
        toml::table{{"hardware", c.device.hardware}, {"data_dir", c.device.data_dir.string()}}},
       {"trust", toml::table{{"root", c.trust.root.string()}}},
-      {"repository", toml::table{{"url", c.repository.url},
-                                 {"ca_file", c.repository.ca_file.string()}}},
+      {"repository",
+       toml::table{{"url", c.repository.url}, {"ca_file", c.repository.ca_file.string()}}},
       {"slots", toml::table{{"a", c.slots.a.string()},
                             {"b", c.slots.b.string()},
                             {"file_size", static_cast<std::int64_t>(c.slots.file_size)},
@@ -694,11 +695,12 @@ std::string DumpConfig(const AgentConfig& c) {
                    {"resume_delay_ms", static_cast<std::int64_t>(c.install.resume_delay.count())},
                    {"reuse_chunks", c.install.reuse_chunks}}},
       {"components", std::move(components)},
-      {"server", toml::table{{"url", c.server.url},
-                             {"ca_file", c.server.ca_file.string()},
-                             {"token_file", c.server.token_file.string()},
-                             {"manufacturer_certificate", c.server.manufacturer_certificate.string()},
-                             {"manufacturer_key", c.server.manufacturer_key.string()}}},
+      {"server",
+       toml::table{{"url", c.server.url},
+                   {"ca_file", c.server.ca_file.string()},
+                   {"token_file", c.server.token_file.string()},
+                   {"manufacturer_certificate", c.server.manufacturer_certificate.string()},
+                   {"manufacturer_key", c.server.manufacturer_key.string()}}},
       {"schedule", toml::table{{"boot_delay_min_seconds", secs(c.schedule.boot_delay_min)},
                                {"boot_delay_max_seconds", secs(c.schedule.boot_delay_max)},
                                {"period_seconds", secs(c.schedule.period)},
@@ -708,11 +710,11 @@ std::string DumpConfig(const AgentConfig& c) {
                                {"backoff_cap_seconds", secs(c.schedule.backoff_cap)}}},
       {"policy", std::move(policy)},
       {"notices",
-       toml::table{{"command", argv(c.notices.command)},
-                   {"timeout_seconds",
-                    static_cast<std::int64_t>(
-                        std::chrono::duration_cast<std::chrono::seconds>(c.notices.timeout)
-                            .count())}}},
+       toml::table{
+           {"command", argv(c.notices.command)},
+           {"timeout_seconds",
+            static_cast<std::int64_t>(
+                std::chrono::duration_cast<std::chrono::seconds>(c.notices.timeout).count())}}},
       {"local_api", toml::table{{"socket", c.local_api.socket.string()},
                                 {"mode", mode},
                                 {"group", c.local_api.group},

@@ -44,7 +44,8 @@ std::string UpdateIdFor(const std::string& target, const std::string& version) {
 
 std::string ErrorCode(const Error& e) {
   const std::error_code code = e.code();
-  return std::string(code.category().name()) + "." + std::to_string(code.value());  // nothrow: error_code
+  return std::string(code.category().name()) + "." +
+         std::to_string(code.value());  // nothrow: error_code
 }
 
 std::uint64_t UnixSeconds(Clock::TimePoint t) {
@@ -53,8 +54,8 @@ std::uint64_t UnixSeconds(Clock::TimePoint t) {
 }
 
 Clock::TimePoint FromUnix(std::uint64_t s) {
-  return Clock::TimePoint(std::chrono::seconds(static_cast<std::int64_t>(
-      std::min<std::uint64_t>(s, 253'402'300'799ULL))));
+  return Clock::TimePoint(std::chrono::seconds(
+      static_cast<std::int64_t>(std::min<std::uint64_t>(s, 253'402'300'799ULL))));
 }
 
 // "YYYY-MM-DD" → the first second after that day (support runs through the named day).
@@ -116,7 +117,9 @@ struct Daemon::Candidate {
 // checkin.json
 
 Result<CheckInCounters> ParseCheckInCounters(std::string_view text) {
-  auto bad = [](const std::string& why) { return Error(Errc::JournalCorrupt, "checkin.json: " + why); };
+  auto bad = [](const std::string& why) {
+    return Error(Errc::JournalCorrupt, "checkin.json: " + why);
+  };
   auto json = metadata::ParseJson(text);
   if (!json) return bad(json.error().message());
   auto reader = metadata::JsonReader::Of(*json, metadata::Errc::InvalidMetadata, "checkin.json");
@@ -130,7 +133,8 @@ Result<CheckInCounters> ParseCheckInCounters(std::string_view text) {
 }
 
 std::string SerializeCheckInCounters(const CheckInCounters& c) {
-  return metadata::DumpJson(Json{{"counter", c.counter}, {"accepted_counter", c.accepted_counter}}) +
+  return metadata::DumpJson(
+             Json{{"counter", c.counter}, {"accepted_counter", c.accepted_counter}}) +
          "\n";
 }
 
@@ -161,8 +165,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(AgentConfig config, Filesystem& f
     }
   }
   std::unique_ptr<Daemon> d(new Daemon(std::move(config), fs, clock, random, std::move(options),
-                                       std::move(policy), std::move(policy_error),
-                                       schedule_state));
+                                       std::move(policy), std::move(policy_error), schedule_state));
   return d;
 }
 
@@ -357,7 +360,8 @@ void Daemon::AfterBoot() {
   // Whatever a boot ended (rolled back, committed by an earlier start), reported once.
   if (state && state->last && state->last->outcome != "failed") {
     const LastResult& last = *state->last;
-    const std::string marker = Hex(last.outcome + "\n" + last.target + "\n" + last.version + "\n" + last.detail, 32);
+    const std::string marker =
+        Hex(last.outcome + "\n" + last.target + "\n" + last.version + "\n" + last.detail, 32);
     auto reported = fs_.ReadFile(config_.device.data_dir / "last-reported", 256);
     if (!reported || *reported != marker) {
       QueueReport(UpdateIdFor(last.target, last.version), last.target, last.outcome.c_str(),
@@ -402,7 +406,8 @@ Result<deviceapi::DeviceClient*> Daemon::Client() {
     // First contact: enrol with the one-time token or the manufacturer's certificate.
     deviceapi::ServerEndpoint endpoint;
     endpoint.server_url = config_.server.url;
-    UPKEEP_ASSIGN_OR_RETURN(endpoint.server_ca_pem, fs_.ReadFile(config_.server.ca_file, kMaxPemFile));
+    UPKEEP_ASSIGN_OR_RETURN(endpoint.server_ca_pem,
+                            fs_.ReadFile(config_.server.ca_file, kMaxPemFile));
     std::string token;
     if (!config_.server.manufacturer_certificate.empty()) {
       UPKEEP_ASSIGN_OR_RETURN(endpoint.manufacturer_certificate_pem,
@@ -411,7 +416,8 @@ Result<deviceapi::DeviceClient*> Daemon::Client() {
                               fs_.ReadFile(config_.server.manufacturer_key, kMaxPemFile));
     } else if (!config_.server.token_file.empty()) {
       UPKEEP_ASSIGN_OR_RETURN(token, fs_.ReadFile(config_.server.token_file, 4096));
-      while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
+      while (!token.empty() &&
+             (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
         token.pop_back();
       }
     } else {
@@ -423,7 +429,8 @@ Result<deviceapi::DeviceClient*> Daemon::Client() {
       auto machine_id = fs_.ReadFile("/etc/machine-id", 256);
       if (machine_id) serial = machine_id->substr(0, machine_id->find('\n'));
     }
-    if (serial.empty()) return Error(Errc::InvalidConfig, "device.serial: no serial and no machine ID");
+    if (serial.empty())
+      return Error(Errc::InvalidConfig, "device.serial: no serial and no machine ID");
     UPKEEP_ASSIGN_OR_RETURN(auto enrolling, deviceapi::DeviceClient::ForEnrolment(endpoint));
     auto enrolled = enrolling->Enrol(token, config_.device.hardware, serial);
     if (!enrolled) return enrolled.error();
@@ -550,9 +557,9 @@ Result<CheckResult> Daemon::CheckWithServer() {
       Publish("rejected", kRejected);
       continue;
     }
-    if (auto it = state.components.find(*component);
-        it != state.components.end() && it->second.target == target.path &&
-        it->second.version == m->version) {
+    if (auto it = state.components.find(*component); it != state.components.end() &&
+                                                     it->second.target == target.path &&
+                                                     it->second.version == m->version) {
       continue;  // installed
     }
     candidates.push_back({target, *m, *component, UpdateIdFor(target.path, m->version),
@@ -577,7 +584,8 @@ Result<CheckResult> Daemon::CheckRepositoryAlone() {
   if (const auto* top = source.updater->trusted()->targets("targets")) {
     for (ReleaseChoice& choice : ChooseReleases(config_, state, top->body.targets)) {
       const std::string id = UpdateIdFor(choice.target.path, choice.update.version);
-      const UpdateKind kind = choice.update.is_security ? UpdateKind::Security : UpdateKind::Feature;
+      const UpdateKind kind =
+          choice.update.is_security ? UpdateKind::Security : UpdateKind::Feature;
       candidates.push_back({std::move(choice.target), std::move(choice.update),
                             std::move(choice.component), id, kind});
     }
@@ -591,12 +599,13 @@ void Daemon::Handle(ReleaseSource& source, std::vector<Candidate> candidates,
                     const std::optional<InstallWindow>& window, CheckResult& result) {
   // Security updates first, and components before the root filesystem (whose reboot ends the
   // check): a pending feature update never delays a security one.
-  std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-    const int ka = a.kind == UpdateKind::Security ? 0 : 1;
-    const int kb = b.kind == UpdateKind::Security ? 0 : 1;
-    if (ka != kb) return ka < kb;
-    return (a.component != "rootfs") > (b.component != "rootfs");
-  });
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& a, const Candidate& b) {
+                     const int ka = a.kind == UpdateKind::Security ? 0 : 1;
+                     const int kb = b.kind == UpdateKind::Security ? 0 : 1;
+                     if (ka != kb) return ka < kb;
+                     return (a.component != "rootfs") > (b.component != "rootfs");
+                   });
   bool rootfs_installed = false;
   for (const Candidate& c : candidates) {
     result.offered.push_back(c.update_id);
@@ -639,7 +648,8 @@ void Daemon::Handle(ReleaseSource& source, std::vector<Candidate> candidates,
   }
 }
 
-bool Daemon::InstallCandidate(ReleaseSource& source, const Candidate& c, const std::string& origin) {
+bool Daemon::InstallCandidate(ReleaseSource& source, const Candidate& c,
+                              const std::string& origin) {
   SetState(localapi::UpdateState::kDownloading, c.update_id);
   auto outcome = agent_.InstallTarget(source, c.target);
   if (!outcome) {
@@ -758,8 +768,9 @@ void Daemon::QueueReport(const std::string& update_id, const std::string& target
                          const char* outcome, const std::string& detail, std::string report_id) {
   if (config_.server.url.empty()) return;
   deviceapi::ReportBody report;
-  report.report_id = report_id.empty() ? "r-" + Hex(std::to_string(random_.Next()) + update_id + outcome, 32)
-                                       : std::move(report_id);
+  report.report_id = report_id.empty()
+                         ? "r-" + Hex(std::to_string(random_.Next()) + update_id + outcome, 32)
+                         : std::move(report_id);
   report.update_id = update_id;
   report.target = target;
   const std::string o = outcome;
@@ -856,7 +867,8 @@ void Daemon::PublishNotice(const Candidate& c, bool to_user) {
   {
     std::lock_guard lock(mutex_);
     if (policy_ && n.security) {
-      if (auto it = policy_->state().updates.find(c.update_id); it != policy_->state().updates.end()) {
+      if (auto it = policy_->state().updates.find(c.update_id);
+          it != policy_->state().updates.end()) {
         n.install_by = it->second.first_offered + policy_->options().security_postpone_cap;
       }
     }
@@ -944,7 +956,8 @@ localapi::PolicySettings SettingsOf(const PolicyState& p) {
 
 Error ToApiError(const Error& e) {
   if (e.code() == Errc::UnknownUpdate) return Error(localapi::Errc::NotFound, e.message());
-  if (e.code() == Errc::InvalidPolicyValue) return Error(localapi::Errc::InvalidArgument, e.message());
+  if (e.code() == Errc::InvalidPolicyValue)
+    return Error(localapi::Errc::InvalidArgument, e.message());
   if (e.code() == Errc::ConfirmationRequired || e.code() == Errc::SecurityUpdateNotRefusable) {
     return Error(localapi::Errc::Conflict, e.message());
   }
@@ -973,8 +986,7 @@ Result<localapi::PolicySettings> Daemon::SetPolicy(const localapi::Peer&,
     if (auto r = policy_->SetRebootLater(want.reboot_later); !r) return ToApiError(r.error());
   }
   if (want.security_auto_install != p.security_auto_install) {
-    auto r = policy_->SetSecurityAutoInstall(want.security_auto_install,
-                                             want.confirm_security_off);
+    auto r = policy_->SetSecurityAutoInstall(want.security_auto_install, want.confirm_security_off);
     if (!r) return ToApiError(r.error());
   }
   return SettingsOf(policy_->state());

@@ -1,14 +1,13 @@
 #include "upkeep/common/filesystem.hpp"
 
-#include <algorithm>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <atomic>
 #include <memory>
 #include <new>
 #include <vector>
@@ -36,8 +35,7 @@ Result<void> FsyncDirectory(const fs::path& dir) {
 
 }  // namespace
 
-Result<std::string> LocalFilesystem::ReadFile(const fs::path& path,
-                                              std::uint64_t max_bytes) const {
+Result<std::string> LocalFilesystem::ReadFile(const fs::path& path, std::uint64_t max_bytes) const {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return IoError("open", path, errno);
   std::string out;

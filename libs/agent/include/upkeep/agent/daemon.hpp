@@ -70,11 +70,11 @@ struct DaemonOptions {
 
 // The result of one check, for tests and the log.
 struct CheckResult {
-  bool not_modified = false;            // the server answered 304
-  std::vector<std::string> offered;     // update IDs offered to the policy
-  std::vector<std::string> installed;   // update IDs installed (rootfs: awaiting reboot)
-  std::vector<std::string> rejected;    // update IDs whose verification or install failed
-  std::vector<std::string> waiting;     // update IDs the policy holds back
+  bool not_modified = false;           // the server answered 304
+  std::vector<std::string> offered;    // update IDs offered to the policy
+  std::vector<std::string> installed;  // update IDs installed (rootfs: awaiting reboot)
+  std::vector<std::string> rejected;   // update IDs whose verification or install failed
+  std::vector<std::string> waiting;    // update IDs the policy holds back
 };
 
 class Daemon final : public localapi::LocalApiBackend {
@@ -121,7 +121,8 @@ class Daemon final : public localapi::LocalApiBackend {
   [[nodiscard]] Result<void> CheckNow(const localapi::Peer& peer) override;
   [[nodiscard]] Result<localapi::PostponeResult> Postpone(
       const localapi::Peer& peer, const localapi::PostponeRequest& request) override;
-  [[nodiscard]] Result<localapi::InstallAccepted> Install(localapi::InstallRequest request) override;
+  [[nodiscard]] Result<localapi::InstallAccepted> Install(
+      localapi::InstallRequest request) override;
   [[nodiscard]] Result<std::vector<localapi::Event>> Events(const localapi::Peer& peer,
                                                             std::uint64_t after,
                                                             std::size_t max) override;
@@ -177,8 +178,8 @@ class Daemon final : public localapi::LocalApiBackend {
   std::string device_id_;
   std::string etag_;  // of the last verified answer (this run only)
   bool booted_ = false;
-  std::optional<std::uint64_t> hint_;              // the last answer's next_checkin_seconds
-  std::optional<std::string> awaiting_reboot_;     // the installed update waiting for its reboot
+  std::optional<std::uint64_t> hint_;           // the last answer's next_checkin_seconds
+  std::optional<std::string> awaiting_reboot_;  // the installed update waiting for its reboot
   std::optional<Clock::TimePoint> outbox_retry_;
   bool policy_incident_sent_ = false;
   std::optional<Clock::TimePoint> next_decision_;  // a held-back update comes due
@@ -193,7 +194,7 @@ class Daemon final : public localapi::LocalApiBackend {
   std::vector<localapi::Component> components_;
   std::optional<Clock::TimePoint> support_until_;
   std::map<std::string, localapi::Notice> notices_;  // by update ID
-  std::set<std::string> notified_;                    // notifier already ran (this run)
+  std::set<std::string> notified_;                   // notifier already ran (this run)
   std::deque<localapi::Event> events_;
   std::uint64_t next_sequence_ = 1;
   std::uint64_t next_install_id_ = 1;
