@@ -124,6 +124,34 @@ TEST_F(DaemonTest, PostponedSecurityUpdateInstallsWhenTheCapRunsOut) {
   EXPECT_TRUE(device_->Slot("b") == new_image_);
 }
 
+// "Install now, reboot later": the reboot waits, across a restart of the daemon, but never past
+// the deadline.
+TEST_F(DaemonTest, RebootLaterWaitsUntilTheDeadlineAcrossARestart) {
+  device_->config.policy.reboot_deadline = 2h;
+  Publish();
+  Start();
+  localapi::PolicySettings s;
+  s.reboot_later = true;
+  ASSERT_TRUE(daemon_->SetPolicy(peer_, s));
+  const auto t0 = clock_.Now();
+  daemon_->Tick();
+  EXPECT_TRUE(device_->Slot("b") == new_image_);
+  EXPECT_EQ(reboots_, 0);
+  auto status = daemon_->GetStatus(peer_);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->state, localapi::UpdateState::kAwaitingReboot);
+
+  clock_.Set(t0 + 1h);
+  daemon_.reset();  // the daemon restarts: the deadline is kept in the policy file
+  Start();
+  daemon_->Tick();
+  EXPECT_EQ(reboots_, 0);
+
+  clock_.Set(t0 + 2h);
+  daemon_->Tick();
+  EXPECT_EQ(reboots_, 1);
+}
+
 TEST_F(DaemonTest, FailedChecksBackOffWithJitterAndSuccessResets) {
   // No repository published yet: every check fails.
   device_->config.repository.url = (dir_.path() / "not-yet").string();
